@@ -1,0 +1,220 @@
+package cache
+
+// maxDeltaSeconds is the value a delta-seconds larger than 2^31 is clamped to
+// (RFC 9111 §1.2.2: "a cache MUST consider it to have the value 2147483648").
+const maxDeltaSeconds = 2147483648
+
+// Directives is a parsed Cache-Control (or CDN-Cache-Control, RFC 9213) field.
+// Delta-seconds fields are -1 when absent.
+//
+// Directives that take no argument are recognised with or without one
+// (e.g. "no-store=x" sets NoStore). The qualified forms no-cache="field" and
+// private="field" are treated as their unqualified forms: RFC 9111 §5.2.2.4
+// and §5.2.2.7 allow a cache to do so, and it is the conservative choice.
+type Directives struct {
+	MaxAge, SMaxAge, MaxStale, MinFresh, StaleWhileRevalidate, StaleIfError int64
+	// MaxStaleAny is set by "max-stale" without a value: any staleness is
+	// acceptable (RFC 9111 §5.2.1.2). When MaxStale is also set (>= 0) the
+	// bounded value is the more restrictive one and wins.
+	MaxStaleAny bool
+	NoStore, NoCache, Private, Public, MustRevalidate, ProxyRevalidate,
+	NoTransform, OnlyIfCached, Immutable, MustUnderstand bool
+}
+
+// Reset sets every delta-seconds field to -1 (absent) and every flag to false.
+func (d *Directives) Reset() {
+	*d = Directives{
+		MaxAge: -1, SMaxAge: -1, MaxStale: -1, MinFresh: -1,
+		StaleWhileRevalidate: -1, StaleIfError: -1,
+	}
+}
+
+// ParseCacheControl adds the directives of one field line to d. Call d.Reset()
+// first and then ParseCacheControl once per field line: RFC 9110 §5.3 makes
+// several lines equivalent to one comma-joined line.
+//
+// Tokens are matched case-insensitively (RFC 9111 §5.2) and arguments may be
+// tokens or quoted strings. An invalid max-age or s-maxage argument
+// ("max-age=abc", "max-age=-1", "max-age") counts as 0, so the response is
+// stale (RFC 9111 §4.2.1); other invalid arguments are ignored. A directive
+// repeated with different values keeps the most restrictive (smallest) one
+// (RFC 9111 §4.2.1). Values above 2^31 are clamped to 2147483648 (§1.2.2).
+// Unknown directives are ignored (§5.2.3). It never allocates and never
+// panics, whatever the input.
+func ParseCacheControl(d *Directives, value []byte) {
+	i := 0
+	for i < len(value) {
+		// Skip separators and optional whitespace before a directive name.
+		for i < len(value) && (value[i] == ',' || isOWS(value[i])) {
+			i++
+		}
+		start := i
+		for i < len(value) && value[i] != '=' && value[i] != ',' && !isOWS(value[i]) {
+			i++
+		}
+		name := value[start:i]
+		for i < len(value) && isOWS(value[i]) {
+			i++
+		}
+		var arg []byte
+		hasArg := false
+		if i < len(value) && value[i] == '=' {
+			hasArg = true
+			i++
+			for i < len(value) && isOWS(value[i]) {
+				i++
+			}
+			arg, i = scanArgument(value, i)
+		}
+		// Anything after the argument up to the next comma is garbage; skip it
+		// so that it cannot be read as a directive of its own.
+		for i < len(value) && value[i] != ',' {
+			i++
+		}
+		if len(name) > 0 {
+			d.apply(name, arg, hasArg)
+		}
+	}
+}
+
+// scanArgument reads a token or quoted-string argument starting at i and
+// returns its content (quotes removed; backslash escapes are left in place,
+// which only matters for arguments we compare as digits) and the index after it.
+func scanArgument(v []byte, i int) ([]byte, int) {
+	if i < len(v) && v[i] == '"' {
+		i++
+		start := i
+		for i < len(v) && v[i] != '"' {
+			if v[i] == '\\' && i+1 < len(v) {
+				i++
+			}
+			i++
+		}
+		arg := v[start:i]
+		if i < len(v) {
+			i++ // closing quote
+		}
+		return arg, i
+	}
+	start := i
+	for i < len(v) && v[i] != ',' && !isOWS(v[i]) {
+		i++
+	}
+	return v[start:i], i
+}
+
+func (d *Directives) apply(name, arg []byte, hasArg bool) {
+	switch {
+	case equalFold(name, "max-age"):
+		d.MaxAge = minDelta(d.MaxAge, freshnessDelta(arg, hasArg))
+	case equalFold(name, "s-maxage"):
+		d.SMaxAge = minDelta(d.SMaxAge, freshnessDelta(arg, hasArg))
+	case equalFold(name, "max-stale"):
+		if !hasArg {
+			d.MaxStaleAny = true
+		} else if n, ok := parseDelta(arg); ok {
+			d.MaxStale = minDelta(d.MaxStale, n)
+		}
+	case equalFold(name, "min-fresh"):
+		d.MinFresh = optionalDelta(d.MinFresh, arg, hasArg)
+	case equalFold(name, "stale-while-revalidate"):
+		d.StaleWhileRevalidate = optionalDelta(d.StaleWhileRevalidate, arg, hasArg)
+	case equalFold(name, "stale-if-error"):
+		d.StaleIfError = optionalDelta(d.StaleIfError, arg, hasArg)
+	case equalFold(name, "no-store"):
+		d.NoStore = true
+	case equalFold(name, "no-cache"):
+		d.NoCache = true
+	case equalFold(name, "private"):
+		d.Private = true
+	case equalFold(name, "public"):
+		d.Public = true
+	case equalFold(name, "must-revalidate"):
+		d.MustRevalidate = true
+	case equalFold(name, "proxy-revalidate"):
+		d.ProxyRevalidate = true
+	case equalFold(name, "no-transform"):
+		d.NoTransform = true
+	case equalFold(name, "only-if-cached"):
+		d.OnlyIfCached = true
+	case equalFold(name, "immutable"):
+		d.Immutable = true
+	case equalFold(name, "must-understand"):
+		d.MustUnderstand = true
+	}
+}
+
+// freshnessDelta parses a max-age / s-maxage argument; an invalid one means 0
+// (RFC 9111 §4.2.1: treat the response as stale).
+func freshnessDelta(arg []byte, hasArg bool) int64 {
+	if !hasArg {
+		return 0
+	}
+	n, ok := parseDelta(arg)
+	if !ok {
+		return 0
+	}
+	return n
+}
+
+// optionalDelta merges a directive whose invalid argument is ignored.
+func optionalDelta(cur int64, arg []byte, hasArg bool) int64 {
+	if !hasArg {
+		return cur
+	}
+	n, ok := parseDelta(arg)
+	if !ok {
+		return cur
+	}
+	return minDelta(cur, n)
+}
+
+// minDelta returns the more restrictive of an existing value (-1 = absent)
+// and a new one.
+func minDelta(cur, n int64) int64 {
+	if cur < 0 || n < cur {
+		return n
+	}
+	return cur
+}
+
+// parseDelta parses delta-seconds = 1*DIGIT (RFC 9111 §1.2.2), clamping at
+// 2^31. Signs, fractions and empty strings are invalid.
+func parseDelta(b []byte) (int64, bool) {
+	if len(b) == 0 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if n < maxDeltaSeconds {
+			n = n*10 + int64(c-'0')
+		}
+	}
+	if n > maxDeltaSeconds {
+		n = maxDeltaSeconds
+	}
+	return n, true
+}
+
+func isOWS(c byte) bool { return c == ' ' || c == '\t' }
+
+// equalFold reports whether b equals the lower-case ASCII string s, ignoring
+// ASCII case in b. It avoids bytes.EqualFold's Unicode handling on a hot path.
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}

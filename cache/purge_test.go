@@ -1,0 +1,229 @@
+package cache
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+)
+
+func newTestPurges(ttl time.Duration, clock *time.Time) *Purges {
+	p := NewPurges(ttl)
+	p.now = func() time.Time { return *clock }
+	return p
+}
+
+func TestPurgesCheck(t *testing.T) {
+	variant := VariantKey(nil, []byte("a.com/x"), [][]byte{[]byte("accept-encoding")}, headerGetter(map[string]string{"accept-encoding": "gzip"}))
+	mk := func(key string, storedAt time.Time, tags ...string) *Entry {
+		e := &Entry{Key: []byte(key), StoredAt: storedAt}
+		for _, tg := range tags {
+			e.SurrogateKeys = append(e.SurrogateKeys, []byte(tg))
+		}
+		return e
+	}
+	type purge struct {
+		kind  PurgeKind
+		value string
+		hard  bool
+		at    time.Time
+	}
+	before, after := t0.Add(-time.Second), t0.Add(time.Second)
+	tests := []struct {
+		name           string
+		purges         []purge
+		e              *Entry
+		purged, isHard bool
+	}{
+		{"no tombstones", nil, mk("a.com/x", before), false, false},
+		{"URL soft purge of older entry", []purge{{PurgeURL, "a.com/x", false, t0}}, mk("a.com/x", before), true, false},
+		{"URL hard purge of older entry", []purge{{PurgeURL, "a.com/x", true, t0}}, mk("a.com/x", before), true, true},
+		{"URL purge does not touch newer entry", []purge{{PurgeURL, "a.com/x", true, t0}}, mk("a.com/x", after), false, false},
+		{"URL purge covers Vary variants", []purge{{PurgeURL, "a.com/x", false, t0}}, mk(string(variant), before), true, false},
+		{"URL purge is exact, not a prefix", []purge{{PurgeURL, "a.com/x", false, t0}}, mk("a.com/xy", before), false, false},
+		{"prefix purge", []purge{{PurgePrefix, "a.com/", false, t0}}, mk("a.com/deep/x", before), true, false},
+		{"prefix purge misses other host", []purge{{PurgePrefix, "a.com/", false, t0}}, mk("b.com/x", before), false, false},
+		{"tag purge", []purge{{PurgeTag, "product-1", true, t0}}, mk("a.com/x", before, "home", "product-1"), true, true},
+		{"tag purge misses untagged", []purge{{PurgeTag, "product-1", true, t0}}, mk("a.com/x", before, "home"), false, false},
+		{"hard beats soft when both apply", []purge{{PurgeURL, "a.com/x", false, t0}, {PurgeTag, "t", true, t0}},
+			mk("a.com/x", before, "t"), true, true},
+		{"newer soft after older hard: entry between them", []purge{{PurgeURL, "a.com/x", true, t0.Add(-time.Hour)}, {PurgeURL, "a.com/x", false, t0}},
+			mk("a.com/x", t0.Add(-time.Minute)), true, false},
+		{"entry without StoredAt counts as old", []purge{{PurgeTag, "t", false, t0}}, mk("a.com/x", time.Time{}, "t"), true, false},
+		{"unknown kind ignored", []purge{{PurgeKind(9), "a.com/x", true, t0}}, mk("a.com/x", before), false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := t0
+			p := newTestPurges(time.Hour, &clock)
+			for _, pg := range tt.purges {
+				p.Add(pg.kind, []byte(pg.value), pg.hard, pg.at)
+			}
+			purged, hard := p.Check(tt.e)
+			if purged != tt.purged || hard != tt.isHard {
+				t.Errorf("Check: got (%v, %v) want (%v, %v)", purged, hard, tt.purged, tt.isHard)
+			}
+		})
+	}
+}
+
+func TestPurgesAddCopiesAndDedupes(t *testing.T) {
+	clock := t0
+	p := newTestPurges(time.Hour, &clock)
+	v := []byte("a.com/x")
+	p.Add(PurgeURL, v, false, t0)
+	p.Add(PurgeURL, v, false, t0) // same purge received twice
+	p.Add(PurgeURL, v, false, t0.Add(time.Second))
+	copy(v, "zzzzzzz") // caller reuses its buffer
+	if got := p.Len(); got != 1 {
+		t.Errorf("Len after duplicate adds: got %d want 1", got)
+	}
+	if purged, _ := p.Check(&Entry{Key: []byte("a.com/x"), StoredAt: t0}); !purged {
+		t.Errorf("Check after caller reused value buffer: got false want true (newest purge at t0+1s)")
+	}
+	p.Add(PurgeURL, []byte("a.com/x"), true, t0)
+	if got := p.Len(); got != 2 {
+		t.Errorf("Len after soft and hard purge of one URL: got %d want 2", got)
+	}
+}
+
+func TestPurgesTTL(t *testing.T) {
+	clock := t0
+	p := newTestPurges(time.Hour, &clock)
+	p.Add(PurgeTag, []byte("old"), false, t0)
+	p.Add(PurgePrefix, []byte("a.com/"), true, t0)
+	clock = t0.Add(30 * time.Minute)
+	p.Add(PurgeTag, []byte("new"), false, clock)
+	if got := p.Prune(clock); got != 0 {
+		t.Errorf("Prune before ttl: got %d dropped want 0", got)
+	}
+	clock = t0.Add(61 * time.Minute)
+	if got := p.Prune(clock); got != 2 {
+		t.Errorf("Prune after ttl: got %d dropped want 2", got)
+	}
+	if got := p.Len(); got != 1 {
+		t.Errorf("Len after prune: got %d want 1", got)
+	}
+	e := &Entry{Key: []byte("a.com/x"), StoredAt: t0.Add(-time.Second), SurrogateKeys: [][]byte{[]byte("old")}}
+	if purged, _ := p.Check(e); purged {
+		t.Errorf("Check against expired tombstones: got purged want not purged (ttl expiry sets no floor)")
+	}
+	clock = t0.Add(2 * time.Hour)
+	p.Prune(clock)
+	if got, _ := p.Check(e); got || p.active.Load() != 0 {
+		t.Errorf("after all tombstones expired: got purged=%v active=%d want false, 0", got, p.active.Load())
+	}
+}
+
+func TestPurgesCapSetsSoftFloor(t *testing.T) {
+	clock := t0
+	p := newTestPurges(time.Hour, &clock)
+	p.max = 100
+	for i := range 101 {
+		p.Add(PurgeTag, []byte(fmt.Sprint(i)), true, t0.Add(time.Duration(i)*time.Millisecond))
+	}
+	if got := p.Len(); got > 100 || got < 80 {
+		t.Errorf("Len after exceeding cap: got %d want 80..100", got)
+	}
+	// Entries older than the forgotten tombstones are soft-purged by the
+	// floor even though their own tombstone is gone.
+	old := &Entry{Key: []byte("k"), StoredAt: t0.Add(-time.Second), SurrogateKeys: [][]byte{[]byte("0")}}
+	if purged, hard := p.Check(old); !purged || hard {
+		t.Errorf("Check of entry predating forgotten tombstone: got (%v, %v) want (true, false)", purged, hard)
+	}
+	// The newest tombstones are still exact (hard).
+	newest := &Entry{Key: []byte("k"), StoredAt: t0.Add(99 * time.Millisecond), SurrogateKeys: [][]byte{[]byte("100")}}
+	if purged, hard := p.Check(newest); !purged || !hard {
+		t.Errorf("Check of entry purged by kept tombstone: got (%v, %v) want (true, true)", purged, hard)
+	}
+	fresh := &Entry{Key: []byte("k"), StoredAt: t0.Add(time.Second)}
+	if purged, _ := p.Check(fresh); purged {
+		t.Errorf("Check of entry newer than everything: got purged want not purged")
+	}
+}
+
+func TestPurgesTombstones(t *testing.T) {
+	clock := t0
+	p := newTestPurges(time.Hour, &clock)
+	p.Add(PurgeURL, []byte("a.com/x"), false, t0)
+	p.Add(PurgeURL, []byte("a.com/x"), true, t0.Add(time.Second))
+	p.Add(PurgeTag, []byte("t"), false, t0)
+	p.Add(PurgePrefix, []byte("b.com/"), true, t0)
+	got := p.Tombstones(nil)
+	var lines []string
+	for _, ts := range got {
+		lines = append(lines, fmt.Sprintf("%v %s hard=%v %s", ts.Kind, ts.Value, ts.Hard, ts.At.UTC().Format(time.RFC3339)))
+	}
+	sort.Strings(lines)
+	want := []string{
+		"prefix b.com/ hard=true 2026-01-02T03:04:05Z",
+		"tag t hard=false 2026-01-02T03:04:05Z",
+		"url a.com/x hard=false 2026-01-02T03:04:05Z",
+		"url a.com/x hard=true 2026-01-02T03:04:06Z",
+	}
+	if fmt.Sprint(lines) != fmt.Sprint(want) {
+		t.Errorf("Tombstones:\n got %q\nwant %q", lines, want)
+	}
+	// Replaying the snapshot into another set reproduces the decisions.
+	q := newTestPurges(time.Hour, &clock)
+	for _, ts := range got {
+		q.Add(ts.Kind, ts.Value, ts.Hard, ts.At)
+	}
+	if q.Len() != p.Len() {
+		t.Errorf("Len after replay: got %d want %d", q.Len(), p.Len())
+	}
+}
+
+func TestPurgesConcurrent(t *testing.T) {
+	clock := t0
+	p := newTestPurges(time.Hour, &clock)
+	e := &Entry{Key: []byte("a.com/x"), StoredAt: t0.Add(-time.Second), SurrogateKeys: [][]byte{[]byte("t")}}
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 200 {
+				p.Add(PurgeTag, []byte(fmt.Sprint(w, i)), false, t0)
+				p.Check(e)
+			}
+		})
+	}
+	wg.Wait()
+	if got := p.Len(); got != 800 {
+		t.Errorf("Len after concurrent adds: got %d want 800", got)
+	}
+}
+
+func TestPurgesCheckZeroAlloc(t *testing.T) {
+	clock := t0
+	p := newTestPurges(time.Hour, &clock)
+	e := &Entry{Key: []byte("a.com/x\x00variant"), StoredAt: t0, SurrogateKeys: [][]byte{[]byte("t1"), []byte("t2")}}
+	if allocs := testing.AllocsPerRun(1000, func() { p.Check(e) }); allocs != 0 {
+		t.Errorf("Check allocs without tombstones: got %v want 0", allocs)
+	}
+	p.Add(PurgeURL, []byte("a.com/y"), false, t0)
+	p.Add(PurgeTag, []byte("t3"), false, t0)
+	p.Add(PurgePrefix, []byte("c.com/"), false, t0)
+	if allocs := testing.AllocsPerRun(1000, func() { p.Check(e) }); allocs != 0 {
+		t.Errorf("Check allocs with tombstones: got %v want 0", allocs)
+	}
+}
+
+func BenchmarkPurgesCheck(b *testing.B) {
+	e := &Entry{Key: []byte("a.com/assets/app.js"), StoredAt: t0, SurrogateKeys: [][]byte{[]byte("assets"), []byte("js")}}
+	for _, n := range []int{0, 1000} {
+		b.Run(fmt.Sprintf("tombstones=%d", n), func(b *testing.B) {
+			clock := t0
+			p := newTestPurges(time.Hour, &clock)
+			for i := range n {
+				p.Add(PurgeKind(1+i%3), []byte(fmt.Sprintf("b.com/%d", i)), false, t0)
+			}
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					p.Check(e)
+				}
+			})
+		})
+	}
+}

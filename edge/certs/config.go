@@ -1,0 +1,344 @@
+package certs
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+)
+
+// Modes of Config.Mode.
+const (
+	// ModeACME obtains and renews certificates from an ACME CA.
+	ModeACME = "acme"
+	// ModeInternal issues certificates from a CA that the node creates in
+	// Storage on first use: for local development and offline tests.
+	ModeInternal = "internal"
+	// ModeManual serves only the certificate files in Config.Certificates.
+	ModeManual = "manual"
+	// ModeOff disables TLS: New returns a Manager without certificates.
+	ModeOff = "off"
+)
+
+// Defaults applied by New to zero-valued fields.
+const (
+	// DefaultHTTPPort is the port ACME HTTP-01 validation reaches (RFC 8555 §8.3).
+	DefaultHTTPPort = 80
+	// DefaultTLSPort is the port TLS-ALPN-01 validation reaches (RFC 8737 §3).
+	DefaultTLSPort = 443
+	// DefaultOnDemandRateLimit is the number of on-demand orders allowed per
+	// DefaultOnDemandInterval.
+	DefaultOnDemandRateLimit = 10
+	// DefaultOnDemandInterval is the window of the on-demand rate limit.
+	DefaultOnDemandInterval = time.Minute
+	// DefaultReloadInterval is how often manual certificate files are polled.
+	DefaultReloadInterval = 30 * time.Second
+	// DefaultInternalLifetime is the validity of internal-CA leaf certificates.
+	DefaultInternalLifetime = 7 * 24 * time.Hour
+	// LetsEncryptProduction is the ACME directory used when Config.CA is "".
+	LetsEncryptProduction = "https://acme-v02.api.letsencrypt.org/directory"
+)
+
+// Sentinel errors, for errors.Is.
+var (
+	// ErrInvalidConfig wraps every configuration error returned by New.
+	ErrInvalidConfig = errors.New("certs: invalid configuration")
+	// ErrCertFile wraps errors reading or parsing a manual certificate or
+	// key file; the message names the file.
+	ErrCertFile = errors.New("certs: bad certificate file")
+	// ErrCertExpired is returned when a manual certificate has expired.
+	ErrCertExpired = errors.New("certs: certificate expired")
+	// ErrNoCertificate is returned from the TLS handshake when no
+	// certificate can be served for the requested name (or for a
+	// handshake without SNI when no DefaultServerName is configured).
+	ErrNoCertificate = errors.New("certs: no certificate for server name")
+	// ErrNotAllowed is returned when on-demand issuance is refused because
+	// the name is not on the allow-list.
+	ErrNotAllowed = errors.New("certs: name not allowed for on-demand issuance")
+	// ErrRateLimited is returned when an on-demand order is refused by the
+	// rate limit.
+	ErrRateLimited = errors.New("certs: on-demand issuance rate limited")
+	// ErrNoInternalCA is returned by ExportRoot outside internal mode.
+	ErrNoInternalCA = errors.New("certs: no internal CA (mode is not internal)")
+	// ErrClosed is returned by operations on a closed Manager.
+	ErrClosed = errors.New("certs: manager closed")
+)
+
+// Config configures a Manager. The zero value is ModeOff.
+type Config struct {
+	// Mode is one of "acme", "internal", "manual" or "off" ("" = "off").
+	// Manual Certificates may be combined with "acme" and "internal".
+	Mode string
+
+	// Names are managed up front (acme and internal modes): ordered from the
+	// CA in the background at New if storage has no certificate yet, then
+	// renewed in the background. Wildcards ("*.example.com") need a DNS-01
+	// solver, which this package does not configure, so they are refused.
+	Names []string
+
+	// Email is the ACME account contact (optional, recommended: the CA
+	// writes there before certificates expire unrenewed).
+	Email string
+
+	// CA is the ACME directory URL; "" = Let's Encrypt production.
+	CA string
+
+	// TrustedRoots are PEM files of extra roots to trust when talking to
+	// the ACME server (a private CA, or Pebble in tests). nil = system roots.
+	TrustedRoots []string
+
+	// AgreeTerms must be true in acme mode: it states agreement with the
+	// CA's subscriber agreement, which RFC 8555 §7.3 makes a precondition
+	// of account creation.
+	AgreeTerms bool
+
+	// Storage is the directory holding keys, certificates, the ACME
+	// account, challenge tokens and locks. Required unless Mode is "off".
+	// Nodes that share it (a shared volume) coordinate through its lock
+	// files: one order per name for the cluster.
+	Storage string
+
+	// OnDemand enables issuance during the TLS handshake for names on its
+	// allow-list (acme and internal modes). nil = off.
+	OnDemand *OnDemand
+
+	// Certificates are manual certificate/key file pairs. They are loaded
+	// by New (an unreadable or invalid file, or an expired certificate, is
+	// an error naming the file), reloaded by Reload, and polled every
+	// ReloadInterval for changes.
+	Certificates []CertFile
+
+	// HTTPPort and TLSPort are the public ports that ACME validation
+	// reaches (0 = 80 and 443). Tests use alternate ports. TLSPort is also
+	// the port RedirectHandler sends clients to.
+	HTTPPort, TLSPort int
+
+	// DisableHTTPChallenge and DisableTLSALPNChallenge turn off one ACME
+	// challenge type each; at least one must stay enabled in acme mode.
+	DisableHTTPChallenge, DisableTLSALPNChallenge bool
+
+	// RenewalWindowRatio is the fraction of a certificate's lifetime,
+	// counted back from its expiry, in which renewal starts (certmagic's
+	// ratio, 0 = certmagic's default of 1/3). Must be in [0, 1).
+	RenewalWindowRatio float64
+
+	// Logger receives certmagic's logs and ours. nil = slog.Default().
+	Logger *slog.Logger
+
+	// DefaultServerName selects the certificate served to handshakes
+	// without SNI (RFC 6066 §3 makes SNI optional). "" = such handshakes
+	// fail, unless a certificate covers the local IP address.
+	DefaultServerName string
+
+	// RenewCheckInterval is how often certmagic's maintenance checks
+	// certificates for renewal (0 = certmagic's default, 10 minutes).
+	// Tests with short-lived certificates lower it.
+	RenewCheckInterval time.Duration
+
+	// ReloadInterval is how often manual certificate files are checked for
+	// changes (size or modification time). 0 = DefaultReloadInterval;
+	// negative disables polling (Reload still works).
+	ReloadInterval time.Duration
+
+	// InternalLifetime is the validity of leaf certificates issued by the
+	// internal CA. 0 = DefaultInternalLifetime.
+	InternalLifetime time.Duration
+}
+
+// OnDemand configures issuance at handshake time.
+type OnDemand struct {
+	// Allow lists the names that may be issued on demand: exact names and
+	// "*.example.com" patterns, which match exactly one extra label (as a
+	// wildcard certificate would, RFC 6125 §6.4.3). Required, non-empty:
+	// on-demand issuance without an allow-list lets any client make the
+	// node order certificates for names of its choosing.
+	Allow []string
+
+	// RateLimit is the number of on-demand orders allowed per Interval,
+	// across all names (0 = DefaultOnDemandRateLimit). Renewals and
+	// certificates already in storage do not count.
+	RateLimit int
+
+	// Interval is the rate-limit window (0 = DefaultOnDemandInterval).
+	Interval time.Duration
+}
+
+// CertFile is a manual certificate: PEM files of the chain (leaf first)
+// and of its private key.
+type CertFile struct {
+	Cert, Key string
+}
+
+// withDefaults returns a copy of cfg with zero values replaced and slices
+// copied, so that the caller's Config is never aliased.
+func (cfg Config) withDefaults() Config {
+	if cfg.Mode == "" {
+		cfg.Mode = ModeOff
+	}
+	cfg.Mode = strings.ToLower(cfg.Mode)
+	if cfg.CA == "" {
+		cfg.CA = LetsEncryptProduction
+	}
+	if cfg.HTTPPort == 0 {
+		cfg.HTTPPort = DefaultHTTPPort
+	}
+	if cfg.TLSPort == 0 {
+		cfg.TLSPort = DefaultTLSPort
+	}
+	if cfg.ReloadInterval == 0 {
+		cfg.ReloadInterval = DefaultReloadInterval
+	}
+	if cfg.InternalLifetime == 0 {
+		cfg.InternalLifetime = DefaultInternalLifetime
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.Names = normalizeNames(cfg.Names)
+	cfg.DefaultServerName = normalizeName(cfg.DefaultServerName)
+	cfg.TrustedRoots = append([]string(nil), cfg.TrustedRoots...)
+	cfg.Certificates = append([]CertFile(nil), cfg.Certificates...)
+	if cfg.OnDemand != nil {
+		od := *cfg.OnDemand
+		od.Allow = normalizeNames(od.Allow)
+		if od.RateLimit == 0 {
+			od.RateLimit = DefaultOnDemandRateLimit
+		}
+		if od.Interval == 0 {
+			od.Interval = DefaultOnDemandInterval
+		}
+		cfg.OnDemand = &od
+	}
+	return cfg
+}
+
+// validate checks a Config that went through withDefaults.
+func (cfg Config) validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
+	}
+	switch cfg.Mode {
+	case ModeOff:
+		return nil
+	case ModeACME, ModeInternal, ModeManual:
+	default:
+		return bad("mode %q: want acme, internal, manual or off", cfg.Mode)
+	}
+	if cfg.Storage == "" {
+		return bad("storage directory is required in mode %q", cfg.Mode)
+	}
+	if cfg.Mode == ModeManual {
+		if len(cfg.Certificates) == 0 {
+			return bad("manual mode needs at least one certificate")
+		}
+		if len(cfg.Names) > 0 || cfg.OnDemand != nil {
+			return bad("manual mode cannot manage names or issue on demand (use acme or internal)")
+		}
+	}
+	if cfg.Mode == ModeACME {
+		if !cfg.AgreeTerms {
+			return bad("acme mode needs agree_terms: the CA's subscriber agreement must be accepted (RFC 8555 §7.3)")
+		}
+		if cfg.DisableHTTPChallenge && cfg.DisableTLSALPNChallenge {
+			return bad("both ACME challenges are disabled; no order could be validated")
+		}
+	}
+	for _, n := range cfg.Names {
+		if !validName(n) {
+			return bad("name %q is not a valid host name", n)
+		}
+		if strings.HasPrefix(n, "*.") {
+			return bad("name %q: wildcard certificates need DNS-01, which is not configured", n)
+		}
+	}
+	for _, c := range cfg.Certificates {
+		if c.Cert == "" || c.Key == "" {
+			return bad("certificate entry needs both cert and key files (got cert=%q key=%q)", c.Cert, c.Key)
+		}
+	}
+	if err := checkPort("http_port", cfg.HTTPPort); err != nil {
+		return bad("%v", err)
+	}
+	if err := checkPort("tls_port", cfg.TLSPort); err != nil {
+		return bad("%v", err)
+	}
+	if cfg.RenewalWindowRatio < 0 || cfg.RenewalWindowRatio >= 1 {
+		return bad("renewal window ratio %v: want 0 <= ratio < 1", cfg.RenewalWindowRatio)
+	}
+	if cfg.RenewCheckInterval < 0 {
+		return bad("renew check interval %v is negative", cfg.RenewCheckInterval)
+	}
+	if cfg.InternalLifetime < time.Minute {
+		return bad("internal lifetime %v: want at least 1m", cfg.InternalLifetime)
+	}
+	if od := cfg.OnDemand; od != nil {
+		if len(od.Allow) == 0 {
+			return bad("on-demand issuance needs a non-empty allow-list")
+		}
+		for _, p := range od.Allow {
+			if !validName(p) {
+				return bad("on-demand allow pattern %q is not a host name or *.suffix", p)
+			}
+		}
+		if od.RateLimit < 0 || od.Interval < 0 {
+			return bad("on-demand rate limit %d per %v: must not be negative", od.RateLimit, od.Interval)
+		}
+	}
+	return nil
+}
+
+func checkPort(field string, p int) error {
+	if p < 1 || p > 65535 {
+		return fmt.Errorf("%s %d out of range 1-65535", field, p)
+	}
+	return nil
+}
+
+// normalizeName lowercases and trims a host name and drops one trailing
+// dot, the same normalization certmagic applies to SNI values.
+func normalizeName(s string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
+}
+
+func normalizeNames(in []string) []string {
+	if len(in) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(in))
+	seen := make(map[string]bool, len(in))
+	for _, s := range in {
+		s = normalizeName(s)
+		if s == "" || seen[s] {
+			continue
+		}
+		seen[s] = true
+		out = append(out, s)
+	}
+	return out
+}
+
+// validName accepts host names (LDH labels, RFC 1123 §2.1), IP addresses,
+// and a leading "*." wildcard label.
+func validName(s string) bool {
+	if net.ParseIP(s) != nil {
+		return true
+	}
+	s = strings.TrimPrefix(s, "*.")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}

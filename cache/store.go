@@ -46,6 +46,9 @@ type Store struct {
 	// not reported as evictions.
 	clearing atomic.Bool
 
+	// closed makes calls after Close cheap no-ops. It cannot make a call that
+	// races with Close safe (ristretto closes its channels), see Close.
+	closed    atomic.Bool
 	closeOnce sync.Once
 }
 
@@ -106,6 +109,9 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 // so a 128-bit hash collision can never return another URL's entry. It does
 // not allocate. The returned entry must not be modified (except Invalidate).
 func (s *Store) Get(key []byte) *Entry {
+	if s.closed.Load() {
+		return nil
+	}
 	e, ok := s.c.Get(key)
 	if !ok || e == nil || !bytes.Equal(e.Key, key) {
 		return nil
@@ -120,7 +126,7 @@ func (s *Store) Get(key []byte) *Entry {
 // adjusts the byte accounting; ristretto does not evict on replacement, so a
 // larger replacement can exceed MaxBytes until the next new entry is admitted.
 func (s *Store) Set(e *Entry) bool {
-	if e == nil {
+	if e == nil || s.closed.Load() {
 		return false
 	}
 	cost := e.Cost()
@@ -139,23 +145,38 @@ func (s *Store) Set(e *Entry) bool {
 }
 
 // Delete removes key. It is visible to Get immediately.
-func (s *Store) Delete(key []byte) { s.c.Del(key) }
+func (s *Store) Delete(key []byte) {
+	if !s.closed.Load() {
+		s.c.Del(key)
+	}
+}
 
 // Wait blocks until all buffered Sets and Deletes are applied; for tests and
 // for Stats that must be exact.
-func (s *Store) Wait() { s.c.Wait() }
+func (s *Store) Wait() {
+	if !s.closed.Load() {
+		s.c.Wait()
+	}
+}
 
 // Clear removes every entry. Concurrent Sets may or may not survive it.
 func (s *Store) Clear() {
+	if s.closed.Load() {
+		return
+	}
 	s.clearing.Store(true)
 	defer s.clearing.Store(false)
 	s.c.Clear()
 }
 
 // Close stops ristretto's goroutines and drops all entries. It is idempotent;
-// Get returns nil and Set false after Close.
+// afterwards Get returns nil, Set false and the other methods do nothing.
+// Call it once the store's users have stopped (after the listeners are shut
+// down): ristretto closes its internal channels, so a Get or Set running
+// concurrently with Close may panic.
 func (s *Store) Close() {
 	s.closeOnce.Do(func() {
+		s.closed.Store(true)
 		s.clearing.Store(true)
 		s.c.Close()
 	})
@@ -179,7 +200,7 @@ func (s *Store) Stats() StoreStats {
 // Purges.Check per resident entry. It returns the counts of entries it
 // invalidated and deleted.
 func (s *Store) Sweep(p *Purges) (invalidated, deleted int) {
-	if p.active.Load() == 0 {
+	if p.active.Load() == 0 || s.closed.Load() {
 		return 0, 0
 	}
 	var doomed [][]byte

@@ -1,0 +1,457 @@
+package origin
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Field is one header line. Names keep the case fasthttp gives them
+// (canonical form, e.g. "Content-Type"); compare them case-insensitively.
+type Field struct{ Name, Value string }
+
+// ClientConfig configures a Client. Zero values select the documented
+// defaults; NewClient fills them in and validates the rest.
+type ClientConfig struct {
+	// URL is the upstream: "http://host[:port]" or "https://host[:port]".
+	// Scheme and host only: a path (other than "/"), query, fragment or
+	// user info is an error.
+	URL string
+	// ConnectTimeout bounds the TCP connect plus, for https, the TLS
+	// handshake. Zero means 5s.
+	ConnectTimeout time.Duration
+	// HeaderTimeout is the longest wait from the moment the request has been
+	// written until the response headers have been read. Exceeding it yields
+	// ErrTimeout. Zero means 30s.
+	HeaderTimeout time.Duration
+	// IdleReadTimeout is the longest gap between two successful reads of the
+	// connection while the body streams: a stalled upstream makes Body.Read
+	// fail with ErrTimeout instead of hanging. Zero means 30s.
+	IdleReadTimeout time.Duration
+	// WriteTimeout bounds writing the request (headers and body).
+	// Zero means 30s.
+	WriteTimeout time.Duration
+	// MaxConns caps the connections to the upstream, idle and busy.
+	// Zero means 512.
+	MaxConns int
+	// MaxConnWait is how long Do waits for a connection when MaxConns are
+	// busy before failing with ErrBusy. Zero means 1s.
+	MaxConnWait time.Duration
+	// MaxIdleConnDuration closes keep-alive connections idle for longer.
+	// Zero means 90s.
+	MaxIdleConnDuration time.Duration
+	// MaxHeaderBytes caps the size of the response headers (it is the
+	// per-connection read buffer size); larger headers yield ErrBadResponse.
+	// Zero means 16 KiB.
+	MaxHeaderBytes int
+	// TLS is used for https upstreams (RootCAs, client certificates, …).
+	// It is cloned. ServerName defaults to the URL host and is used for SNI
+	// and certificate verification. NextProtos is forced to http/1.1 only:
+	// fasthttp does not speak h2. Nil means system roots.
+	TLS *tls.Config
+	// Name is sent as User-Agent when the forwarded request has none, and
+	// names the client in errors. Empty means no User-Agent is added.
+	Name string
+}
+
+// Defaults applied by NewClient to zero ClientConfig fields.
+const (
+	DefaultConnectTimeout      = 5 * time.Second
+	DefaultHeaderTimeout       = 30 * time.Second
+	DefaultIdleReadTimeout     = 30 * time.Second
+	DefaultWriteTimeout        = 30 * time.Second
+	DefaultMaxConns            = 512
+	DefaultMaxConnWait         = time.Second
+	DefaultMaxIdleConnDuration = 90 * time.Second
+	DefaultMaxHeaderBytes      = 16 << 10
+)
+
+// Request is what Do sends. The edge has already removed hop-by-hop headers
+// (RFC 9110 §7.6.1); Do also ignores Host, Content-Length,
+// Transfer-Encoding and Connection in Header because it sets them itself.
+type Request struct {
+	Method     string
+	RequestURI string  // origin-form path?query, e.g. "/a/b?x=1", sent byte for byte
+	Host       string  // Host header; "" means the upstream URL's host
+	Header     []Field // end-to-end headers to send
+	Body       []byte  // sent with Content-Length; not retained after Do returns
+}
+
+// Response is what Do returns once the response headers are in.
+type Response struct {
+	Status int
+	// Header holds every response header as received, one Field per line
+	// (several Set-Cookie lines stay separate), including Content-Length
+	// and Connection when present.
+	Header []Field
+	// ContentLength is the length of Body: -1 when unknown (chunked or
+	// close-delimited), 0 for HEAD, 204 and 304 responses.
+	ContentLength int64
+	// Body streams from the connection. It is never nil. The caller must
+	// Close it: a fully read body returns the connection to the pool, an
+	// unfinished one closes the connection. Read is not safe for concurrent
+	// use; Close may be called from another goroutine and interrupts a
+	// blocked Read.
+	Body io.ReadCloser
+}
+
+// Client is a pooled HTTP/1.1 client for one upstream. It is safe for
+// concurrent use.
+type Client struct {
+	cfg    ClientConfig // defaults filled in
+	host   string       // default Host header
+	addr   string       // dial address, host:port
+	tls    *tls.Config  // nil for http
+	dialer net.Dialer
+	hc     *fasthttp.HostClient
+
+	calls  sync.Map // *fasthttp.Request → *call, so the transport finds the per-request state
+	pool   sync.Pool
+	closed atomic.Bool
+}
+
+// NewClient validates cfg, fills in defaults and returns a Client. It does
+// not connect: connections are dialled on demand.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("origin: invalid url %q: %w", cfg.URL, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("origin: url %q: scheme must be http or https", cfg.URL)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return nil, fmt.Errorf("origin: url %q: missing host", cfg.URL)
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil || u.Opaque != "" {
+		return nil, fmt.Errorf("origin: url %q: only scheme and host are allowed", cfg.URL)
+	}
+	if err := fillDefaults(&cfg); err != nil {
+		return nil, err
+	}
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	c := &Client{
+		cfg:    cfg,
+		host:   u.Host,
+		addr:   net.JoinHostPort(u.Hostname(), port),
+		dialer: net.Dialer{KeepAlive: 30 * time.Second},
+	}
+	if u.Scheme == "https" {
+		c.tls = tlsConfig(cfg.TLS, u.Hostname())
+	}
+	c.pool.New = func() any { return new(call) }
+	c.hc = &fasthttp.HostClient{
+		Addr: c.addr,
+		Name: cfg.Name,
+		// Our dial does TCP and TLS itself so that ConnectTimeout covers the
+		// handshake and every connection is wrapped in a *conn. fasthttp
+		// therefore sees a plain-HTTP host client (IsTLS false).
+		DialTimeout:              c.dial,
+		Transport:                transport{c},
+		NoDefaultUserAgentHeader: true,
+		// At most one retry: two attempts in total. Whether the second one
+		// happens is decided by transport (failure on a reused connection
+		// before any response byte) and retryIfErr (method and error kind).
+		MaxIdemponentCallAttempts: 2,
+		RetryIfErr:                retryIfErr,
+		MaxConns:                  cfg.MaxConns,
+		MaxConnWaitTimeout:        cfg.MaxConnWait,
+		MaxIdleConnDuration:       cfg.MaxIdleConnDuration,
+		ReadBufferSize:            cfg.MaxHeaderBytes,
+		// The body is never buffered whole by the client: see transport.
+		StreamResponseBody: true,
+		// LIFO keeps the most recently used connections busy, so that idle
+		// ones age out instead of being picked just as the upstream closes
+		// them (which is the race the single retry exists for).
+		ConnPoolStrategy: fasthttp.LIFO,
+	}
+	return c, nil
+}
+
+func fillDefaults(cfg *ClientConfig) error {
+	durations := []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"ConnectTimeout", &cfg.ConnectTimeout, DefaultConnectTimeout},
+		{"HeaderTimeout", &cfg.HeaderTimeout, DefaultHeaderTimeout},
+		{"IdleReadTimeout", &cfg.IdleReadTimeout, DefaultIdleReadTimeout},
+		{"WriteTimeout", &cfg.WriteTimeout, DefaultWriteTimeout},
+		{"MaxConnWait", &cfg.MaxConnWait, DefaultMaxConnWait},
+		{"MaxIdleConnDuration", &cfg.MaxIdleConnDuration, DefaultMaxIdleConnDuration},
+	}
+	for _, d := range durations {
+		switch {
+		case *d.v < 0:
+			return fmt.Errorf("origin: %s must not be negative, got %v", d.name, *d.v)
+		case *d.v == 0:
+			*d.v = d.def
+		}
+	}
+	if cfg.MaxConns < 0 || cfg.MaxHeaderBytes < 0 {
+		return fmt.Errorf("origin: MaxConns (%d) and MaxHeaderBytes (%d) must not be negative", cfg.MaxConns, cfg.MaxHeaderBytes)
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxHeaderBytes == 0 {
+		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if cfg.MaxHeaderBytes < 1024 {
+		// Below this even an ordinary status line plus Date won't fit.
+		return fmt.Errorf("origin: MaxHeaderBytes must be at least 1024, got %d", cfg.MaxHeaderBytes)
+	}
+	return nil
+}
+
+func tlsConfig(base *tls.Config, host string) *tls.Config {
+	var t *tls.Config
+	if base != nil {
+		t = base.Clone()
+	} else {
+		t = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if t.ServerName == "" {
+		t.ServerName = host
+	}
+	// fasthttp speaks HTTP/1.1 only: never offer h2 in ALPN.
+	t.NextProtos = []string{"http/1.1"}
+	return t
+}
+
+// Do sends req and returns once the response headers have arrived; the body
+// streams through Response.Body, which the caller must Close.
+//
+// ctx bounds the wait for a connection and for the headers: when it is done,
+// Do returns promptly and the connection is discarded. A context deadline is
+// reported as ErrTimeout (wrapping context.DeadlineExceeded as well); a
+// cancellation is reported as context.Canceled wrapped, with no origin
+// sentinel, because the origin did nothing wrong. ctx does not bound the
+// body: close the Body to abandon it.
+//
+// Every other error wraps exactly one of ErrTimeout, ErrRefused, ErrReset,
+// ErrBusy, ErrBadResponse, or ErrInvalidRequest for a malformed req.
+func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
+	if c.closed.Load() {
+		return nil, fmt.Errorf("%w: client for %s is closed", ErrRefused, c.addr)
+	}
+	if err := validate(req); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, ctxError(err)
+	}
+	cl := c.pool.Get().(*call)
+	cl.ctx = ctx
+	c.fill(&cl.req, req)
+	c.calls.Store(&cl.req, cl)
+	err := c.hc.Do(&cl.req, &cl.resp)
+	c.calls.Delete(&cl.req)
+	cl.ctx = nil
+	if err != nil {
+		c.putCall(cl)
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, ctxError(ctxErr)
+		}
+		return nil, classify(fmt.Errorf("%s %s: %w", req.Method, c.addr, err))
+	}
+	return c.response(cl), nil
+}
+
+func ctxError(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %w", ErrTimeout, err)
+	}
+	return fmt.Errorf("origin request abandoned: %w", err)
+}
+
+// fill copies req into the fasthttp request. The request line is taken from
+// the header as set, never re-parsed, so the RequestURI goes out byte for
+// byte (no path normalization, which would change what the origin caches).
+func (c *Client) fill(dst *fasthttp.Request, req *Request) {
+	h := &dst.Header
+	h.SetNoDefaultContentType(true)
+	h.SetMethod(req.Method)
+	h.SetRequestURI(req.RequestURI)
+	host := req.Host
+	if host == "" {
+		host = c.host
+	}
+	h.SetHost(host)
+	for _, f := range req.Header {
+		if skipRequestHeader(f.Name) {
+			continue
+		}
+		h.Add(f.Name, f.Value)
+	}
+	// fasthttp adds Name as User-Agent when the request carries none.
+	// RFC 9110 §8.6: send Content-Length for a body, and 0 for methods that
+	// normally carry one (POST, PUT) even when it is empty.
+	if len(req.Body) > 0 || (!h.IsGet() && !h.IsHead()) {
+		h.SetContentLength(len(req.Body))
+	}
+	dst.SetBodyRaw(req.Body)
+}
+
+// skipRequestHeader reports the fields Do manages itself: Host comes from
+// Request.Host, framing from Request.Body, and connection management from
+// the pool.
+func skipRequestHeader(name string) bool {
+	for _, s := range [...]string{"Host", "Content-Length", "Transfer-Encoding", "Connection"} {
+		if strings.EqualFold(name, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// response copies the fasthttp response into a Response. Header strings are
+// carved out of one allocation.
+func (c *Client) response(cl *call) *Response {
+	rh := &cl.resp.Header
+	size, n := 0, 0
+	for k, v := range rh.All() {
+		size += len(k) + len(v)
+		n++
+	}
+	var sb strings.Builder
+	sb.Grow(size)
+	for k, v := range rh.All() {
+		sb.Write(k)
+		sb.Write(v)
+	}
+	all := sb.String()
+	fields := make([]Field, 0, n)
+	off := 0
+	for k, v := range rh.All() {
+		name := all[off : off+len(k)]
+		off += len(k)
+		fields = append(fields, Field{Name: name, Value: all[off : off+len(v)]})
+		off += len(v)
+	}
+	r := &Response{Status: rh.StatusCode(), Header: fields}
+	if cl.stream == nil {
+		// No body (HEAD, 204, 304, 1xx): the transport already gave the
+		// connection back.
+		r.Body = noBody{}
+		c.putCall(cl)
+		return r
+	}
+	r.ContentLength = int64(rh.ContentLength())
+	if r.ContentLength < 0 {
+		r.ContentLength = -1
+	}
+	r.Body = &body{c: c, cl: cl}
+	return r
+}
+
+// Close closes idle connections and makes later Do calls fail with
+// ErrRefused. Bodies still open keep their connection until they are
+// closed; the connection is then closed instead of pooled. Close is
+// idempotent. (fasthttp's idle-connection cleaner goroutine exits on its
+// own after at most MaxIdleConnDuration.)
+func (c *Client) Close() {
+	if c.closed.Swap(true) {
+		return
+	}
+	c.hc.CloseIdleConnections()
+}
+
+// Addr returns the dial address (host:port) of the upstream.
+func (c *Client) Addr() string { return c.addr }
+
+// Conns returns the number of open connections, idle and busy (for stats).
+func (c *Client) Conns() int { return c.hc.ConnsCount() }
+
+func (c *Client) putCall(cl *call) {
+	cl.req.Reset()
+	cl.resp.Reset() // also hands fasthttp's body stream back to its pool
+	cl.ctx, cl.conn, cl.done, cl.br, cl.stream, cl.closeConn = nil, nil, nil, nil, nil, false
+	c.pool.Put(cl)
+}
+
+// retryIfErr is the policy half of the single retry (the transport decides
+// whether the failure happened on a reused connection before any response
+// byte): only GET and HEAD, whose replay is harmless (RFC 9110 §9.2.2 —
+// PUT/DELETE are idempotent too, but an edge has no business replaying
+// writes), and never after a timeout, which would only double the wait.
+func retryIfErr(req *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
+	if attempts > 1 || isTimeout(err) {
+		return false, false
+	}
+	return false, req.Header.IsGet() || req.Header.IsHead()
+}
+
+// validate rejects requests that would corrupt the request line or header
+// block (request smuggling / header injection) before anything is sent.
+func validate(req *Request) error {
+	if req == nil {
+		return fmt.Errorf("%w: nil request", ErrInvalidRequest)
+	}
+	if req.Method == "" || !isToken(req.Method) {
+		return fmt.Errorf("%w: method %q", ErrInvalidRequest, req.Method)
+	}
+	if req.RequestURI != "*" && !strings.HasPrefix(req.RequestURI, "/") || hasCTLOrSpace(req.RequestURI) {
+		return fmt.Errorf("%w: request uri %q is not origin-form", ErrInvalidRequest, req.RequestURI)
+	}
+	if hasCTLOrSpace(req.Host) {
+		return fmt.Errorf("%w: host %q", ErrInvalidRequest, req.Host)
+	}
+	for _, f := range req.Header {
+		if !isToken(f.Name) {
+			return fmt.Errorf("%w: header name %q", ErrInvalidRequest, f.Name)
+		}
+		if strings.ContainsAny(f.Value, "\r\n\x00") {
+			return fmt.Errorf("%w: header %s has a control character in its value", ErrInvalidRequest, f.Name)
+		}
+	}
+	return nil
+}
+
+// isToken reports whether s is an RFC 9110 §5.6.2 token.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		switch {
+		case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b >= '0' && b <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", b) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func hasCTLOrSpace(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+type noBody struct{}
+
+func (noBody) Read([]byte) (int, error) { return 0, io.EOF }
+func (noBody) Close() error             { return nil }

@@ -44,6 +44,8 @@ type Entry struct {
 	// invalidated marks the entry stale after a soft purge or an unsafe
 	// request (RFC 9111 §4.4).
 	invalidated atomic.Bool
+	// purgeGen caches a negative Purges.Check result, see Purges.gen.
+	purgeGen atomic.Uint64
 }
 
 // Freshness is the time-dependent part of an Entry, computed from a response

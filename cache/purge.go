@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -84,6 +85,11 @@ type Purges struct {
 	// active is the number of tombstones plus one when a floor is set, so
 	// that Check without tombstones is a single atomic load.
 	active atomic.Int64
+	// gen changes on every change of the tombstone set. An entry remembers
+	// the generation at which it was last found unpurged (Entry.purgeGen), so
+	// repeated hits on it skip the lock until the next purge. It starts at a
+	// random value so that two Purges never share generation numbers.
+	gen atomic.Uint64
 
 	mu        sync.RWMutex // guards the fields below
 	urls      map[string]tomb
@@ -100,22 +106,29 @@ func NewPurges(ttl time.Duration) *Purges {
 	if ttl <= 0 {
 		ttl = 24 * time.Hour
 	}
-	return &Purges{
+	p := &Purges{
 		ttl:  ttl,
 		max:  DefaultMaxTombstones,
 		now:  time.Now,
 		urls: make(map[string]tomb),
 		tags: make(map[string]tomb),
 	}
+	p.gen.Store(rand.Uint64() | 1) // never 0, the zero value of Entry.purgeGen
+	return p
 }
 
 // Add records a purge of value at time at. hard purges make matching entries
 // absent; soft ones make them stale (revalidate, RFC 9111 §4.4 style). Adding
 // the same purge again is a no-op, so tombstones received twice (broadcast
-// and push/pull) are harmless. value is copied. A zero at means now.
+// and push/pull) are harmless. value is copied. A zero at, or one in the
+// future, means now.
 func (p *Purges) Add(kind PurgeKind, value []byte, hard bool, at time.Time) {
-	if at.IsZero() {
-		at = p.now()
+	now := p.now()
+	if at.IsZero() || at.After(now) {
+		// A purge from a peer whose clock runs ahead is dated on arrival:
+		// content fetched here before that moment predates it anyway, and a
+		// far-future date would otherwise never expire.
+		at = now
 	}
 	ns := unixNano(at)
 	var t tomb
@@ -142,7 +155,6 @@ func (p *Purges) Add(kind PurgeKind, value []byte, hard bool, at time.Time) {
 	default:
 		return
 	}
-	now := p.now()
 	if p.count > p.max || now.Sub(p.lastPrune) > p.ttl/8 {
 		p.pruneLocked(now)
 	}
@@ -165,6 +177,7 @@ func added(cur, t tomb) int {
 }
 
 func (p *Purges) publish() {
+	p.gen.Add(2) // stays odd, hence never 0
 	n := int64(p.count)
 	if p.floor != 0 {
 		n++
@@ -175,10 +188,15 @@ func (p *Purges) publish() {
 // Check reports whether e was purged by a tombstone newer than e.StoredAt:
 // purged means treat it as stale (soft) or, when hard is also true, as absent.
 // Without tombstones it is one atomic load; otherwise one map lookup for the
-// URL, one per surrogate key and a scan of the prefix tombstones. It does not
-// allocate.
+// URL, one per surrogate key and a scan of the prefix tombstones, under a
+// read lock; an entry found unpurged is not looked up again until the set of
+// tombstones changes (two atomic loads). It does not allocate.
 func (p *Purges) Check(e *Entry) (purged, hard bool) {
 	if p.active.Load() == 0 {
+		return false, false
+	}
+	gen := p.gen.Load()
+	if e.purgeGen.Load() == gen {
 		return false, false
 	}
 	stored := unixNano(e.StoredAt)
@@ -206,7 +224,13 @@ func (p *Purges) Check(e *Entry) (purged, hard bool) {
 	}
 	p.mu.RUnlock()
 	hard = t.hard != 0 && t.hard > stored
-	return hard || (t.soft != 0 && t.soft > stored), hard
+	purged = hard || (t.soft != 0 && t.soft > stored)
+	if !purged {
+		// gen was read before the lookup: a purge added meanwhile changed
+		// p.gen, so this cached verdict is not trusted for it.
+		e.purgeGen.Store(gen)
+	}
+	return purged, hard
 }
 
 // Len returns the number of tombstones (a soft and a hard purge of the same

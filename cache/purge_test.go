@@ -69,7 +69,7 @@ func TestPurgesCheck(t *testing.T) {
 }
 
 func TestPurgesAddCopiesAndDedupes(t *testing.T) {
-	clock := t0
+	clock := t0.Add(time.Minute)
 	p := newTestPurges(time.Hour, &clock)
 	v := []byte("a.com/x")
 	p.Add(PurgeURL, v, false, t0)
@@ -117,7 +117,7 @@ func TestPurgesTTL(t *testing.T) {
 }
 
 func TestPurgesCapSetsSoftFloor(t *testing.T) {
-	clock := t0
+	clock := t0.Add(time.Minute)
 	p := newTestPurges(time.Hour, &clock)
 	p.max = 100
 	for i := range 101 {
@@ -144,7 +144,7 @@ func TestPurgesCapSetsSoftFloor(t *testing.T) {
 }
 
 func TestPurgesTombstones(t *testing.T) {
-	clock := t0
+	clock := t0.Add(time.Minute)
 	p := newTestPurges(time.Hour, &clock)
 	p.Add(PurgeURL, []byte("a.com/x"), false, t0)
 	p.Add(PurgeURL, []byte("a.com/x"), true, t0.Add(time.Second))
@@ -172,6 +172,46 @@ func TestPurgesTombstones(t *testing.T) {
 	}
 	if q.Len() != p.Len() {
 		t.Errorf("Len after replay: got %d want %d", q.Len(), p.Len())
+	}
+}
+
+func TestPurgesFutureDatedPurgeClampedToNow(t *testing.T) {
+	clock := t0
+	p := newTestPurges(time.Hour, &clock)
+	p.Add(PurgeTag, []byte("t"), false, t0.Add(100*365*24*time.Hour))
+	// Fetched after the purge arrived: not purged, whatever the peer's clock said.
+	later := &Entry{Key: []byte("k"), StoredAt: t0.Add(time.Second), SurrogateKeys: [][]byte{[]byte("t")}}
+	if purged, _ := p.Check(later); purged {
+		t.Errorf("Check of entry stored after a future-dated purge arrived: got purged want not purged")
+	}
+	clock = t0.Add(2 * time.Hour)
+	if got := p.Prune(clock); got != 1 {
+		t.Errorf("Prune of future-dated tombstone after ttl: got %d dropped want 1", got)
+	}
+}
+
+func TestPurgesCheckCacheInvalidatedByNewPurge(t *testing.T) {
+	clock := t0
+	p := newTestPurges(time.Hour, &clock)
+	p.Add(PurgeTag, []byte("other"), false, t0)
+	e := &Entry{Key: []byte("a.com/x"), StoredAt: t0.Add(-time.Second), SurrogateKeys: [][]byte{[]byte("t")}}
+	for range 3 { // the first Check caches the negative verdict
+		if purged, _ := p.Check(e); purged {
+			t.Fatalf("Check before purge: got purged want not purged")
+		}
+	}
+	p.Add(PurgeTag, []byte("t"), true, t0)
+	if purged, hard := p.Check(e); !purged || !hard {
+		t.Errorf("Check after purge of a cached-unpurged entry: got (%v, %v) want (true, true)", purged, hard)
+	}
+	// A second, independent set must not trust the first set's cache.
+	q := newTestPurges(time.Hour, &clock)
+	q.Add(PurgeTag, []byte("other"), false, t0)
+	f := &Entry{Key: []byte("a.com/y"), StoredAt: t0.Add(-time.Second), SurrogateKeys: [][]byte{[]byte("t")}}
+	p.Check(f) // purged in p: nothing cached
+	q.Check(f) // unpurged in q: cached for q's generation
+	if purged, _ := p.Check(f); !purged {
+		t.Errorf("Check in p after q cached a negative verdict: got not purged want purged")
 	}
 }
 
@@ -210,17 +250,23 @@ func TestPurgesCheckZeroAlloc(t *testing.T) {
 }
 
 func BenchmarkPurgesCheck(b *testing.B) {
-	e := &Entry{Key: []byte("a.com/assets/app.js"), StoredAt: t0, SurrogateKeys: [][]byte{[]byte("assets"), []byte("js")}}
-	for _, n := range []int{0, 1000} {
-		b.Run(fmt.Sprintf("tombstones=%d", n), func(b *testing.B) {
+	for _, bc := range []struct {
+		tombstones int
+		cached     bool // entry already checked at the current generation
+	}{{0, false}, {1000, true}, {1000, false}} {
+		b.Run(fmt.Sprintf("tombstones=%d/cached=%v", bc.tombstones, bc.cached), func(b *testing.B) {
 			clock := t0
 			p := newTestPurges(time.Hour, &clock)
-			for i := range n {
+			for i := range bc.tombstones {
 				p.Add(PurgeKind(1+i%3), []byte(fmt.Sprintf("b.com/%d", i)), false, t0)
 			}
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
+				e := &Entry{Key: []byte("a.com/assets/app.js"), StoredAt: t0, SurrogateKeys: [][]byte{[]byte("assets"), []byte("js")}}
 				for pb.Next() {
+					if !bc.cached {
+						e.purgeGen.Store(0)
+					}
 					p.Check(e)
 				}
 			})

@@ -197,7 +197,7 @@ func TestStoreClearAndClose(t *testing.T) {
 func TestStoreSweep(t *testing.T) {
 	s := newTestStore(t, 1<<20)
 	p := NewPurges(time.Hour)
-	p.now = func() time.Time { return t0 }
+	p.now = func() time.Time { return t0.Add(time.Minute) }
 	soft, hard, keep := storeEntry("a.com/soft", 1), storeEntry("a.com/hard", 1), storeEntry("b.com/keep", 1)
 	for _, e := range []*Entry{soft, hard, keep} {
 		setAndWait(t, s, e)

@@ -44,9 +44,10 @@ func (r ByteRange) Len() int64 { return r.End - r.Start + 1 }
 // large for int64 saturate instead of wrapping. A zero-length representation
 // has no satisfiable byte, so every range on it is ErrRangeNotSatisfiable
 // except a non-zero suffix, which is ErrRangeInvalid (serve the empty 200).
+// A negative (unknown) size is ErrRangeInvalid.
 func ParseRange(dst []ByteRange, header []byte, size int64) ([]ByteRange, error) {
 	h := trimOWS(header)
-	if len(h) < 6 || !equalFold(h[:6], "bytes=") {
+	if size < 0 || len(h) < 6 || !equalFold(h[:6], "bytes=") {
 		return dst, ErrRangeInvalid
 	}
 	h = h[6:]

@@ -44,6 +44,7 @@ func TestParseRange(t *testing.T) {
 		{"RFC 9110 §14.1.2 unsatisfiable spec dropped", "bytes=2000-3000,0-0", 1000, []ByteRange{{0, 0}}, nil},
 		{"RFC 9110 §14.1.2 empty representation", "bytes=0-", 0, nil, ErrRangeNotSatisfiable},
 		{"RFC 9110 §14.1.2 suffix on empty representation served whole", "bytes=-5", 0, nil, ErrRangeInvalid},
+		{"RFC 9110 §14.2 unknown length served whole", "bytes=0-1", -1, nil, ErrRangeInvalid},
 		{"RFC 9110 §14.1.1 last before first invalid", "bytes=500-100", 1000, nil, ErrRangeInvalid},
 		{"RFC 9110 §14.1 other unit ignored", "items=0-1", 1000, nil, ErrRangeInvalid},
 		{"RFC 9110 §14.1 missing unit", "0-1", 1000, nil, ErrRangeInvalid},

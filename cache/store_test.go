@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 )
@@ -215,6 +216,44 @@ func TestStoreSweep(t *testing.T) {
 	if !soft.Invalidated() || s.Get(hard.Key) != nil || s.Get(keep.Key) == nil || keep.Invalidated() {
 		t.Errorf("after Sweep: soft invalidated=%v, hard present=%v, keep present=%v invalidated=%v; want true,false,true,false",
 			soft.Invalidated(), s.Get(hard.Key) != nil, s.Get(keep.Key) != nil, keep.Invalidated())
+	}
+}
+
+func TestStoreConcurrentAccounting(t *testing.T) {
+	s := newTestStore(t, 1<<20)
+	const keys = 64
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 2000 {
+				k := (i*7 + w) % keys
+				key := fmt.Sprintf("example.com/%d", k)
+				switch i % 5 {
+				case 0, 1:
+					s.Set(storeEntry(key, 100+k)) // cost depends on the key only
+				case 2:
+					s.Delete([]byte(key))
+				default:
+					if e := s.Get([]byte(key)); e != nil && string(e.Key) != key {
+						t.Errorf("Get(%q): got entry for %q", key, e.Key)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	s.Wait()
+	var found, bytes int64
+	for k := range keys {
+		if e := s.Get([]byte(fmt.Sprintf("example.com/%d", k))); e != nil {
+			found++
+			bytes += e.Cost()
+		}
+	}
+	st := s.Stats()
+	if st.Entries != found || st.Bytes != bytes {
+		t.Errorf("Stats after concurrent Set/Delete: got Entries %d Bytes %d want %d and %d (what Get finds)",
+			st.Entries, st.Bytes, found, bytes)
 	}
 }
 

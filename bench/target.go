@@ -80,6 +80,9 @@ func Weighted(list []WeightedURL) (Targets, error) {
 			return nil, fmt.Errorf("%w: %q: weight %v must be a positive number", ErrBadTarget, e.URL, e.Weight)
 		}
 		total += e.Weight
+		if math.IsInf(total, 0) {
+			return nil, fmt.Errorf("%w: weights overflow", ErrBadTarget)
+		}
 		w.urls = append(w.urls, e.URL)
 		w.cum = append(w.cum, total)
 	}

@@ -146,3 +146,32 @@ func TestIfRangeMatches(t *testing.T) {
 		})
 	}
 }
+
+func FuzzValidators(f *testing.F) {
+	for _, s := range [][2]string{
+		{`"abc"`, `"abc"`}, {`W/"abc", "x"`, `W/"abc"`}, {`*`, ``}, {`"a,b", W/`, `"a,b"`},
+		{"Sun, 06 Nov 1994 08:49:37 GMT", "Sun, 06 Nov 1994 08:49:37 GMT"}, {"Sun Nov  6 08:49:37 1994", "x"},
+		{`W/`, `W/`}, {`"`, `"`}, {",,,,", ""},
+	} {
+		f.Add([]byte(s[0]), []byte(s[1]))
+	}
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		ETagMatch(a, b)
+		IfRangeMatches(a, b, b)
+		NotModifiedSince(a, b)
+		ParseHTTPDate(a)
+		// Any well-formed strong entity-tag matches itself both ways.
+		if len(b) > 0 && bytes.IndexAny(b, "\"\x00") < 0 {
+			tag := append(append([]byte{'"'}, b...), '"')
+			if !ETagMatch(tag, tag) || !IfRangeMatches(tag, tag, nil) {
+				t.Fatalf("strong tag %q does not match itself: ETagMatch %v IfRangeMatches %v",
+					tag, ETagMatch(tag, tag), IfRangeMatches(tag, tag, nil))
+			}
+			weak := append([]byte("W/"), tag...)
+			if !ETagMatch(weak, tag) || IfRangeMatches(weak, tag, nil) {
+				t.Fatalf("weak tag %q: ETagMatch %v want true, IfRangeMatches %v want false",
+					weak, ETagMatch(weak, tag), IfRangeMatches(weak, tag, nil))
+			}
+		}
+	})
+}

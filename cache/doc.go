@@ -19,7 +19,8 @@
 //     conditional and range requests (RFC 9110 §13, §14).
 //   - Store keeps entries in a ristretto cache bounded by bytes.
 //   - Purges keeps purge tombstones (URL, prefix, surrogate key) so that a
-//     purge also covers entries that arrive or are looked up later.
+//     purge also covers entries looked up later and purges that reach a node
+//     late; Store.Sweep applies them to every resident entry.
 //
 // Concurrency contract: the parsing and decision functions are pure and safe
 // for concurrent use. An Entry is immutable once it has been passed to

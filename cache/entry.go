@@ -39,7 +39,11 @@ type Entry struct {
 	NoCache       bool
 	Vary          [][]byte // lower-cased field names from Vary; nil when none
 	SurrogateKeys [][]byte // from Surrogate-Key / Cache-Tag (the edge parses)
-	StoredAt      time.Time
+	// StoredAt is what purge tombstones compare against: a purge newer than
+	// it applies. Set it to the time the origin request was sent
+	// (RequestTime), not when the response arrived, so that a purge issued
+	// while a fetch was in flight also covers that fetch's (older) content.
+	StoredAt time.Time
 
 	// invalidated marks the entry stale after a soft purge or an unsafe
 	// request (RFC 9111 §4.4).
@@ -240,8 +244,8 @@ func UsableOnError(e *Entry, req *RequestMeta, now time.Time, maxStale time.Dura
 // validators ETag and LastModified follow the new header. f carries the new
 // times and freshness; compute it with Policy.Freshness from the merged
 // response (the 304's Cache-Control when it sent one, else the stored one).
-// StoredAt becomes f.ResponseTime: a successful validation confirms the body,
-// so soft purges older than it no longer apply. Key, Status, Body, Vary and
+// StoredAt becomes f.RequestTime: a successful validation confirms the body,
+// so soft purges issued before the validation request no longer apply. Key, Status, Body, Vary and
 // SurrogateKeys are shared with e (they are immutable).
 //
 // h is copied, so it may point into request or response buffers that are
@@ -256,7 +260,7 @@ func (e *Entry) WithUpdatedHeaders(h []Field, f Freshness) *Entry {
 		LastModified:  e.LastModified,
 		Vary:          e.Vary,
 		SurrogateKeys: e.SurrogateKeys,
-		StoredAt:      f.ResponseTime,
+		StoredAt:      f.RequestTime,
 	}
 	n.SetFreshness(f)
 	size := 0

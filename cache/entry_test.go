@@ -175,8 +175,8 @@ func TestWithUpdatedHeaders(t *testing.T) {
 		{[]byte("Cache-Control"), []byte("max-age=600")},
 		{[]byte("Content-Length"), []byte("0")},
 	}
-	respT := t0.Add(time.Hour)
-	f := Freshness{RequestTime: respT, ResponseTime: respT, Lifetime: 10 * time.Minute, SWR: -1, SIE: -1}
+	reqT, respT := t0.Add(time.Hour), t0.Add(time.Hour+time.Second)
+	f := Freshness{RequestTime: reqT, ResponseTime: respT, Lifetime: 10 * time.Minute, SWR: -1, SIE: -1}
 	n := old.WithUpdatedHeaders(h304, f)
 	// The 304's buffers may be reused by the caller: scribble over them.
 	for _, fl := range h304 {
@@ -197,8 +197,8 @@ func TestWithUpdatedHeaders(t *testing.T) {
 		}
 	})
 	t.Run("§4.3.4 new freshness and StoredAt", func(t *testing.T) {
-		if !n.Fresh(respT.Add(time.Minute)) || n.Lifetime != 10*time.Minute || !n.StoredAt.Equal(respT) {
-			t.Errorf("got fresh=%v lifetime=%v storedAt=%v want true, 10m, %v", n.Fresh(respT.Add(time.Minute)), n.Lifetime, n.StoredAt, respT)
+		if !n.Fresh(respT.Add(time.Minute)) || n.Lifetime != 10*time.Minute || !n.StoredAt.Equal(reqT) {
+			t.Errorf("got fresh=%v lifetime=%v storedAt=%v want true, 10m, %v", n.Fresh(respT.Add(time.Minute)), n.Lifetime, n.StoredAt, reqT)
 		}
 	})
 	t.Run("§4.3.4 original entry untouched", func(t *testing.T) {

@@ -125,6 +125,9 @@ func (s *Store) Get(key []byte) *Entry {
 // be modified afterwards. Replacing an existing key takes effect at once and
 // adjusts the byte accounting; ristretto does not evict on replacement, so a
 // larger replacement can exceed MaxBytes until the next new entry is admitted.
+// Two Sets of a new key in quick succession (before Wait) may keep the first
+// entry: ristretto treats the second as a duplicate admission. A cache may
+// serve either response, so this costs at most one extra revalidation.
 func (s *Store) Set(e *Entry) bool {
 	if e == nil || s.closed.Load() {
 		return false

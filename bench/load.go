@@ -158,6 +158,16 @@ func MaxThroughput(conns int, d time.Duration) Scenario {
 	return Scenario{Name: "max-throughput", Connections: conns, Duration: d}
 }
 
+// FlashCrowd sends n requests within one millisecond: n clients arriving
+// at once, e.g. at a cold cache, where an edge should coalesce them into one
+// origin request per object. With several round-robin URLs each gets an
+// equal share of the n requests.
+func FlashCrowd(n int) Scenario {
+	// n-0.5 per millisecond puts exactly n intended times inside the window.
+	rate := (float64(n) - 0.5) * 1000
+	return Scenario{Name: "flash crowd", From: rate, To: rate, Duration: time.Millisecond}
+}
+
 func (s Scenario) validate() error {
 	switch {
 	case s.Duration <= 0:

@@ -7,14 +7,16 @@ import (
 )
 
 // counters records requests per method and path. Guarded by Server.countMu.
+// Values are pointers so that counting a path seen before is a map lookup
+// with string(bytes), which does not allocate, rather than an assignment.
 type counters struct {
 	total    int64
-	byPath   map[string]int64
-	byMethod map[string]map[string]int64 // method → path → n
+	byPath   map[string]*int64
+	byMethod map[string]map[string]*int64 // method → path → n
 }
 
 func newCounters() counters {
-	return counters{byPath: make(map[string]int64), byMethod: make(map[string]map[string]int64)}
+	return counters{byPath: make(map[string]*int64), byMethod: make(map[string]map[string]*int64)}
 }
 
 // CountsSnapshot is the JSON document served by /__origin/counts.
@@ -28,13 +30,29 @@ func (s *Server) count(method, path []byte) {
 	s.countMu.Lock()
 	defer s.countMu.Unlock()
 	s.counts.total++
-	s.counts.byPath[string(path)]++
+	incr(s.counts.byPath, path)
 	m, ok := s.counts.byMethod[string(method)]
 	if !ok {
-		m = make(map[string]int64)
+		m = make(map[string]*int64)
 		s.counts.byMethod[string(method)] = m
 	}
-	m[string(path)]++
+	incr(m, path)
+}
+
+func incr(m map[string]*int64, key []byte) {
+	if n, ok := m[string(key)]; ok {
+		*n++
+		return
+	}
+	n := int64(1)
+	m[string(key)] = &n
+}
+
+func load(n *int64) int64 {
+	if n == nil {
+		return 0
+	}
+	return *n
 }
 
 // Count returns how many requests for path reached the content handler, over
@@ -43,14 +61,14 @@ func (s *Server) count(method, path []byte) {
 func (s *Server) Count(path string) int64 {
 	s.countMu.Lock()
 	defer s.countMu.Unlock()
-	return s.counts.byPath[path]
+	return load(s.counts.byPath[path])
 }
 
 // CountMethod is Count restricted to one method ("GET", "HEAD", "POST", …).
 func (s *Server) CountMethod(method, path string) int64 {
 	s.countMu.Lock()
 	defer s.countMu.Unlock()
-	return s.counts.byMethod[method][path]
+	return load(s.counts.byMethod[method][path])
 }
 
 // Counts returns a copy of the per-path counts (all methods summed).
@@ -87,12 +105,12 @@ func (c *counters) snapshot() CountsSnapshot {
 		Methods: make(map[string]map[string]int64, len(c.byMethod)),
 	}
 	for p, n := range c.byPath {
-		snap.Paths[p] = n
+		snap.Paths[p] = *n
 	}
 	for m, paths := range c.byMethod {
 		cp := make(map[string]int64, len(paths))
 		for p, n := range paths {
-			cp[p] = n
+			cp[p] = *n
 		}
 		snap.Methods[m] = cp
 	}

@@ -23,6 +23,7 @@ type entity struct {
 
 	etag         string    // quoted entity-tag; "" = none
 	lastModified time.Time // zero = none
+	lmText       string    // lastModified as an HTTP-date, when preformatted
 	contentType  string    // "" = leave whatever the caller set
 	cacheControl string    // "" = leave whatever the caller set
 }
@@ -42,7 +43,10 @@ func serveEntity(ctx *fasthttp.RequestCtx, e entity) {
 	if e.etag != "" {
 		h.Set(fasthttp.HeaderETag, e.etag)
 	}
-	if !e.lastModified.IsZero() {
+	switch {
+	case e.lmText != "":
+		h.Set(fasthttp.HeaderLastModified, e.lmText)
+	case !e.lastModified.IsZero():
 		h.Set(fasthttp.HeaderLastModified, httpDate(e.lastModified))
 	}
 	if e.cacheControl != "" {

@@ -72,12 +72,18 @@ func (p pattern) ReadAt(b []byte, off int64) (int, error) {
 }
 
 func (p pattern) readText(b []byte, off int64) {
+	k := int64(-1) // index of the word in w
+	var w uint64
 	for i := range b {
 		pos := off + int64(i)
 		if pos%textLine == textLine-1 {
 			b[i] = '\n'
 			continue
 		}
-		b[i] = textLetter[byte(p.word(pos/8)>>(8*(pos%8)))&63]
+		if pos/8 != k {
+			k = pos / 8
+			w = p.word(k)
+		}
+		b[i] = textLetter[byte(w>>(8*(pos%8)))&63]
 	}
 }

@@ -29,6 +29,7 @@ type object struct {
 	contentType  string
 	cacheControl string
 	lastModified time.Time
+	lmText       string // lastModified formatted once: the hot path stays allocation-free
 	build        func() []byte
 
 	once sync.Once
@@ -48,7 +49,7 @@ func sampleSite() map[string]*object {
 	objs := make(map[string]*object)
 	add := func(p string, build func() []byte) *object {
 		ct, cc := typeOf(p)
-		o := &object{contentType: ct, cacheControl: cc, lastModified: siteModTime(), build: build}
+		o := &object{contentType: ct, cacheControl: cc, lastModified: siteModTime(), lmText: httpDate(siteModTime()), build: build}
 		objs[p] = o
 		return o
 	}
@@ -179,6 +180,7 @@ func (s *Server) siteEntity(path []byte) (entity, bool) {
 		data:         o.data,
 		etag:         o.etag,
 		lastModified: o.lastModified,
+		lmText:       o.lmText,
 		contentType:  o.contentType,
 		cacheControl: o.cacheControl,
 	}, true

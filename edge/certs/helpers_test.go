@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -50,8 +51,13 @@ func (b *lockedBuffer) String() string {
 // test fails. (t.Log cannot be used: certmagic logs from goroutines that
 // may outlive the test.)
 func testLogger(t testing.TB) *slog.Logger {
+	return bufferLogger(t, &lockedBuffer{})
+}
+
+// bufferLogger logs to buf (for tests that inspect the log) and dumps it
+// when the test fails.
+func bufferLogger(t testing.TB, buf *lockedBuffer) *slog.Logger {
 	t.Helper()
-	buf := &lockedBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("manager log:\n%s", tail(buf.String(), 200))
@@ -109,15 +115,24 @@ type discardLogger struct{}
 func (discardLogger) Printf(string, ...any) {}
 
 // serveNode starts the HTTPS (m.TLSConfig) and plain HTTP (m.HTTPHandler)
-// servers the way the edge will.
-func serveNode(t testing.TB, m *Manager, tlsLn, httpLn net.Listener, node string) {
+// servers the way the edge will. It returns the number of ACME challenge
+// requests the plain listener received.
+func serveNode(t testing.TB, m *Manager, tlsLn, httpLn net.Listener, node string) *atomic.Int64 {
 	t.Helper()
+	var challenges atomic.Int64
 	if tlsLn != nil {
 		serve(t, tls.NewListener(tlsLn, m.TLSConfig()), okHandler(node))
 	}
 	if httpLn != nil {
-		serve(t, httpLn, m.HTTPHandler(okHandler(node+" (plain)")))
+		h := m.HTTPHandler(okHandler(node + " (plain)"))
+		serve(t, httpLn, func(ctx *fasthttp.RequestCtx) {
+			if strings.HasPrefix(string(ctx.Path()), acmeChallengePrefix) {
+				challenges.Add(1)
+			}
+			h(ctx)
+		})
 	}
+	return &challenges
 }
 
 // handshake dials addr with SNI and the given roots, offering h2 as well

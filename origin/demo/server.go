@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -117,6 +118,9 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	// The caller keeps its slice; later changes to it must not race with
+	// request handling.
+	cfg.Faults = slices.Clone(cfg.Faults)
 	s := &Server{
 		cfg:    cfg,
 		log:    cfg.Logger,
@@ -134,7 +138,11 @@ func New(cfg Config) (*Server, error) {
 		s.root = root
 		s.etags = etagCache{m: make(map[string]etagEntry)}
 	} else {
-		s.objects = sampleSite()
+		objs, err := sampleSite()
+		if err != nil {
+			return nil, err
+		}
+		s.objects = objs
 	}
 	s.srv = &fasthttp.Server{
 		Handler: s.handle,
@@ -334,6 +342,10 @@ func (s *Server) wait(d time.Duration) {
 func (s *Server) recoverPanic(ctx *fasthttp.RequestCtx) {
 	if r := recover(); r != nil {
 		s.log.Error("demo origin: handler panic", "panic", r, "uri", string(ctx.RequestURI()), "stack", string(debug.Stack()))
+		// Undo a reset or stall registered before the panic: the client
+		// gets the 500.
+		ctx.HijackSetNoResponse(false)
+		ctx.Hijack(nil)
 		ctx.Response.Reset()
 		plainError(ctx, fasthttp.StatusInternalServerError, "internal error")
 	}

@@ -5,11 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttputil"
 )
 
 func TestNewValidation(t *testing.T) {
@@ -481,5 +485,55 @@ func TestCountsConcurrent(t *testing.T) {
 	}
 	if got, want := s.Count("/dyn/c0")+s.Count("/dyn/c1"), int64(workers*each); got != want {
 		t.Errorf("got %d requests counted, want %d", got, want)
+	}
+}
+
+// The handler works when mounted in another fasthttp server.
+func TestHandlerEmbedded(t *testing.T) {
+	s, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := fasthttputil.NewInmemoryListener()
+	srv := &fasthttp.Server{Handler: s.Handler()}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if err := srv.Shutdown(); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	c := &fasthttp.HostClient{Addr: "origin.test", Dial: func(string) (net.Conn, error) { return ln.Dial() }}
+	t.Cleanup(c.CloseIdleConnections)
+
+	status, body, err := c.Get(nil, "http://origin.test/bench/1k.bin")
+	if err != nil || status != 200 || len(body) != 1024 {
+		t.Errorf("GET: got %d, %d bytes, err %v, want 200 with 1024 bytes", status, len(body), err)
+	}
+	var req fasthttp.Request
+	var resp fasthttp.Response
+	req.SetRequestURI("http://origin.test/")
+	req.Header.Set(HeaderReset, "1")
+	if err := c.Do(&req, &resp); err == nil {
+		t.Errorf("GET with %s: got %d, want a connection error", HeaderReset, resp.StatusCode())
+	}
+	if got := s.Count("/bench/1k.bin"); got != 1 {
+		t.Errorf("Count: got %d, want 1", got)
+	}
+}
+
+// Faults are copied by New: changing the caller's slice later has no effect.
+func TestFaultsCopied(t *testing.T) {
+	faults := []Fault{{PathPrefix: "/css/", Status: 503}}
+	s := startServer(t, Config{Faults: faults})
+	faults[0].Status = 500
+	if r := do(t, newClient(t), "GET", s.URL()+"/css/site.css", nil); r.status != 503 {
+		t.Errorf("status: got %d, want 503 from the rule as given to New", r.status)
 	}
 }

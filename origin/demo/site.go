@@ -45,7 +45,7 @@ func (o *object) load() {
 }
 
 // sampleSite returns the embedded site by request path.
-func sampleSite() map[string]*object {
+func sampleSite() (map[string]*object, error) {
 	objs := make(map[string]*object)
 	add := func(p string, build func() []byte) *object {
 		ct, cc := typeOf(p)
@@ -54,15 +54,11 @@ func sampleSite() map[string]*object {
 		return o
 	}
 	for _, p := range []string{"/index.html", "/css/site.css", "/js/app.js", "/img/logo.svg"} {
-		add(p, func() []byte {
-			b, err := site.ReadFile("site" + p)
-			if err != nil {
-				// Unreachable: the names above are embedded at build time
-				// and TestEmbeddedSite serves each of them.
-				panic(fmt.Sprintf("demo origin: embedded %s: %v", p, err))
-			}
-			return b
-		})
+		b, err := site.ReadFile("site" + p)
+		if err != nil {
+			return nil, fmt.Errorf("demo origin: embedded file %s: %w", p, err)
+		}
+		add(p, func() []byte { return b })
 	}
 	objs["/"] = objs["/index.html"]
 	add("/img/photo-64k.jpg", generated("/img/photo-64k.jpg", 64<<10, jpegFraming))
@@ -71,7 +67,7 @@ func sampleSite() map[string]*object {
 	add("/bench/1k.bin", generated("/bench/1k.bin", 1<<10, nil))
 	add("/bench/64k.bin", generated("/bench/64k.bin", 64<<10, nil))
 	add("/bench/1m.bin", generated("/bench/1m.bin", 1<<20, nil))
-	return objs
+	return objs, nil
 }
 
 // generated returns a builder of size pseudo-random bytes seeded by name,

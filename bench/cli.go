@@ -400,27 +400,30 @@ func fail(stderr io.Writer, cmd string, err error, code int) int {
 // writeReports writes the JSON and HTML reports when their paths are set,
 // creating parent directories.
 func writeReports(rep *Report, jsonPath, htmlPath string) error {
-	write := func(path string, fn func(io.Writer) error) error {
-		if path == "" {
-			return nil
-		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return err
-		}
-		f, err := os.Create(path)
-		if err != nil {
-			return err
-		}
-		if err := fn(f); err != nil {
-			f.Close()
-			return err
-		}
-		return f.Close()
-	}
-	if err := write(jsonPath, rep.WriteJSON); err != nil {
+	if err := writeFile(jsonPath, rep.WriteJSON); err != nil {
 		return err
 	}
-	return write(htmlPath, func(w io.Writer) error { return WriteHTML(w, rep) })
+	return writeFile(htmlPath, func(w io.Writer) error { return WriteHTML(w, rep) })
+}
+
+// writeFile creates path (and its parent directories) with fn's output;
+// an empty path writes nothing.
+func writeFile(path string, fn func(io.Writer) error) error {
+	if path == "" {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := fn(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // readOriginCounts fetches the demo origin's per-path request counters

@@ -17,6 +17,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/caddyserver/certmagic"
 	"github.com/valyala/fasthttp"
 )
 
@@ -534,4 +535,62 @@ func TestRootPEMVerifiesLeaf(t *testing.T) {
 	if !root.IsCA || root.KeyUsage&x509.KeyUsageCertSign == 0 {
 		t.Errorf("root: got IsCA=%v usage=%v, want a CA that signs certificates", root.IsCA, root.KeyUsage)
 	}
+}
+
+func TestOnDemandEventChargesOrdersOnly(t *testing.T) {
+	m := newManager(t, Config{Mode: ModeInternal, Storage: t.TempDir(), Logger: testLogger(t),
+		OnDemand: &OnDemand{Allow: []string{"*.t.test"}, RateLimit: 1, Interval: time.Hour}})
+	ctx := context.Background()
+	steps := []struct {
+		name    string
+		event   string
+		renewal bool
+		wantErr bool
+	}{
+		{"first order", "cert_obtaining", false, false},
+		{"renewal is not charged", "cert_obtaining", true, false},
+		{"other events are not charged", "cached_managed_cert", false, false},
+		{"second order refused", "cert_obtaining", false, true},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			err := m.onDemandEvent(ctx, s.event, map[string]any{"identifier": "x.t.test", "renewal": s.renewal})
+			if gotErr := err != nil; gotErr != s.wantErr {
+				t.Fatalf("got %v, want error=%v", err, s.wantErr)
+			}
+			if s.wantErr {
+				var noRetry certmagic.ErrNoRetry
+				if !errors.Is(err, ErrRateLimited) || !errors.As(err, &noRetry) {
+					t.Errorf("got %v, want ErrRateLimited inside certmagic.ErrNoRetry", err)
+				}
+			}
+		})
+	}
+	// With the window full, decide refuses before certmagic touches storage.
+	if err := m.decide(ctx, "new.t.test"); !errors.Is(err, ErrRateLimited) {
+		t.Errorf("decide with a full window: got %v, want ErrRateLimited", err)
+	}
+}
+
+func FuzzAllowList(f *testing.F) {
+	for _, s := range []string{"a.example.com", "example.com", "*.example.com", "", ".", "a..example.com", "A.EXAMPLE.COM."} {
+		f.Add(s)
+	}
+	a := newAllowList([]string{"*.example.com", "exact.test"})
+	f.Fuzz(func(t *testing.T, name string) {
+		n := normalizeName(name)
+		_ = validName(n)
+		if !a.match(n) {
+			return
+		}
+		// A match is the exact entry or exactly one non-empty label
+		// without '*' in front of the wildcard's suffix.
+		if n == "exact.test" {
+			return
+		}
+		label, rest, ok := strings.Cut(n, ".")
+		if !ok || rest != "example.com" || label == "" || strings.Contains(label, "*") {
+			t.Fatalf("match(%q) = true, want false", n)
+		}
+	})
 }

@@ -21,6 +21,10 @@ import (
 // acmeTLS1 is the ALPN protocol of the TLS-ALPN-01 challenge (RFC 8737 §6.2).
 const acmeTLS1 = "acme-tls/1"
 
+// maxTrackedNames bounds the status table against names that only ever
+// produced errors (see noteError).
+const maxTrackedNames = 4096
+
 // manualTag marks certificates loaded from Config.Certificates in
 // certmagic's cache, which does not expose whether it manages a cert.
 const manualTag = "edgeshield:manual"
@@ -62,26 +66,27 @@ type nameState struct {
 	lastError string
 }
 
-// CertStatus describes one certificate name for the admin API.
+// CertStatus describes one certificate name for the admin API (GET /tls);
+// the JSON field names are the API's.
 type CertStatus struct {
 	// Name is the certificate name (a SAN), as configured or as seen.
-	Name string
+	Name string `json:"name"`
 	// Issuer is the common name of the certificate's issuer; "" while no
 	// certificate is loaded.
-	Issuer string
+	Issuer string `json:"issuer"`
 	// NotAfter is the expiry of the served certificate (zero if none).
-	NotAfter time.Time
+	NotAfter time.Time `json:"not_after"`
 	// NextRenewal is when the renewal window opens, from
 	// RenewalWindowRatio (an ACME server's ARI window may move it
 	// earlier); zero for manual certificates.
-	NextRenewal time.Time
+	NextRenewal time.Time `json:"next_renewal"`
 	// Managed is true for certificates this node obtains and renews.
-	Managed bool
+	Managed bool `json:"managed"`
 	// LastError is the last issuance or renewal error for the name, ""
 	// after a success. The previous certificate keeps serving meanwhile.
-	LastError string
+	LastError string `json:"last_error"`
 	// Source is "acme", "internal", "on-demand" or "manual".
-	Source string
+	Source string `json:"source"`
 }
 
 // New validates cfg, fills defaults, loads manual certificates and starts
@@ -153,6 +158,9 @@ func (m *Manager) setup(ctx context.Context) error {
 		DefaultServerName:  cfg.DefaultServerName,
 		Storage:            storage,
 		Logger:             zl,
+		// Without this, certmagic builds a "tls_get_certificate" event for
+		// every handshake only for us to ignore it.
+		ShouldEmitFunc: wantEvent,
 	}
 	static := base
 	static.OnEvent = m.onEvent
@@ -261,8 +269,11 @@ func (m *Manager) buildTLSConfig() *tls.Config {
 }
 
 // TLSConfig returns a new server *tls.Config for the public TLS listener
-// (tls.NewListener(ln, m.TLSConfig())). Clones share session-ticket keys.
-// It returns nil in off mode.
+// (tls.NewListener(ln, m.TLSConfig())); the caller may modify it. Session
+// tickets are on with Go's automatic key rotation, per returned config:
+// use one config per listener, and expect tickets not to resume on other
+// nodes (the keys are not shared across the cluster). It returns nil in
+// off mode.
 func (m *Manager) TLSConfig() *tls.Config {
 	if m.tlsConf == nil {
 		return nil
@@ -307,17 +318,40 @@ func (m *Manager) servedStatically(name string) bool {
 }
 
 // decide is the on-demand DecisionFunc: certmagic calls it before loading
-// a certificate from storage or ordering one. Only the allow-list is
-// checked here; the rate limit applies to orders (onDemandEvent), so that
-// loading certificates other nodes obtained never consumes it.
-func (m *Manager) decide(_ context.Context, name string) error {
+// a certificate from storage or ordering one. The allow-list is checked
+// here. The rate limit is charged in onDemandEvent, when an order is really
+// placed, so that loading a certificate another node obtained never
+// consumes it; but while the limit is exhausted, names with nothing in
+// storage are refused here already, before certmagic's storage check and
+// lock, which would otherwise cost disk writes for every refused handshake.
+func (m *Manager) decide(ctx context.Context, name string) error {
 	if m.closed.Load() {
 		return ErrClosed
 	}
-	if !m.allow.match(normalizeName(name)) {
+	name = normalizeName(name)
+	if !m.allow.match(name) {
 		return fmt.Errorf("%w: %q", ErrNotAllowed, name)
 	}
+	if m.limiter.full() && !m.inStorage(ctx, name) {
+		err := m.rateLimitError(name)
+		m.noteError(name, "on-demand", err)
+		return err
+	}
 	return nil
+}
+
+// inStorage reports whether storage holds a certificate for name from the
+// on-demand issuer.
+func (m *Manager) inStorage(ctx context.Context, name string) bool {
+	if len(m.onDemand.Issuers) == 0 {
+		return false
+	}
+	key := certmagic.StorageKeys.SiteCert(m.onDemand.Issuers[0].IssuerKey(), name)
+	return m.onDemand.Storage.Exists(ctx, key)
+}
+
+func (m *Manager) rateLimitError(name string) error {
+	return fmt.Errorf("%w: %q (limit %d per %v)", ErrRateLimited, name, m.cfg.OnDemand.RateLimit, m.cfg.OnDemand.Interval)
 }
 
 // onDemandEvent enforces the on-demand rate limit at the moment an order is
@@ -327,7 +361,7 @@ func (m *Manager) onDemandEvent(ctx context.Context, event string, data map[stri
 	if event == "cert_obtaining" {
 		if renewal, _ := data["renewal"].(bool); !renewal && !m.limiter.allow() {
 			name, _ := data["identifier"].(string)
-			err := fmt.Errorf("%w: %q (limit %d per %v)", ErrRateLimited, name, m.cfg.OnDemand.RateLimit, m.cfg.OnDemand.Interval)
+			err := m.rateLimitError(name)
 			m.noteError(name, "on-demand", err)
 			// ErrNoRetry: certmagic would otherwise retry the order for
 			// minutes while the client's handshake waits.
@@ -335,6 +369,15 @@ func (m *Manager) onDemandEvent(ctx context.Context, event string, data map[stri
 		}
 	}
 	return m.record(event, data, "on-demand")
+}
+
+// wantEvent selects the certmagic events that record and onDemandEvent use.
+func wantEvent(event string) bool {
+	switch event {
+	case "cert_obtaining", "cert_obtained", "cert_failed", "cached_managed_cert":
+		return true
+	}
+	return false
 }
 
 // onEvent records certmagic events of the static config.
@@ -375,14 +418,18 @@ func (m *Manager) noteError(name, source string, err error) {
 		err = errors.New("unknown error")
 	}
 	m.mu.Lock()
-	st := m.state(name)
-	st.lastError = err.Error()
-	if st.source == "" {
-		st.source = source
+	// An error alone does not add a name once the table is large: with a
+	// wildcard allow-list, clients choose the names.
+	if st := m.states[name]; st != nil || len(m.states) < maxTrackedNames {
+		st = m.state(name)
+		st.lastError = err.Error()
+		if st.source == "" {
+			st.source = source
+		}
 	}
 	m.mu.Unlock()
 	// The old certificate (if any) keeps serving; certmagic retries.
-	m.log.Error("certificate issuance failed", "name", name, "source", source, "error", err)
+	m.log.Warn("certificate issuance failed", "name", name, "source", source, "error", err)
 }
 
 // state returns the entry for name, creating it. Callers hold m.mu, except

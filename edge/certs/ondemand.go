@@ -58,16 +58,28 @@ func newRateLimiter(limit int, interval time.Duration, now func() time.Time) *ra
 	return &rateLimiter{limit: limit, interval: interval, now: now}
 }
 
-// allow records an event and reports true if it fits the limit.
-func (r *rateLimiter) allow() bool {
+// full reports whether the window is full right now, without recording.
+func (r *rateLimiter) full() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	now := r.now()
+	r.expireLocked(r.now())
+	return len(r.events) >= r.limit
+}
+
+func (r *rateLimiter) expireLocked(now time.Time) {
 	cut := 0
 	for cut < len(r.events) && now.Sub(r.events[cut]) >= r.interval {
 		cut++
 	}
 	r.events = r.events[cut:]
+}
+
+// allow records an event and reports true if it fits the limit.
+func (r *rateLimiter) allow() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	r.expireLocked(now)
 	if len(r.events) >= r.limit {
 		return false
 	}

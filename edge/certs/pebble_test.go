@@ -53,7 +53,12 @@ func lookBinary(t *testing.T, name string) string {
 	if p, err := exec.LookPath(name); err == nil {
 		return p
 	}
-	p := filepath.Join(build.Default.GOPATH, "bin", name)
+	// Where `go install` puts it (the go command knows GOPATH best).
+	gopath := build.Default.GOPATH
+	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil && len(strings.TrimSpace(string(out))) > 0 {
+		gopath = strings.TrimSpace(string(out))
+	}
+	p := filepath.Join(gopath, "bin", name)
 	if _, err := os.Stat(p); err == nil {
 		return p
 	}

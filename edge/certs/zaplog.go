@@ -17,8 +17,8 @@ func newZapLogger(l *slog.Logger) *zap.Logger {
 
 // slogCore is a zapcore.Core writing to a slog.Handler.
 type slogCore struct {
-	h     slog.Handler
-	attrs []slog.Attr // accumulated by With
+	h      slog.Handler
+	fields []zapcore.Field // accumulated by With; encoded only by Write
 }
 
 func zapToSlogLevel(l zapcore.Level) slog.Level {
@@ -38,8 +38,10 @@ func (c *slogCore) Enabled(l zapcore.Level) bool {
 	return c.h.Enabled(context.Background(), zapToSlogLevel(l))
 }
 
+// With keeps the fields unencoded: certmagic adds fields on every
+// handshake to loggers that rarely write.
 func (c *slogCore) With(fields []zapcore.Field) zapcore.Core {
-	return &slogCore{h: c.h, attrs: append(slices.Clip(c.attrs), fieldsToAttrs(fields)...)}
+	return &slogCore{h: c.h, fields: append(slices.Clip(c.fields), fields...)}
 }
 
 func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
@@ -55,7 +57,7 @@ func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	if e.LoggerName != "" {
 		r.AddAttrs(slog.String("logger", e.LoggerName))
 	}
-	r.AddAttrs(c.attrs...)
+	r.AddAttrs(fieldsToAttrs(c.fields)...)
 	r.AddAttrs(fieldsToAttrs(fields)...)
 	return c.h.Handle(context.Background(), r)
 }

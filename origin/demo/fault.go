@@ -125,13 +125,49 @@ func (s *Server) stall(ctx *fasthttp.RequestCtx, d time.Duration) {
 			return
 		}
 		defer s.hijackWG.Done()
+		// A hijacked connection has no deadlines. Without one, a client
+		// that stops reading would block these writes, and Close with them.
+		stop := s.boundWrites(c)
+		defer stop()
 		half := len(body) / 2
 		if _, err := c.Write(append(head, body[:half]...)); err != nil {
 			return
 		}
 		s.wait(d)
+		select {
+		case <-s.done: // the watcher has set, or is setting, the close grace
+		default:
+			_ = c.SetWriteDeadline(time.Now().Add(hijackWriteTimeout))
+		}
 		_, _ = c.Write(body[half:])
 	})
+}
+
+// hijackWriteTimeout bounds each write on a hijacked connection, and
+// closeGrace how long writes may continue once Close has started.
+const (
+	hijackWriteTimeout = 30 * time.Second
+	closeGrace         = time.Second
+)
+
+// boundWrites gives c a write deadline now and a short one when Close
+// starts; the returned func releases the watcher.
+func (s *Server) boundWrites(c net.Conn) (stop func()) {
+	_ = c.SetWriteDeadline(time.Now().Add(hijackWriteTimeout))
+	finished := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case <-s.done:
+			_ = c.SetWriteDeadline(time.Now().Add(closeGrace))
+		case <-finished:
+		}
+	}()
+	return func() {
+		close(finished)
+		<-watched
+	}
 }
 
 // enterHijack registers a hijack handler with Close; false once Close has

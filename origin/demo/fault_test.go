@@ -1,9 +1,11 @@
 package demo
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"strconv"
 	"strings"
 	"syscall"
@@ -274,5 +276,46 @@ func TestSetDown(t *testing.T) {
 	}
 	if got := s.Count("/"); got != 2 {
 		t.Errorf("count after: got %d, want 2", got)
+	}
+}
+
+// A client that stops reading a stalled response cannot hold Close: the
+// hijacked connection's writes are bounded.
+func TestCloseWithUnreadStall(t *testing.T) {
+	s, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	// A client with a tiny receive buffer that reads only the status line:
+	// 8 MiB (half the body) overflow any socket buffer, so the server's first
+	// write blocks.
+	conn, err := net.DialTimeout("tcp", s.Addr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if err := conn.(*net.TCPConn).SetReadBuffer(4 << 10); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(conn, "GET /dyn/big?size=16777216 HTTP/1.1\r\nHost: x\r\nX-Origin-Stall: 10m\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if status, err := bufio.NewReaderSize(conn, 16).ReadString('\n'); err != nil || !strings.HasPrefix(status, "HTTP/1.1 200") {
+		t.Fatalf("status line: got %q (%v), want 200", status, err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("Close still blocked after 20s, want it bounded by the close grace")
 	}
 }

@@ -91,7 +91,7 @@ func rawConn(t testing.TB, s *Server, request string) (net.Conn, *bufio.Reader) 
 		t.Fatalf("dial: %v", err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+	if err := c.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
 		t.Fatalf("set deadline: %v", err)
 	}
 	if _, err := io.WriteString(c, request); err != nil {

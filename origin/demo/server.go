@@ -57,14 +57,15 @@ type Config struct {
 
 	// Latency is waited before every response except those of the control
 	// endpoints /__origin/counts and /__origin/reset, which stay fast so tests
-	// can always read counters. Zero means none; negative is an error.
+	// can always read counters. Zero means none; it must be within 0..10m.
 	Latency time.Duration
 
 	// Faults are fault-injection rules, evaluated in order for every request
 	// except the control endpoints; see Fault. nil means none.
 	Faults []Fault
 
-	// Logger receives lifecycle and error logs. nil discards them.
+	// Logger receives lifecycle and error logs, and one Debug record per
+	// request (method, uri, status, outcome). nil discards them.
 	Logger *slog.Logger
 }
 
@@ -277,22 +278,36 @@ func (s *Server) Handler() func(*fasthttp.RequestCtx) { return s.handle }
 // included) has its connection reset without a response and is not counted.
 func (s *Server) SetDown(down bool) { s.down.Store(down) }
 
-// handle is the single entry point; the order of steps is documented in the
-// package comment.
+// handle is the single entry point.
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	defer s.recoverPanic(ctx)
+	outcome := s.serve(ctx)
+	// Guarded: building the attributes would allocate on every request.
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		status := ctx.Response.StatusCode()
+		if outcome == "reset" || outcome == "down" {
+			status = 0 // nothing was sent
+		}
+		s.log.Debug("demo origin: request", "method", string(ctx.Method()), "uri", string(ctx.RequestURI()),
+			"status", status, "outcome", outcome)
+	}
+}
+
+// serve handles one request in the order documented in the package comment
+// and says how it ended: "served", "reset", "down" or "stalled".
+func (s *Server) serve(ctx *fasthttp.RequestCtx) string {
 	if s.down.Load() {
 		s.resetConn(ctx)
-		return
+		return "down"
 	}
 	path := ctx.Path()
 	switch string(path) {
 	case "/__origin/counts":
 		s.serveCounts(ctx)
-		return
+		return "served"
 	case "/__origin/reset":
 		s.serveReset(ctx)
-		return
+		return "served"
 	}
 	internal := bytes.HasPrefix(path, []byte("/__origin/"))
 	if !internal {
@@ -301,12 +316,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	plan, err := s.planFaults(ctx, path)
 	if err != nil {
 		plainError(ctx, fasthttp.StatusBadRequest, err.Error())
-		return
+		return "served"
 	}
 	s.wait(s.cfg.Latency + plan.delay)
 	if plan.reset {
 		s.resetConn(ctx)
-		return
+		return "reset"
 	}
 	switch {
 	case plan.status != 0:
@@ -320,7 +335,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	if plan.stall > 0 {
 		s.stall(ctx, plan.stall)
+		return "stalled"
 	}
+	return "served"
 }
 
 // wait blocks for d, or until Close starts.

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -535,5 +537,41 @@ func TestFaultsCopied(t *testing.T) {
 	faults[0].Status = 500
 	if r := do(t, newClient(t), "GET", s.URL()+"/css/site.css", nil); r.status != 503 {
 		t.Errorf("status: got %d, want 503 from the rule as given to New", r.status)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *syncBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+func TestDebugLog(t *testing.T) {
+	var buf syncBuffer
+	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s := startServer(t, Config{Logger: logger})
+	c := newClient(t)
+	do(t, c, "GET", s.URL()+"/css/site.css", nil)
+	doErr(c, "GET", s.URL()+"/js/app.js", map[string]string{HeaderReset: "1"})
+	for _, want := range []string{
+		"msg=\"demo origin listening\"",
+		"uri=/css/site.css status=200 outcome=served",
+		"uri=/js/app.js status=0 outcome=reset",
+	} {
+		if got := buf.String(); !strings.Contains(got, want) {
+			t.Errorf("log: got %q, want it to contain %q", got, want)
+		}
 	}
 }

@@ -40,8 +40,12 @@ type Result struct {
 	Hits                 int64   `json:"hits"`
 	HitRatio             float64 `json:"hit_ratio"`
 
-	OfferedRate  float64 `json:"offered_rate"`  // Offered / Scenario.Duration
-	AchievedRate float64 `json:"achieved_rate"` // Responses / Scenario.Duration
+	// OfferedRate is Offered / Scenario.Duration. AchievedRate is Responses
+	// over Elapsed (to the last response), so that a burst (flash crowd)
+	// reports the rate it was actually served at, and a tail of slow
+	// responses lowers it as it should.
+	OfferedRate  float64 `json:"offered_rate"`
+	AchievedRate float64 `json:"achieved_rate"`
 
 	Latency  Latency  `json:"latency"`
 	Timeline []Bucket `json:"timeline"`
@@ -205,9 +209,8 @@ func (rn *run) result(end time.Time) *Result {
 	if r.CacheStatusResponses > 0 {
 		r.HitRatio = float64(r.Hits) / float64(r.CacheStatusResponses)
 	}
-	secs := rn.sc.Duration.Seconds()
-	r.OfferedRate = float64(r.Offered) / secs
-	r.AchievedRate = float64(r.Responses) / secs
+	r.OfferedRate = float64(r.Offered) / rn.sc.Duration.Seconds()
+	r.AchievedRate = float64(r.Responses) / max(r.Elapsed, rn.sc.Duration).Seconds()
 	return r
 }
 

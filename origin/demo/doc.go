@@ -46,7 +46,9 @@
 // If-None-Match (weak comparison, "*" matches) and, only when If-None-Match
 // is absent, If-Modified-Since give 304 Not Modified carrying ETag,
 // Last-Modified, Cache-Control and Date but no Content-Type and no body.
-// If-Match and If-Unmodified-Since are not implemented.
+// If-Match and If-Unmodified-Since are not implemented, nor is content
+// coding: responses are never compressed (use /dyn with h.Vary and
+// h.Content-Encoding to test Vary handling).
 //
 // Ranges (RFC 9110 §14), for GET of a 200 response: one range
 // ("bytes=0-99", "bytes=100-", "bytes=-100") gives 206 with Content-Range;
@@ -81,6 +83,7 @@
 //	               Content-Length, one flushed chunk per chunksize bytes
 //	               (chunksize=N, default 1024, at most 1 MiB) with
 //	               chunkdelay=D (Go duration, default 0) between chunks.
+//	               Without a delay, adjacent chunks may be merged on the wire.
 //	echo=1         the body is a JSON document describing the request as
 //	               received (application/json): method, uri, path, proto, host,
 //	               remote_addr, headers (name → values, as they arrived, so
@@ -106,7 +109,8 @@
 // latency are applied: whatever the method and the outcome (200, 206, 304,
 // 404, 405, injected fault, reset). Requests refused by SetDown are not
 // counted: a down origin receives nothing. Count sums all methods,
-// CountMethod splits them, Counts and Snapshot return copies.
+// CountMethod splits them, Counts and Snapshot return copies, ResetCounts
+// zeroes them.
 //
 // # Latency and faults
 //
@@ -133,7 +137,15 @@
 // Fault headers: X-Origin-Delay and X-Origin-Stall take Go durations
 // ("200ms", "2s", at most 10m); X-Origin-Status takes 200..599;
 // X-Origin-Reset takes a boolean ("1", "true"). They apply to content paths,
-// /dyn/ and /__origin/health. All waits end at once when Close starts.
+// /dyn/ and /__origin/health. Through an edge they only work if the edge
+// forwards X-Origin-* request headers; Config.Faults and SetDown do not
+// depend on that. ParseFault reads a Fault from its command-line form
+// ("prefix=/img/,status=503,rate=0.1").
+//
+// All waits end at once when Close starts: delays and stalls are cut short
+// and chunked bodies are finished without their delays. Close waits at most
+// 5 s for connections still writing (a client that stopped reading) and
+// then returns an error.
 //
 // # Protocol
 //

@@ -149,6 +149,8 @@
 //
 // # Protocol
 //
-// HTTP/1.1 only (fasthttp), keep-alive, idle connections closed after 90 s.
-// Responses carry "Server: edgeshield-demo-origin" and Date.
+// HTTP/1.1 only (fasthttp), keep-alive, idle connections closed after 90 s,
+// request heads up to 16 KiB, request bodies up to 4 MiB. Responses carry
+// "Server: edgeshield-demo-origin" and Date. A 416 carries no ETag,
+// Last-Modified or Cache-Control, so that no cache stores it.
 package demo

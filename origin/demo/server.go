@@ -158,6 +158,10 @@ func New(cfg Config) (*Server, error) {
 		// the race of a request sent on a connection the origin is closing.
 		IdleTimeout: 90 * time.Second,
 		ReadTimeout: 30 * time.Second,
+		// fasthttp's 4 KiB default refuses (431) request heads that an edge
+		// forwarding real cookies and tracing headers easily exceeds; common
+		// origins accept 8 to 16 KiB.
+		ReadBufferSize: 16 << 10,
 		// No WriteTimeout: stalls and slow chunked bodies are the point here.
 		CloseOnShutdown: true,
 		Logger:          fasthttpLogger{s.log},

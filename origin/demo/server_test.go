@@ -575,3 +575,12 @@ func TestDebugLog(t *testing.T) {
 		}
 	}
 }
+
+// Request heads of the size an edge forwards with real cookies are accepted.
+func TestLargeRequestHead(t *testing.T) {
+	s := startServer(t, Config{})
+	r := do(t, newClient(t), "GET", s.URL()+"/dyn/h?echo=1", map[string]string{"Cookie": strings.Repeat("c", 12<<10)})
+	if r.status != 200 {
+		t.Errorf("12 KiB cookie: got %d, want 200", r.status)
+	}
+}

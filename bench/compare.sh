@@ -13,8 +13,10 @@
 # Scenarios, for each server:
 #   hit-<size>-max  closed-loop maximum throughput (--max-throughput, BENCH_CONNS
 #                   connections) on a cached 1 KiB / 64 KiB / 1 MiB object.
-#                   This is the harness's own closed-loop mode, not wrk: same
-#                   client code, same HTTP/1.1 keep-alive behaviour everywhere.
+#                   This is the harness's own closed-loop mode (same client code,
+#                   same HTTP/1.1 keep-alive behaviour everywhere); when wrk is
+#                   installed the 1 KiB case is also measured with wrk and printed
+#                   under the table as a cross-check of the generator (BENCH_WRK=0: skip).
 #   hit-1k-rate     open loop at BENCH_RATE req/s on the cached 1 KiB object:
 #                   the latency comparison (closed loops hide stalls).
 #   zipf            open loop at BENCH_ZIPF_RATE req/s over BENCH_ZIPF_OBJECTS
@@ -40,9 +42,10 @@ ZIPF_RATE=${BENCH_ZIPF_RATE:-2000}
 ZIPF_OBJECTS=${BENCH_ZIPF_OBJECTS:-10000}
 CLIENTS=${BENCH_CLIENTS:-200}
 CROWD_OBJECTS=${BENCH_CROWD_OBJECTS:-5}
+WRK=${BENCH_WRK:-auto} # auto: cross-check hit-1k-max with wrk when installed; 0: never
 ORIGIN_PORT=18081 EDGE_PORT=18080 ADMIN_PORT=19090 NGINX_PORT=18082 VARNISH_PORT=18083
 
-usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) DURATION=3s ZIPF_OBJECTS=2000 CLIENTS=50; shift ;;
@@ -178,6 +181,7 @@ start_varnish() {
 
 CC=$(printf 'h.Cache-Control=%s' 'public%2C%20max-age%3D3600')
 RAN=()
+WRK_ROWS=()
 for srv in $SERVERS; do
 	case $srv in
 	edgeshield) port=$EDGE_PORT ;;
@@ -201,6 +205,11 @@ for srv in $SERVERS; do
 		bench steady --max-throughput --workers "$CONNS" --duration "$DURATION" --url "$base/bench/$size.bin" \
 			--name "$srv hit-$size-max" --json "$OUT/runs/$srv-hit-$size-max.json" --quiet
 	done
+	if [ "$WRK" != 0 ] && command -v wrk >/dev/null; then
+		log "$srv: wrk cross-check of hit-1k-max"
+		rps=$(pin 1 wrk -t1 -c"$CONNS" -d"$DURATION" "$base/bench/1k.bin" 2>&1 | awk '/^Requests\/sec/ {print $2}')
+		WRK_ROWS+=("$srv hit-1k-max: wrk ${rps:-failed} req/s")
+	fi
 	log "$srv: 1k at $RATE req/s (open loop)"
 	bench steady --rate "$RATE" --duration "$DURATION" --url "$base/bench/1k.bin" \
 		--name "$srv hit-1k-$RATE/s" --json "$OUT/runs/$srv-hit-1k-rate.json" --slo 'p99<250ms,errors=0' --quiet
@@ -223,6 +232,11 @@ echo
 echo "Comparison (servers on core 0, load generator on core 1; hit-*-max: closed loop, others open loop)"
 "$BIN" bench compare --title "Edgeshield vs nginx vs Varnish" --json "$OUT/report.json" --html "$OUT/report.html" \
 	$(for srv in "${RAN[@]}"; do ls "$OUT"/runs/"$srv"-*.json; done)
+if [ ${#WRK_ROWS[@]} -gt 0 ]; then
+	echo
+	echo "wrk cross-check (same connections and duration, closed loop, wrk's own client on core 1):"
+	printf '  %s\n' "${WRK_ROWS[@]}"
+fi
 echo
 echo "crowd rows: 'origin reqs' over $CROWD_OBJECTS objects (1 per object = fully coalesced)"
 echo "report: $OUT/report.html  json: $OUT/report.json"

@@ -35,9 +35,9 @@ func NewGroup() *Group {
 	return &Group{m: make(map[string]*Flight)}
 }
 
-// Join returns the flight for key, creating it when none is in progress.
+// Join returns the flight for key, creating it when none is in the group.
 // leader is true for the creator, who must drive the flight to its end
-// (Publish, Write…, then Finish; or Release) — typically from a goroutine
+// (Publish, Write…, Finish, then Forget; or Release) — typically from a goroutine
 // independent of any one client, so that the leader's client going away
 // does not cancel the fetch for the others. Every other caller is counted
 // as a waiter.
@@ -53,28 +53,37 @@ func (g *Group) Join(key string) (f *Flight, leader bool) {
 	return f, true
 }
 
-// Len returns the number of flights in progress.
+// Forget removes f from the group if it is still the flight for key (a
+// newer flight for the same key is left alone). A leader calls it once a
+// completed body is visible in the store: until then late requests keep
+// joining the finished flight and read the body from memory instead of
+// fetching again. Forget is idempotent.
+func (g *Group) Forget(key string, f *Flight) {
+	g.mu.Lock()
+	if g.m[key] == f {
+		delete(g.m, key)
+	}
+	g.mu.Unlock()
+}
+
+// Len returns the number of flights in the group: in progress, or finished
+// successfully and not yet forgotten.
 func (g *Group) Len() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return len(g.m)
 }
 
-// forget removes f from the group, if it is still the flight for its key.
-func (g *Group) forget(f *Flight) {
-	g.mu.Lock()
-	if g.m[f.key] == f {
-		delete(g.m, f.key)
-	}
-	g.mu.Unlock()
-}
 
 // Head is the response head published by the leader. It must be treated as
-// immutable: every waiter receives the same Header slice.
+// immutable: every waiter receives the same Header slice and Meta value.
 type Head struct {
 	Status        int
 	Header        []Field
-	ContentLength int64
+	ContentLength int64 // -1 when unknown
+	// Meta is opaque to this package: whatever the leader wants every
+	// waiter to see (e.g. the cache entry being built).
+	Meta any
 }
 
 // Chunk sizes of the body buffer. The body is kept as a list of chunks that
@@ -247,7 +256,7 @@ func (f *Flight) dropConsumed() {
 // the object turns out not to be storable (e.g. a chunked body grows past
 // the maximum object size). Bytes then reports false.
 func (f *Flight) Discard(window int) {
-	f.g.forget(f)
+	f.g.Forget(f.key, f)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.discard {
@@ -259,10 +268,18 @@ func (f *Flight) Discard(window int) {
 
 // Finish ends the body: err nil means complete (readers get io.EOF after the
 // last byte), otherwise readers get err after the bytes written so far, and
-// waiters still in Wait without a head get err. The key leaves the group.
-// Calls after the first Finish or Release are ignored.
+// waiters still in Wait without a head get err. Calls after the first Finish
+// or Release are ignored.
+//
+// A failed flight (err != nil) leaves the group at once. A complete one
+// stays joinable — late joiners get the head and the whole body from
+// memory — until the leader calls Group.Forget, typically right after the
+// body is stored, so that no request falls between the flight and the store
+// and fetches again. The leader must call Forget.
 func (f *Flight) Finish(err error) {
-	f.g.forget(f)
+	if err != nil {
+		f.g.Forget(f.key, f)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.done {

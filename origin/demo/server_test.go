@@ -584,3 +584,26 @@ func TestLargeRequestHead(t *testing.T) {
 		t.Errorf("12 KiB cookie: got %d, want 200", r.status)
 	}
 }
+
+// A panic below the handler becomes a 500, and a reset registered before
+// it is withdrawn so the client does get that 500.
+func TestRecoverPanic(t *testing.T) {
+	var buf syncBuffer
+	s, err := New(Config{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	var ctx fasthttp.RequestCtx
+	func() {
+		defer s.recoverPanic(&ctx)
+		s.resetConn(&ctx)
+		panic("boom")
+	}()
+	if got := ctx.Response.StatusCode(); got != 500 || ctx.Hijacked() {
+		t.Errorf("got status %d, hijacked %v, want 500 and not hijacked", got, ctx.Hijacked())
+	}
+	if !strings.Contains(buf.String(), "panic=boom") {
+		t.Errorf("log: got %q, want the panic logged", buf.String())
+	}
+}

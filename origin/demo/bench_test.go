@@ -111,3 +111,13 @@ func TestServeStaticAllocs(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkPatternText measures generating /dyn bodies.
+func BenchmarkPatternText(b *testing.B) {
+	buf := make([]byte, 64<<10)
+	p := pattern{seed: seedOf("/dyn/x"), text: true}
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		p.ReadAt(buf, 0)
+	}
+}

@@ -12,8 +12,8 @@ import "encoding/binary"
 // bytes can never change with a Go release.
 type pattern struct {
 	seed uint64
-	// text selects printable output: 64 lines of URL-safe base64 characters
-	// per 65 bytes, each line ended by '\n', so /dyn bodies read well in curl.
+	// text selects printable output: lines of 64 URL-safe base64 characters
+	// ended by '\n', so /dyn bodies read well in curl.
 	text bool
 }
 
@@ -71,19 +71,23 @@ func (p pattern) ReadAt(b []byte, off int64) (int, error) {
 	return len(b), nil
 }
 
+// readText fills b with the text form: line L holds 64 letters taken from
+// words 8L..8L+7, one letter per byte (its low six bits), then '\n'.
 func (p pattern) readText(b []byte, off int64) {
-	k := int64(-1) // index of the word in w
-	var w uint64
-	for i := range b {
+	for i := 0; i < len(b); {
 		pos := off + int64(i)
-		if pos%textLine == textLine-1 {
+		line, j := pos/textLine, pos%textLine
+		if j == textLine-1 {
 			b[i] = '\n'
+			i++
 			continue
 		}
-		if pos/8 != k {
-			k = pos / 8
-			w = p.word(k)
+		// The rest of the word holding letter j.
+		w := p.word(line*8+j/8) >> (8 * (j % 8))
+		for k := j % 8; k < 8 && i < len(b); k++ {
+			b[i] = textLetter[w&63]
+			w >>= 8
+			i++
 		}
-		b[i] = textLetter[byte(w>>(8*(pos%8)))&63]
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // BenchmarkTLSHandshake measures full handshakes (no session resumption)
@@ -92,3 +94,28 @@ type fakeConn struct{ net.Conn }
 
 func (fakeConn) LocalAddr() net.Addr  { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 443} }
 func (fakeConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000} }
+
+// BenchmarkHTTPHandlerPassThrough is the plain listener's cost per
+// non-challenge request (the "serve" configuration).
+func BenchmarkHTTPHandlerPassThrough(b *testing.B) {
+	m := newManager(b, Config{Mode: ModeACME, AgreeTerms: true, CA: "https://127.0.0.1:1/dir", Storage: b.TempDir(), Logger: infoLogger()})
+	h := m.HTTPHandler(func(*fasthttp.RequestCtx) {})
+	var ctx fasthttp.RequestCtx
+	ctx.Request.SetRequestURI("/assets/app.js")
+	ctx.Request.Header.SetHost("www.example.com")
+	b.ReportAllocs()
+	for b.Loop() {
+		h(&ctx)
+	}
+}
+
+func TestHTTPHandlerPassThroughAllocs(t *testing.T) {
+	m := newManager(t, Config{Mode: ModeACME, AgreeTerms: true, CA: "https://127.0.0.1:1/dir", Storage: t.TempDir(), Logger: infoLogger()})
+	h := m.HTTPHandler(func(*fasthttp.RequestCtx) {})
+	var ctx fasthttp.RequestCtx
+	ctx.Request.SetRequestURI("/assets/app.js")
+	ctx.Request.Header.SetHost("www.example.com")
+	if got := testing.AllocsPerRun(100, func() { h(&ctx) }); got != 0 {
+		t.Errorf("allocations per pass-through request: got %v, want 0", got)
+	}
+}

@@ -594,3 +594,28 @@ func FuzzAllowList(f *testing.F) {
 		}
 	})
 }
+
+// TestOnDemandLoadsFromSharedStorageWhenRateLimited: a certificate another
+// node obtained is served from storage even while this node's order budget
+// is exhausted (loading is not an order).
+func TestOnDemandLoadsFromSharedStorageWhenRateLimited(t *testing.T) {
+	storage := t.TempDir()
+	od := func() *OnDemand {
+		return &OnDemand{Allow: []string{"*.shared.test"}, RateLimit: 1, Interval: time.Hour}
+	}
+	_, addrA, roots := internalNode(t, Config{Storage: storage, OnDemand: od()}, "")
+	_, addrB, _ := internalNode(t, Config{Storage: storage, OnDemand: od()}, "")
+
+	if _, err := handshake(addrA, "one.shared.test", roots); err != nil {
+		t.Fatalf("node A orders one.shared.test: %v", err)
+	}
+	if _, err := handshake(addrB, "two.shared.test", roots); err != nil {
+		t.Fatalf("node B orders two.shared.test (its one order): %v", err)
+	}
+	if _, err := handshake(addrB, "three.shared.test", roots); err == nil {
+		t.Fatal("node B third.shared.test: got success, want the rate limit")
+	}
+	if _, err := handshake(addrB, "one.shared.test", roots); err != nil {
+		t.Errorf("node B one.shared.test from shared storage: got %v, want success without an order", err)
+	}
+}

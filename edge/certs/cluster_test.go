@@ -206,7 +206,7 @@ func (f *forwarder) accept() {
 // Pebble saw exactly one order per name, and all three nodes serve the
 // same certificate.
 func TestClusterSharedStorage(t *testing.T) {
-	names := []string{"a.cluster.test", "b.cluster.test"}
+	names := []string{uniqueHost("a"), uniqueHost("b")}
 	vaLn, unusedTLS := listen(t), listen(t)
 	p := startPebble(t, pebbleOpts{httpPort: portOf(vaLn), tlsPort: portOf(unusedTLS)})
 	fwd := newForwarder(t, vaLn)

@@ -18,9 +18,11 @@
 // waits for them, and is idempotent.
 //
 // Two Managers in one process are independent (each has its own certmagic
-// cache and configs), with one certmagic limitation worth knowing in tests:
-// certmagic keeps the challenges that a process presents in a process-wide
-// map, so in one process every Manager can answer every other Manager's
-// challenge without touching storage. Only separate processes prove the
-// storage path; the package tests do that with child processes.
+// cache and configs), except for state certmagic keeps process-wide and
+// per name: the challenges a process presents (so in one process every
+// Manager can answer every other Manager's challenge without touching
+// storage; only separate processes prove the storage path, which the
+// package tests do with child processes), renewal back-off after a failure,
+// and de-duplication of queued jobs. A Manager replaced by a new one for
+// the same names (config reload) therefore inherits any back-off.
 package certs

@@ -287,6 +287,13 @@ func newManager(t testing.TB, cfg Config) *Manager {
 	return m
 }
 
+// uniqueHost returns label.<random>.test. certmagic keeps some state per
+// name process-wide (renewal back-off, active challenges), so names must
+// not repeat across tests or -count runs in one process.
+func uniqueHost(label string) string {
+	return label + "." + strings.ToLower(rand.Text()[:10]) + ".test"
+}
+
 // statusOf returns the status entry for name.
 func statusOf(m *Manager, name string) (CertStatus, error) {
 	for _, s := range m.Status() {

@@ -229,8 +229,8 @@ func TestACMEIssuance(t *testing.T) {
 		disableHTTP, disableALPN bool
 		wantLog                  string
 	}{
-		{"http-01", "www.http01.test", false, true, "challenge=http-01"},
-		{"tls-alpn-01", "www.alpn.test", true, false, "challenge=tls-alpn-01"},
+		{"http-01", uniqueHost("www"), false, true, "challenge=http-01"},
+		{"tls-alpn-01", uniqueHost("www"), true, false, "challenge=tls-alpn-01"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -277,21 +277,22 @@ func TestOnDemandACME(t *testing.T) {
 	tlsLn, httpLn := listen(t), listen(t)
 	p := startPebble(t, pebbleOpts{httpPort: portOf(httpLn), tlsPort: portOf(tlsLn)})
 	cfg := p.config(t.TempDir(), portOf(httpLn), portOf(tlsLn))
-	cfg.OnDemand = &OnDemand{Allow: []string{"*.ondemand.test"}, RateLimit: 5, Interval: time.Hour}
+	zone := uniqueHost("ondemand")
+	cfg.OnDemand = &OnDemand{Allow: []string{"*." + zone}, RateLimit: 5, Interval: time.Hour}
 	cfg.Logger = testLogger(t)
 	m := newManager(t, cfg)
 	serveNode(t, m, tlsLn, httpLn, "edge")
 	addr := tlsLn.Addr().String()
 
 	// The very first handshake for an allowed name waits for the order.
-	status, _, _, err := httpsGet(addr, "shop.ondemand.test", p.roots)
+	status, _, _, err := httpsGet(addr, "shop."+zone, p.roots)
 	if err != nil || status != 200 {
 		t.Fatalf("first handshake for an allowed name: got %d, %v; want 200", status, err)
 	}
 	if got := p.orders(); got != 1 {
 		t.Fatalf("Pebble orders after the allowed name: got %d, want 1", got)
 	}
-	for _, sni := range []string{"random-4711.attacker.test", "a.b.ondemand.test", "ondemand.test"} {
+	for _, sni := range []string{"random-4711.attacker.test", "a.b." + zone, zone} {
 		t.Run(sni, func(t *testing.T) {
 			if _, err := handshake(addr, sni, p.roots); err == nil {
 				t.Fatalf("handshake for %s: got success, want failure", sni)
@@ -301,14 +302,14 @@ func TestOnDemandACME(t *testing.T) {
 			}
 		})
 	}
-	st, err := statusOf(m, "shop.ondemand.test")
+	st, err := statusOf(m, "shop."+zone)
 	if err != nil || st.Source != "on-demand" || !st.Managed {
 		t.Errorf("Status: got %+v (%v), want a managed on-demand entry", st, err)
 	}
 }
 
 func TestRenewalWithoutFailedRequests(t *testing.T) {
-	const host = "renew.edge.test"
+	host := uniqueHost("renew")
 	tlsLn, httpLn := listen(t), listen(t)
 	p := startPebble(t, pebbleOpts{httpPort: portOf(httpLn), tlsPort: portOf(tlsLn), validity: 20 * time.Second})
 	cfg := p.config(t.TempDir(), portOf(httpLn), portOf(tlsLn))
@@ -357,6 +358,9 @@ func TestRenewalWithoutFailedRequests(t *testing.T) {
 	if !renewed.NotAfter.After(first.NotAfter) {
 		t.Errorf("renewed NotAfter %v, want after the first %v", renewed.NotAfter, first.NotAfter)
 	}
+	if st, err := statusOf(m, host); err != nil || st.LastError != "" || !st.NotAfter.Equal(renewed.NotAfter) {
+		t.Errorf("Status after renewal: got %+v (%v), want no error and NotAfter %v", st, err, renewed.NotAfter)
+	}
 
 	// The CA disappears: the next renewal fails, Status reports it, and the
 	// current certificate keeps serving while it is valid.
@@ -371,12 +375,10 @@ func TestRenewalWithoutFailedRequests(t *testing.T) {
 		}
 		return nil
 	})
-	cs, err := handshake(addr, host, p.roots)
-	if err != nil {
-		t.Fatalf("handshake after failed renewal: %v", err)
-	}
-	if time.Now().Before(cs.PeerCertificates[0].NotAfter) && cs.PeerCertificates[0].NotAfter.Before(first.NotAfter) {
-		t.Errorf("served certificate went backwards")
+	// Verification at the current time passes: the valid certificate is
+	// still served although its renewal failed.
+	if _, err := handshake(addr, host, p.roots); err != nil {
+		t.Errorf("handshake after failed renewal: got %v, want the current certificate", err)
 	}
 }
 

@@ -119,3 +119,39 @@ func TestHTTPHandlerPassThroughAllocs(t *testing.T) {
 		t.Errorf("allocations per pass-through request: got %v, want 0", got)
 	}
 }
+
+// BenchmarkHTTPSKeepAlive1KiB is the steady-state cost of a 1 KiB response
+// over an established TLS connection (fasthttp server on m.TLSConfig(),
+// fasthttp client, same machine): the TLS record layer, not the handshake.
+func BenchmarkHTTPSKeepAlive1KiB(b *testing.B) {
+	const host = "keepalive.dev.test"
+	tlsLn := listen(b)
+	m := newManager(b, Config{Mode: ModeInternal, Storage: b.TempDir(), Names: []string{host}, Logger: infoLogger()})
+	body := make([]byte, 1024)
+	serve(b, tls.NewListener(tlsLn, m.TLSConfig()), func(ctx *fasthttp.RequestCtx) { ctx.SetBody(body) })
+	addr := tlsLn.Addr().String()
+	eventually(b, 20*time.Second, "certificate", func() error {
+		c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: host, InsecureSkipVerify: true})
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	client := &fasthttp.HostClient{
+		Addr: addr, IsTLS: true, MaxConns: 1,
+		TLSConfig: &tls.Config{ServerName: host, InsecureSkipVerify: true},
+	}
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("https://" + host + "/1k")
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	start := time.Now()
+	for b.Loop() {
+		if err := client.Do(req, resp); err != nil || len(resp.Body()) != len(body) {
+			b.Fatalf("request: %v (%d bytes)", err, len(resp.Body()))
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+}

@@ -619,3 +619,18 @@ func TestOnDemandLoadsFromSharedStorageWhenRateLimited(t *testing.T) {
 		t.Errorf("node B one.shared.test from shared storage: got %v, want success without an order", err)
 	}
 }
+
+func TestCloseIdempotentAndRefusesHandshakes(t *testing.T) {
+	m, addr, roots := internalNode(t, Config{Names: []string{"close.dev.test"}}, "close.dev.test")
+	for i := range 2 {
+		if err := m.Close(); err != nil {
+			t.Fatalf("Close #%d: got %v, want nil", i+1, err)
+		}
+	}
+	if _, err := handshake(addr, "close.dev.test", roots); err == nil {
+		t.Error("handshake after Close: got success, want failure")
+	}
+	if err := m.Reload(); !errors.Is(err, ErrClosed) {
+		t.Errorf("Reload after Close: got %v, want ErrClosed", err)
+	}
+}

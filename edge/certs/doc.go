@@ -14,8 +14,10 @@
 // goroutines once New has returned. TLSConfig's GetCertificate runs on
 // handshake goroutines; HTTPHandler and RedirectHandler run on fasthttp
 // worker goroutines. New starts background goroutines (certmagic's
-// maintenance, the manual-file poller, initial orders); Close stops them,
-// waits for them, and is idempotent.
+// maintenance, the manual-file poller, initial orders); Close stops them and
+// waits for the ones it owns (orders already in certmagic's process-wide job
+// queue are canceled through their context and end shortly after), and is
+// idempotent.
 //
 // Two Managers in one process are independent (each has its own certmagic
 // cache and configs), except for state certmagic keeps process-wide and

@@ -1,0 +1,40 @@
+# Edgeshield — build, run, test.
+GO      ?= go
+BIN     := bin/edgeshield
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/edgeshield/edgeshield/edge.Version=$(VERSION)
+# Race-enabled tests of every package; fuzz seed corpora (testdata/fuzz) run as ordinary tests.
+TESTFLAGS ?= -race -count=1 -timeout 20m
+
+.PHONY: all build run test vet fmt-check bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/edgeshield
+
+# An edge on 127.0.0.1:8080 in front of the built-in demo origin.
+run: build
+	./$(BIN) run
+
+test: fmt-check vet
+	$(GO) test $(TESTFLAGS) ./...
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+# Side-by-side comparison with nginx and Varnish (see bench/RESULTS.md).
+bench: build
+	bash bench/compare.sh
+
+# Short coverage-guided fuzzing of the parsers (the seed corpora also run in `make test`).
+fuzz:
+	$(GO) test ./cache -run '^$$' -fuzz FuzzParseCacheControl -fuzztime 30s
+	$(GO) test ./cache -run '^$$' -fuzz FuzzParseRange -fuzztime 30s
+
+clean:
+	rm -rf bin bench/out

@@ -1,0 +1,157 @@
+// Command edgeshield runs an Edgeshield edge node, the demo origin, the
+// bench harness and the uptime probe.
+//
+//	edgeshield run [--config FILE] [--origin URL] [--listen ADDR] [--admin ADDR]
+//	edgeshield origin [--listen ADDR] [--root DIR] [--latency D]
+//	edgeshield bench <steady|rush|capacity> [flags]
+//	edgeshield probe --targets URL[,URL…] [flags]
+//	edgeshield version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/edgeshield/edgeshield/edge"
+	"github.com/edgeshield/edgeshield/origin/demo"
+)
+
+const usage = `usage: edgeshield <command> [flags]
+
+commands:
+  run      run an edge node (default config: 127.0.0.1:8080 in front of the built-in demo origin)
+  origin   run the demo origin alone
+  bench    load-test any URL: steady, rush, capacity (see 'edgeshield bench -h')
+  probe    uptime probe for edges and content URLs (see 'edgeshield probe -h')
+  version  print the version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	switch args[0] {
+	case "run":
+		return runEdge(ctx, args[1:], stdout, stderr)
+	case "origin":
+		return runOrigin(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
+	case "probe":
+		return runProbe(ctx, args[1:], stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "edgeshield", edge.Version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "edgeshield: unknown command %q\n%s", args[0], usage)
+	return 2
+}
+
+func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", os.Getenv("EDGESHIELD_CONFIG"), "YAML config file (see configs/edge.yaml); default: built-in demo setup")
+	originURL := fs.String("origin", "", "origin URL (overrides origin.url), or \"demo\"")
+	listen := fs.String("listen", "", "public listen address (overrides listen)")
+	admin := fs.String("admin", "", "admin listen address (overrides admin.listen)")
+	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "max time to finish in-flight requests on SIGTERM")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := edge.LoadConfig(*configPath, os.Environ())
+	if err != nil {
+		fmt.Fprintln(stderr, "edgeshield: config:", err)
+		return 2
+	}
+	if *originURL != "" {
+		cfg.Origin.URL = *originURL
+	}
+	if *listen != "" {
+		cfg.Listen = *listen
+	}
+	if *admin != "" {
+		cfg.Admin.Listen = *admin
+	}
+	var src []byte
+	if *configPath != "" {
+		src, _ = os.ReadFile(*configPath)
+	}
+	if err := cfg.Validate(*configPath, src); err != nil {
+		fmt.Fprintln(stderr, "edgeshield: config:", err)
+		return 2
+	}
+	node, err := edge.New(cfg, edge.Options{Logger: edge.NewLogger(cfg.Log, stderr)})
+	if err != nil {
+		fmt.Fprintln(stderr, "edgeshield:", err)
+		return 1
+	}
+	if err := node.Start(); err != nil {
+		fmt.Fprintln(stderr, "edgeshield:", err)
+		_ = node.Shutdown(context.Background())
+		return 1
+	}
+	base := "http://" + node.Addr()
+	fmt.Fprintf(stdout, "edgeshield %s: edge %s in front of origin %s\n", edge.Version, base, node.OriginURL())
+	if cfg.Origin.URL == "demo" {
+		fmt.Fprintf(stdout, "try:\n  %s/            (the demo site; reload it: the second request is a hit)\n", base)
+		fmt.Fprintf(stdout, "  curl -sI %s/img/hero-1m.jpg | grep -i cache-status\n", base)
+		fmt.Fprintf(stdout, "  curl -s -r 0-99 -o /dev/null -w '%%{http_code}\\n' %s/media/intro.mp4\n", base)
+	}
+	if a := node.AdminAddr(); a != "" {
+		fmt.Fprintf(stdout, "admin: http://%s/stats  http://%s/readyz  (POST /purge?url=…)\n", a, a)
+	}
+	fmt.Fprintln(stdout, "Ctrl-C to stop")
+	<-ctx.Done()
+	fmt.Fprintln(stderr, "edgeshield: shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.DrainDelay.D()+*shutdownTimeout)
+	defer cancel()
+	if err := node.Shutdown(sctx); err != nil {
+		fmt.Fprintln(stderr, "edgeshield: shutdown:", err)
+		return 1
+	}
+	return 0
+}
+
+func runOrigin(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("origin", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:8081", "listen address")
+	root := fs.String("root", "", "serve this directory instead of the embedded sample site")
+	latency := fs.Duration("latency", 0, "added latency per response")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	srv, err := demo.New(demo.Config{Root: *root, Latency: *latency, Logger: edge.NewLogger(edge.LogConfig{Level: "info"}, stderr)})
+	if err != nil {
+		fmt.Fprintln(stderr, "edgeshield origin:", err)
+		return 1
+	}
+	if err := srv.Start(*listen); err != nil {
+		fmt.Fprintln(stderr, "edgeshield origin:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "demo origin on %s (counts: %s/__origin/counts)\n", srv.URL(), srv.URL())
+	<-ctx.Done()
+	if err := srv.Close(); err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(stderr, "edgeshield origin:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,109 @@
+package edge
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func TestAdminStatsAndPurge(t *testing.T) {
+	o := newTestOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		if strings.HasPrefix(r.URL.Path, "/p/") {
+			w.Header().Set("Surrogate-Key", "product-"+strings.TrimPrefix(r.URL.Path, "/p/")+" all-products")
+		}
+		io.WriteString(w, r.URL.Path)
+	})
+	n := newTestNode(t, o.srv.URL, nil, nil)
+	base := "http://" + n.Addr()
+	admin := "http://" + n.AdminAddr()
+	for _, p := range []string{"/p/1", "/p/2", "/p/1", "/other"} {
+		get(t, base+p)
+	}
+	r, b := get(t, admin+"/stats")
+	var s Stats
+	if err := json.Unmarshal([]byte(b), &s); err != nil || r.StatusCode != 200 {
+		t.Fatalf("stats: %d %v %s", r.StatusCode, err, b)
+	}
+	if s.Hits != 1 || s.Misses != 3 || s.OriginFetches != 3 || s.Entries != 3 || s.Bytes <= 0 {
+		t.Errorf("stats = %+v, want 1 hit, 3 misses, 3 origin fetches, 3 entries", s)
+	}
+	if s.HitRatio != 0.25 {
+		t.Errorf("hit ratio = %v, want 0.25", s.HitRatio)
+	}
+
+	purge := func(q string) {
+		t.Helper()
+		r, b := do(t, http.MethodPost, admin+"/purge?"+q)
+		if r.StatusCode != 200 {
+			t.Fatalf("purge %s: %d %s", q, r.StatusCode, b)
+		}
+	}
+	purge("url=http://" + n.Addr() + "/p/1")
+	if r, _ := get(t, base+"/p/1"); isHit(r) {
+		t.Errorf("/p/1 still a hit after url purge")
+	}
+	if r, _ := get(t, base+"/p/2"); !isHit(r) {
+		t.Errorf("/p/2 purged by a url purge of /p/1")
+	}
+	purge("tag=all-products")
+	for _, p := range []string{"/p/1", "/p/2"} {
+		if r, _ := get(t, base+p); isHit(r) {
+			t.Errorf("%s still a hit after tag purge", p)
+		}
+	}
+	if r, _ := get(t, base+"/other"); !isHit(r) {
+		t.Errorf("/other purged by an unrelated tag")
+	}
+	purge("prefix=" + n.Addr() + "/&hard=1")
+	if r, _ := get(t, base+"/other"); isHit(r) {
+		t.Errorf("/other still a hit after a hard prefix purge")
+	}
+
+	for _, q := range []string{"", "url=", "url=not-a-url", "bogus=1"} {
+		if r, _ := do(t, http.MethodPost, admin+"/purge?"+q); r.StatusCode != http.StatusBadRequest {
+			t.Errorf("purge %q: got %d, want 400", q, r.StatusCode)
+		}
+	}
+	if r, _ := get(t, admin+"/purge?url=x"); r.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET /purge: got %d, want 405", r.StatusCode)
+	}
+}
+
+func TestAdminToken(t *testing.T) {
+	o := newTestOrigin(t, nil, static("x"))
+	n := newTestNode(t, o.srv.URL, nil, func(c *Config) { c.Admin.Token = "s3cret" })
+	admin := "http://" + n.AdminAddr()
+	for _, h := range [][]string{nil, {"Authorization: Bearer wrong"}, {"Authorization: s3cret"}} {
+		if r, _ := get(t, admin+"/stats", h...); r.StatusCode != http.StatusUnauthorized {
+			t.Errorf("headers %q: got %d, want 401", h, r.StatusCode)
+		}
+	}
+	if r, _ := get(t, admin+"/stats", "Authorization: Bearer s3cret"); r.StatusCode != 200 {
+		t.Errorf("with token: got %d, want 200", r.StatusCode)
+	}
+}
+
+func TestReadinessAndDrain(t *testing.T) {
+	o := newTestOrigin(t, nil, static("x", "Cache-Control: max-age=60"))
+	n := newTestNode(t, o.srv.URL, nil, func(c *Config) { c.Server.HealthPath = "/.well-known/edgeshield/ready" })
+	for _, u := range []string{"http://" + n.AdminAddr() + "/readyz", "http://" + n.Addr() + "/.well-known/edgeshield/ready"} {
+		if r, b := get(t, u); r.StatusCode != 200 || !strings.Contains(b, `"ready": true`) {
+			t.Errorf("%s: %d %s, want ready", u, r.StatusCode, b)
+		}
+	}
+	n.draining.Store(true)
+	if r, b := get(t, "http://"+n.AdminAddr()+"/readyz"); r.StatusCode != 503 || !strings.Contains(b, "draining") {
+		t.Errorf("draining: %d %s, want 503 naming the drain", r.StatusCode, b)
+	}
+	n.draining.Store(false)
+	o.srv.Close()
+	for i := 0; i < originDownAfter; i++ {
+		get(t, "http://"+n.Addr()+"/miss")
+	}
+	if r, b := get(t, "http://"+n.AdminAddr()+"/readyz"); r.StatusCode != 503 || !strings.Contains(b, "unreachable") {
+		t.Errorf("origin down, nothing cached: %d %s, want 503", r.StatusCode, b)
+	}
+}

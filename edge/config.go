@@ -1,0 +1,465 @@
+package edge
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// DefaultConfigYAML is the embedded configuration `edgeshield run` uses when
+// no --config is given: an edge on 127.0.0.1:8080 in front of the built-in
+// demo origin. configs/edge.yaml documents every key.
+//
+//go:embed default.yaml
+var DefaultConfigYAML []byte
+
+// Config is a node's whole configuration. Its YAML form is documented in
+// configs/edge.yaml; every key can also be set from the environment as
+// EDGESHIELD_<PATH> (dots become underscores: EDGESHIELD_CACHE_MAX_BYTES).
+// Precedence, lowest first: built-in defaults, the config file, environment,
+// command-line flags.
+type Config struct {
+	// Name identifies this node in Cache-Status and Via. "" means the host name.
+	Name string `yaml:"name"`
+	// Listen is the public HTTP address. Default "127.0.0.1:8080".
+	Listen string `yaml:"listen"`
+	// Origin describes the one upstream this node shields.
+	Origin OriginConfig `yaml:"origin"`
+	// Cache bounds the in-memory store and sets caching policy knobs.
+	Cache CacheConfig `yaml:"cache"`
+	// Server holds the public listener's limits and timeouts.
+	Server ServerConfig `yaml:"server"`
+	// Admin is the operator listener (health, stats, purge).
+	Admin AdminConfig `yaml:"admin"`
+	// Log selects level and format of the structured log on stderr.
+	Log LogConfig `yaml:"log"`
+}
+
+// OriginConfig describes the origin.
+type OriginConfig struct {
+	// URL is "http://host:port" or "https://host[:port]", or "demo" to start
+	// the built-in demo origin in-process on a loopback port.
+	URL string `yaml:"url"`
+	// HostHeader selects the Host sent upstream: "pass" (the client's Host,
+	// default), "origin" (the origin URL's host), or any literal host name.
+	HostHeader string `yaml:"host_header"`
+	// ConnectTimeout bounds dialing. Default 5s.
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+	// HeaderTimeout bounds the wait for response headers; past it the client
+	// gets 504 (or stale). Default 30s.
+	HeaderTimeout Duration `yaml:"header_timeout"`
+	// IdleReadTimeout bounds a stall while a body streams. Default 30s.
+	IdleReadTimeout Duration `yaml:"idle_read_timeout"`
+	// MaxConns caps connections to the origin. Default 512.
+	MaxConns int `yaml:"max_conns"`
+	// MaxConnWait is how long a request waits for a free connection when
+	// MaxConns are busy before it fails with 503. Default 1s.
+	MaxConnWait Duration `yaml:"max_conn_wait"`
+	// CAFile adds a PEM bundle to the roots trusted for an https origin.
+	CAFile string `yaml:"ca_file"`
+}
+
+// CacheConfig bounds the store and tunes policy.
+type CacheConfig struct {
+	// MaxBytes bounds the store (cost = body + headers + key). Default 512MiB.
+	MaxBytes Size `yaml:"max_bytes"`
+	// MaxObjectSize: larger responses stream through without being stored.
+	// Default 64MiB.
+	MaxObjectSize Size `yaml:"max_object_size"`
+	// KeyIgnoreQuery drops the query string from cache keys. Default false.
+	KeyIgnoreQuery bool `yaml:"key_ignore_query"`
+	// StoreSetCookie allows storing responses that carry Set-Cookie (the
+	// cookie is stripped from the stored copy). Default false: such
+	// responses are not stored, as nginx and Varnish do.
+	StoreSetCookie bool `yaml:"store_set_cookie"`
+	// TargetedField is an extra CDN-targeted Cache-Control field name
+	// (RFC 9213) that wins over CDN-Cache-Control, e.g.
+	// "Edgeshield-Cache-Control". CDN-Cache-Control is always honoured.
+	TargetedField string `yaml:"targeted_field"`
+	// MaxStaleOnError lets stale content be served this long past expiry
+	// when the origin fails, even without stale-if-error. Never applies to
+	// must-revalidate responses. Default 1h; 0 disables.
+	MaxStaleOnError Duration `yaml:"max_stale_on_error"`
+	// HitForPass remembers an uncacheable key this long, so later requests
+	// go straight to the origin instead of queueing behind one. Default 30s.
+	HitForPass Duration `yaml:"hit_for_pass"`
+	// HeuristicFraction of (Date - Last-Modified) used as freshness when the
+	// origin gives none (RFC 9111 §4.2.2). Default 0.1.
+	HeuristicFraction float64 `yaml:"heuristic_fraction"`
+	// MaxHeuristic caps heuristic freshness. Default 24h.
+	MaxHeuristic Duration `yaml:"max_heuristic"`
+	// PurgeTTL is how long purge tombstones are kept. Default 10m.
+	PurgeTTL Duration `yaml:"purge_ttl"`
+}
+
+// ServerConfig holds public listener limits.
+type ServerConfig struct {
+	// ReadTimeout bounds reading one request (headers and body). Default 30s.
+	ReadTimeout Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds writing one response; 0 (default) means none, so
+	// large objects can stream to slow clients (IdleTimeout still applies).
+	WriteTimeout Duration `yaml:"write_timeout"`
+	// IdleTimeout closes idle keep-alive connections. Default 75s.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes caps request header size (431 past it). Default 16KiB.
+	MaxHeaderBytes Size `yaml:"max_header_bytes"`
+	// MaxBodyBytes caps request bodies (413 past it). Default 16MiB.
+	MaxBodyBytes Size `yaml:"max_body_bytes"`
+	// Concurrency caps concurrent client connections (fasthttp serves one
+	// request at a time per connection). Default 262144.
+	Concurrency int `yaml:"concurrency"`
+	// HealthPath, when set, answers readiness on the public listener at
+	// this path (for geo-DNS health checkers). Default "" (off).
+	HealthPath string `yaml:"health_path"`
+	// DrainDelay: on shutdown, readiness turns 503 and the node keeps
+	// serving this long before it stops accepting, so checkers (and DNS)
+	// move traffic away first. Set it ≥ the checker's interval. Default 0.
+	DrainDelay Duration `yaml:"drain_delay"`
+}
+
+// AdminConfig is the operator listener.
+type AdminConfig struct {
+	// Listen address. Default "127.0.0.1:9090". "" disables it.
+	Listen string `yaml:"listen"`
+	// Token is a bearer token required on every admin request. It is
+	// mandatory when Listen is not a loopback address.
+	Token string `yaml:"token"`
+}
+
+// LogConfig selects the log output.
+type LogConfig struct {
+	// Level: debug, info (default), warn, error.
+	Level string `yaml:"level"`
+	// Format: text (default) or json.
+	Format string `yaml:"format"`
+}
+
+// ConfigError is a configuration problem that names the key, and the file
+// and line when the value came from a file.
+type ConfigError struct {
+	File string // "" when not from a file
+	Line int    // 0 when unknown
+	Key  string // dotted path, e.g. "cache.max_bytes"
+	Msg  string
+}
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	if e.File != "" {
+		b.WriteString(e.File)
+		if e.Line > 0 {
+			fmt.Fprintf(&b, ":%d", e.Line)
+		}
+		b.WriteString(": ")
+	} else if e.Line > 0 {
+		fmt.Fprintf(&b, "line %d: ", e.Line)
+	}
+	if e.Key != "" {
+		b.WriteString(e.Key)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// DefaultConfig returns the built-in defaults (the embedded default.yaml).
+func DefaultConfig() Config {
+	var c Config
+	if err := decodeStrict(&c, DefaultConfigYAML, "default.yaml"); err != nil {
+		panic("edge: embedded default.yaml is invalid: " + err.Error())
+	}
+	return c
+}
+
+// LoadConfig builds a configuration from the defaults, then the YAML file at
+// path (when not ""), then EDGESHIELD_* variables from environ. Unknown keys,
+// bad values and failed validation are *ConfigError values naming the key
+// and line.
+func LoadConfig(path string, environ []string) (Config, error) {
+	c := DefaultConfig()
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return c, fmt.Errorf("read config: %w", err)
+		}
+		if err := decodeStrict(&c, data, path); err != nil {
+			return c, err
+		}
+	}
+	if err := applyEnv(&c, environ); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// ParseConfig decodes YAML over the defaults (for tests and embedding).
+func ParseConfig(data []byte, name string) (Config, error) {
+	c := DefaultConfig()
+	err := decodeStrict(&c, data, name)
+	return c, err
+}
+
+// decodeStrict walks the YAML tree against the struct so that every error
+// names the dotted key and its line: yaml.v3's KnownFields reports the line
+// but not the path, and custom unmarshalers' errors carry neither.
+func decodeStrict(dst *Config, data []byte, file string) error {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return &ConfigError{File: file, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	if len(root.Content) == 0 { // empty file: defaults stand
+		return nil
+	}
+	return walk(reflect.ValueOf(dst).Elem(), root.Content[0], "", file)
+}
+
+func walk(v reflect.Value, n *yaml.Node, path, file string) error {
+	if n.Kind == yaml.MappingNode && v.Kind() == reflect.Struct && !implementsUnmarshaler(v) {
+		fields := yamlFields(v.Type())
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			key := joinKey(path, k.Value)
+			idx, ok := fields[k.Value]
+			if !ok {
+				return &ConfigError{File: file, Line: k.Line, Key: key, Msg: "unknown key" + suggest(k.Value, fields)}
+			}
+			if err := walk(v.Field(idx), val, key, file); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if v.Kind() == reflect.Struct && !implementsUnmarshaler(v) && n.Kind != yaml.MappingNode {
+		return &ConfigError{File: file, Line: n.Line, Key: path, Msg: "want a mapping of keys"}
+	}
+	if err := n.Decode(v.Addr().Interface()); err != nil {
+		msg := err.Error()
+		msg = strings.TrimPrefix(msg, "yaml: unmarshal errors:\n  ")
+		if i := strings.Index(msg, ": "); strings.HasPrefix(msg, "line ") && i > 0 {
+			msg = msg[i+2:]
+		}
+		return &ConfigError{File: file, Line: n.Line, Key: path, Msg: msg}
+	}
+	return nil
+}
+
+func implementsUnmarshaler(v reflect.Value) bool {
+	_, ok := v.Addr().Interface().(yaml.Unmarshaler)
+	return ok
+}
+
+func yamlFields(t reflect.Type) map[string]int {
+	m := make(map[string]int, t.NumField())
+	for i := 0; i < t.NumField(); i++ {
+		tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+		if tag != "" && tag != "-" {
+			m[tag] = i
+		}
+	}
+	return m
+}
+
+func joinKey(path, k string) string {
+	if path == "" {
+		return k
+	}
+	return path + "." + k
+}
+
+func suggest(k string, fields map[string]int) string {
+	names := make([]string, 0, len(fields))
+	for f := range fields {
+		names = append(names, f)
+	}
+	sort.Strings(names)
+	best, bestD := "", 3 // suggest only close matches: typos, not guesses
+	for _, f := range names {
+		if d := editDistance(strings.ReplaceAll(k, "-", "_"), f); d < bestD {
+			best, bestD = f, d
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf(" (did you mean %q?)", best)
+	}
+	return " (known keys: " + strings.Join(names, ", ") + ")"
+}
+
+// editDistance is the Levenshtein distance of two short keys.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// envPrefix is the prefix of configuration environment variables.
+const envPrefix = "EDGESHIELD_"
+
+// applyEnv sets keys from EDGESHIELD_* variables. EDGESHIELD_CONFIG names the
+// file and is not a key; any other unknown EDGESHIELD_ variable is an error,
+// so a typo does not silently leave a default in force.
+func applyEnv(c *Config, environ []string) error {
+	paths := map[string]reflect.Value{}
+	collectEnvPaths(reflect.ValueOf(c).Elem(), "", paths)
+	for _, kv := range environ {
+		name, val, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(name, envPrefix) || name == envPrefix+"CONFIG" {
+			continue
+		}
+		field, ok := paths[name]
+		if !ok {
+			return &ConfigError{Key: name, Msg: "unknown environment variable"}
+		}
+		var n yaml.Node
+		if err := yaml.Unmarshal([]byte(val), &n); err != nil || len(n.Content) == 0 {
+			n = yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: val}
+		} else {
+			n = *n.Content[0]
+		}
+		if err := walk(field, &n, name, ""); err != nil {
+			var ce *ConfigError
+			if errors.As(err, &ce) {
+				ce.Line = 0
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+func collectEnvPaths(v reflect.Value, prefix string, out map[string]reflect.Value) {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+		if tag == "" || tag == "-" {
+			continue
+		}
+		name := prefix + strings.ToUpper(tag)
+		f := v.Field(i)
+		if f.Kind() == reflect.Struct && !implementsUnmarshaler(f) {
+			collectEnvPaths(f, name+"_", out)
+			continue
+		}
+		out[envPrefix+name] = f
+	}
+}
+
+// lineOf finds the line of a dotted key in a YAML document, for validation
+// errors raised after decoding. It returns 0 when the key is absent.
+func lineOf(data []byte, key string) int {
+	var root yaml.Node
+	if yaml.Unmarshal(data, &root) != nil || len(root.Content) == 0 {
+		return 0
+	}
+	n := root.Content[0]
+	for _, part := range strings.Split(key, ".") {
+		found := false
+		for i := 0; n.Kind == yaml.MappingNode && i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == part {
+				if part == key[strings.LastIndex(key, ".")+1:] && n.Content[i+1].Kind == yaml.ScalarNode {
+					return n.Content[i].Line
+				}
+				n = n.Content[i+1]
+				found = true
+				break
+			}
+		}
+		if !found {
+			return 0
+		}
+	}
+	return n.Line
+}
+
+// Validate checks values that decode fine but cannot work. src is the file's
+// content (nil when none) so errors can carry the line of the offending key.
+func (c *Config) Validate(file string, src []byte) error {
+	bad := func(key, format string, args ...any) error {
+		e := &ConfigError{Key: key, Msg: fmt.Sprintf(format, args...)}
+		if src != nil {
+			if l := lineOf(src, key); l > 0 {
+				e.File, e.Line = file, l
+			}
+		}
+		return e
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return bad("listen", "want host:port, got %q", c.Listen)
+	}
+	if c.Origin.URL == "" {
+		return bad("origin.url", "required (an http:// or https:// URL, or \"demo\")")
+	}
+	if c.Origin.URL != "demo" {
+		u, err := url.Parse(c.Origin.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return bad("origin.url", "want http://host[:port] or https://host[:port], got %q", c.Origin.URL)
+		}
+		if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
+			return bad("origin.url", "must not have a path or query, got %q", c.Origin.URL)
+		}
+	}
+	if c.Origin.MaxConns <= 0 {
+		return bad("origin.max_conns", "must be positive, got %d", c.Origin.MaxConns)
+	}
+	if c.Cache.MaxBytes <= 0 {
+		return bad("cache.max_bytes", "must be positive, got %s", c.Cache.MaxBytes)
+	}
+	if c.Cache.MaxObjectSize <= 0 || c.Cache.MaxObjectSize > c.Cache.MaxBytes {
+		return bad("cache.max_object_size", "must be positive and at most cache.max_bytes (%s), got %s", c.Cache.MaxBytes, c.Cache.MaxObjectSize)
+	}
+	if c.Cache.HeuristicFraction < 0 || c.Cache.HeuristicFraction > 1 {
+		return bad("cache.heuristic_fraction", "must be between 0 and 1, got %v", c.Cache.HeuristicFraction)
+	}
+	if c.Server.MaxHeaderBytes < 1024 {
+		return bad("server.max_header_bytes", "must be at least 1KiB, got %s", c.Server.MaxHeaderBytes)
+	}
+	if c.Admin.Listen != "" {
+		host, _, err := net.SplitHostPort(c.Admin.Listen)
+		if err != nil {
+			return bad("admin.listen", "want host:port, got %q", c.Admin.Listen)
+		}
+		if !isLoopbackHost(host) && c.Admin.Token == "" {
+			return bad("admin.token", "required when admin.listen (%s) is not a loopback address", c.Admin.Listen)
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log.level", "want debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return bad("log.format", "want text or json, got %q", c.Log.Format)
+	}
+	return nil
+}
+
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

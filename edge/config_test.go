@@ -1,0 +1,155 @@
+package edge
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Size
+		err  bool
+	}{
+		{"512MiB", 512 << 20, false},
+		{"64 KiB", 64 << 10, false},
+		{"1GB", 1e9, false},
+		{"1.5GiB", 3 << 29, false},
+		{"1048576", 1 << 20, false},
+		{"10b", 10, false},
+		{"", 0, true},
+		{"12QB", 0, true},
+		{"-1MiB", 0, true},
+		{"NaN", 0, true},
+		{"1e30TiB", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseSize(tt.in)
+			if (err != nil) != tt.err {
+				t.Fatalf("ParseSize(%q) err = %v, want error %v", tt.in, err, tt.err)
+			}
+			if !tt.err && got != tt.want {
+				t.Fatalf("ParseSize(%q) = %d, want %d", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDefaultConfigIsValid(t *testing.T) {
+	c := DefaultConfig()
+	if err := c.Validate("", nil); err != nil {
+		t.Fatalf("default config invalid: %v", err)
+	}
+	if c.Listen != "127.0.0.1:8080" || c.Origin.URL != "demo" || c.Cache.MaxBytes != 512<<20 {
+		t.Fatalf("unexpected defaults: listen %q origin %q max_bytes %d", c.Listen, c.Origin.URL, c.Cache.MaxBytes)
+	}
+}
+
+func TestConfigFileErrorsNameKeyAndLine(t *testing.T) {
+	tests := []struct {
+		name, yaml string
+		wantLine   int
+		wantKey    string
+		wantMsg    string
+	}{
+		{"unknown top-level key", "listen: 127.0.0.1:1\nlisten_addr: x\n", 2, "listen_addr", "unknown key"},
+		{"unknown nested key", "cache:\n  max_bytes: 1MiB\n  max_bytez: 2MiB\n", 3, "cache.max_bytez", `did you mean "max_bytes"`},
+		{"bad size", "cache:\n  max_bytes: 12QB\n", 2, "cache.max_bytes", "invalid size"},
+		{"bad duration", "origin:\n  connect_timeout: soon\n", 2, "origin.connect_timeout", "invalid duration"},
+		{"bare number duration", "origin:\n  header_timeout: 30\n", 2, "origin.header_timeout", "invalid duration"},
+		{"wrong type", "origin:\n  max_conns: many\n", 2, "origin.max_conns", "cannot unmarshal"},
+		{"scalar for mapping", "cache: big\n", 1, "cache", "want a mapping"},
+		{"validation: origin url", "origin:\n  url: ftp://x\n", 2, "origin.url", "want http://"},
+		{"validation: object > cache", "cache:\n  max_bytes: 1MiB\n  max_object_size: 2MiB\n", 3, "cache.max_object_size", "at most cache.max_bytes"},
+		{"validation: admin token", "admin:\n  listen: 0.0.0.0:9090\n", 0, "admin.token", "required when admin.listen"},
+		{"validation: log level", "log:\n  level: loud\n", 2, "log.level", "want debug"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "edge.yaml")
+			if err := os.WriteFile(path, []byte(tt.yaml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			c, err := LoadConfig(path, nil)
+			if err == nil {
+				src, _ := os.ReadFile(path)
+				err = c.Validate(path, src)
+			}
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("got error %v (%T), want *ConfigError", err, err)
+			}
+			if ce.Key != tt.wantKey {
+				t.Errorf("key = %q, want %q (err %v)", ce.Key, tt.wantKey, err)
+			}
+			if tt.wantLine > 0 && (ce.Line != tt.wantLine || ce.File != path) {
+				t.Errorf("position = %s:%d, want %s:%d (err %v)", ce.File, ce.Line, path, tt.wantLine, err)
+			}
+			if !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Errorf("error %q does not contain %q", err, tt.wantMsg)
+			}
+		})
+	}
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "edge.yaml")
+	yaml := "listen: 127.0.0.1:7000\ncache:\n  max_bytes: 64MiB\n  max_object_size: 1MiB\norigin:\n  url: http://127.0.0.1:9\n"
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"EDGESHIELD_CACHE_MAX_BYTES=128MiB", "EDGESHIELD_ORIGIN_HEADER_TIMEOUT=2s", "EDGESHIELD_CONFIG=ignored", "HOME=/root"}
+	c, err := LoadConfig(path, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:7000" {
+		t.Errorf("listen = %q, want the file's 127.0.0.1:7000", c.Listen)
+	}
+	if c.Cache.MaxBytes != 128<<20 {
+		t.Errorf("max_bytes = %s, want env's 128MiB", c.Cache.MaxBytes)
+	}
+	if c.Cache.MaxObjectSize != 1<<20 {
+		t.Errorf("max_object_size = %s, want file's 1MiB", c.Cache.MaxObjectSize)
+	}
+	if c.Origin.HeaderTimeout.D() != 2*time.Second {
+		t.Errorf("header_timeout = %s, want env's 2s", c.Origin.HeaderTimeout)
+	}
+	if c.Origin.ConnectTimeout.D() != 5*time.Second {
+		t.Errorf("connect_timeout = %s, want default 5s", c.Origin.ConnectTimeout)
+	}
+}
+
+func TestConfigEnvErrors(t *testing.T) {
+	for _, env := range []string{"EDGESHIELD_CACHE_MAX_BYTEZ=1", "EDGESHIELD_CACHE_MAX_BYTES=lots"} {
+		t.Run(env, func(t *testing.T) {
+			_, err := LoadConfig("", []string{env})
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("got %v, want *ConfigError", err)
+			}
+			name, _, _ := strings.Cut(env, "=")
+			if ce.Key != name {
+				t.Errorf("key = %q, want %q", ce.Key, name)
+			}
+		})
+	}
+}
+
+func TestDocumentedConfigLoads(t *testing.T) {
+	for _, f := range []string{"../configs/edge.yaml"} {
+		c, err := LoadConfig(f, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		src, _ := os.ReadFile(f)
+		if err := c.Validate(f, src); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+	}
+}

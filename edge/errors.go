@@ -1,0 +1,67 @@
+package edge
+
+import (
+	"errors"
+	"strconv"
+
+	"github.com/edgeshield/edgeshield/origin"
+	"github.com/valyala/fasthttp"
+)
+
+// statusError is an upstream answer that counts as a failure for
+// stale-if-error (a 5xx, RFC 5861 §4).
+type statusError struct{ status int }
+
+func (e *statusError) Error() string { return "origin answered " + strconv.Itoa(e.status) }
+
+// statusFor is the one place that maps upstream failures to the status the
+// client sees: a timeout is 504, a full connection pool 503, anything else
+// (refused, reset, malformed) 502 (RFC 9110 §15.6.3, §15.6.5).
+func statusFor(err error) int {
+	var se *statusError
+	switch {
+	case errors.As(err, &se):
+		return se.status
+	case errors.Is(err, origin.ErrTimeout):
+		return fasthttp.StatusGatewayTimeout
+	case errors.Is(err, origin.ErrBusy):
+		return fasthttp.StatusServiceUnavailable
+	default:
+		return fasthttp.StatusBadGateway
+	}
+}
+
+// writeError answers a failed upstream fetch with a short plain body.
+func (n *Node) writeError(ctx *fasthttp.RequestCtx, err error) {
+	status := statusFor(err)
+	n.stats.errors.Add(1)
+	ctx.Response.Reset()
+	ctx.Response.Header.AddBytesKV(strVia, n.viaBytes)
+	cs := n.appendCacheStatus(nil, csFwd, fwdURIMiss, 0, 0, false)
+	cs = append(cs, `; detail="`...)
+	cs = append(cs, errDetail(err)...)
+	cs = append(cs, '"')
+	ctx.Response.Header.SetBytesV("Cache-Status", cs)
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	ctx.Error(fasthttp.StatusMessage(status)+": "+errDetail(err)+"\n", status)
+}
+
+func errDetail(err error) string {
+	switch {
+	case errors.Is(err, origin.ErrTimeout):
+		return "origin timeout"
+	case errors.Is(err, origin.ErrRefused):
+		return "origin refused connection"
+	case errors.Is(err, origin.ErrReset):
+		return "origin reset connection"
+	case errors.Is(err, origin.ErrBusy):
+		return "origin connection limit reached"
+	case errors.Is(err, origin.ErrBadResponse):
+		return "origin sent a malformed response"
+	}
+	var se *statusError
+	if errors.As(err, &se) {
+		return se.Error()
+	}
+	return "origin unavailable"
+}

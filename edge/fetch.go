@@ -1,0 +1,515 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/edgeshield/edgeshield/cache"
+	"github.com/edgeshield/edgeshield/origin"
+	"github.com/valyala/fasthttp"
+)
+
+// pending describes the response a flight carries, published to every
+// waiter as Head.Meta: the entry being built (headers, status, times) and
+// whether it will be stored.
+type pending struct {
+	entry  *cache.Entry // Body not yet set
+	vkey   []byte       // variant key the leader's request selected (nil without Vary)
+	stored bool
+	status int // origin status, for Cache-Status fwd-status
+	fwd    string
+}
+
+// discardWindow bounds memory per flight once a body outgrows the max object
+// size: only bytes some reader has not consumed yet are kept.
+const discardWindow = 1 << 20
+
+// fetch resolves a miss (or a stale entry needing validation) through the
+// coalescer: the first request for a key leads ONE upstream fetch; everyone
+// else reads the same body as it arrives.
+func (n *Node) fetch(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, fwd string) {
+	f, leader := n.flights.Join(string(st.key))
+	if leader {
+		n.lead(ctx, st, f, stale, fwd)
+		return
+	}
+	n.stats.coalesced.Add(1)
+	wctx, cancel := context.WithTimeout(context.Background(), n.cfg.Origin.HeaderTimeout.D()+n.cfg.Origin.ConnectTimeout.D()+time.Second)
+	head, err := f.Wait(wctx)
+	cancel()
+	if err != nil {
+		if errors.Is(err, origin.ErrPass) {
+			n.stats.passes.Add(1)
+			n.pass(ctx, methodString(ctx.Method()), fwd)
+			return
+		}
+		if stale != nil && n.serveStaleOnError(ctx, st, stale, err) {
+			return
+		}
+		n.writeError(ctx, err)
+		return
+	}
+	p := head.Meta.(*pending)
+	if p.vkey != nil {
+		// The response varies: it is ours only if our request selects the
+		// same variant (RFC 9111 §4.1); otherwise fetch on our own.
+		st.vkey = cache.VariantKey(st.vkey[:0], st.key, p.entry.Vary, st.get)
+		if !bytes.Equal(st.vkey, p.vkey) {
+			n.stats.passes.Add(1)
+			n.pass(ctx, methodString(ctx.Method()), fwdVaryMiss)
+			return
+		}
+	}
+	n.serveFlight(ctx, st, f, p, head.ContentLength)
+}
+
+// lead performs the upstream fetch for a flight until the response headers
+// are known, decides whether the response is shared and stored, and hands
+// the body copy to a goroutine that outlives this client.
+func (n *Node) lead(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Flight, stale *cache.Entry, fwd string) {
+	oreq := n.forwardRequest(ctx, "GET", true)
+	if stale != nil {
+		addValidators(oreq, stale)
+	}
+	n.stats.originFetches.Add(1)
+	reqTime := n.now()
+	resp, err := n.upstream(context.Background(), ctx.Request.Header.Host(), oreq)
+	respTime := n.now()
+	if err != nil {
+		n.stats.originErrors.Add(1)
+		f.Release(err)
+		n.flights.Forget(string(st.key), f)
+		if stale != nil && n.serveStaleOnError(ctx, st, stale, err) {
+			return
+		}
+		n.log.Warn("origin fetch failed", "key", string(st.key), "err", err)
+		n.writeError(ctx, err)
+		return
+	}
+
+	if resp.Status == fasthttp.StatusNotModified && stale != nil {
+		drainBody(resp.Body)
+		fresh := n.refreshed(stale, resp.Header, reqTime, respTime)
+		n.stats.revalidated.Add(1)
+		n.publishEntry(f, st.key, fresh, fwdStale)
+		n.writeEntry(ctx, st, fresh, n.now(), csRevalidated, fasthttp.StatusNotModified)
+		return
+	}
+
+	if resp.Status >= 500 && stale != nil && cache.UsableOnError(stale, &st.req, respTime, n.cfg.Cache.MaxStaleOnError.D()) {
+		// RFC 5861 §4: a 5xx is an error for stale-if-error purposes.
+		drainBody(resp.Body)
+		err := &statusError{status: resp.Status}
+		f.Release(err)
+		n.flights.Forget(string(st.key), f)
+		n.serveStaleOnError(ctx, st, stale, err)
+		return
+	}
+
+	meta := n.responseMeta(resp.Status, resp.Header)
+	storable, reason := n.policy.Storable(&st.req, &meta)
+	tooBig := resp.ContentLength > int64(n.cfg.Cache.MaxObjectSize)
+	if !storable || tooBig {
+		// Not shared: the waiters fetch on their own, and later requests
+		// skip the queue for a while (hit-for-pass) unless it was only size.
+		f.Release(origin.ErrPass)
+		n.flights.Forget(string(st.key), f)
+		if !storable {
+			n.hfp.add(st.key, respTime)
+		}
+		n.stats.passes.Add(1)
+		n.log.Debug("not storing", "key", string(st.key), "reason", reason, "too_big", tooBig)
+		if rh := ctx.Request.Header.Peek("Range"); len(rh) > 0 && tooBig {
+			// The whole object is not kept, so fetching it for one range
+			// would waste the origin's bandwidth: ask for the range itself.
+			drainBodyAsync(resp.Body)
+			n.pass(ctx, methodString(ctx.Method()), fwd)
+			return
+		}
+		r := &ctx.Response
+		r.SetStatusCode(resp.Status)
+		n.copyResponseHeaders(r, resp.Header, true)
+		cs := n.appendCacheStatus(nil, csFwd, fwd, resp.Status, 0, false)
+		n.setCacheStatus(r, resp.Header, cs)
+		n.setBodyStream(ctx, resp)
+		return
+	}
+
+	e := n.newEntry(st.key, resp.Status, resp.Header, &meta, reqTime, respTime)
+	p := &pending{entry: e, stored: true, status: resp.Status, fwd: fwd}
+	if e.Vary != nil {
+		st.vkey = cache.VariantKey(st.vkey[:0], st.key, e.Vary, st.get)
+		p.vkey = append([]byte(nil), st.vkey...)
+		e.Key = p.vkey
+	}
+	f.Publish(origin.Head{Status: resp.Status, ContentLength: resp.ContentLength, Meta: p})
+	n.stats.fills.Add(1)
+	n.fillsWG.Add(1)
+	go n.fill(f, p, resp)
+	n.serveFlight(ctx, st, f, p, resp.ContentLength)
+	// The client whose request caused the fetch gets its cookies; the
+	// shared copy never carries them.
+	for _, c := range header(resp.Header, "Set-Cookie") {
+		ctx.Response.Header.Add("Set-Cookie", c)
+	}
+}
+
+// fill copies the upstream body into the flight, then stores the entry. It
+// runs on its own goroutine so a client that goes away does not cut the
+// fetch short for the others; the flight stays joinable until the entry is
+// visible in the store, so no request slips between the two and fetches again.
+func (n *Node) fill(f *origin.Flight, p *pending, resp *origin.Response) {
+	defer n.fillsWG.Done()
+	key := f.Key()
+	defer n.flights.Forget(key, f)
+	var (
+		buf       = make([]byte, 32<<10)
+		total     int64
+		discarded bool
+		limit     = int64(n.cfg.Cache.MaxObjectSize)
+	)
+	for {
+		m, err := resp.Body.Read(buf)
+		if m > 0 {
+			total += int64(m)
+			if total > limit && !discarded {
+				// Too big to keep (no Content-Length told us before):
+				// keep streaming to whoever reads, with bounded memory.
+				f.Discard(discardWindow)
+				discarded = true
+				p.stored = false
+			}
+			if _, werr := f.Write(buf[:m]); werr != nil {
+				err = werr
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			resp.Body.Close()
+			n.stats.originErrors.Add(1)
+			n.log.Warn("origin body failed", "key", key, "err", err, "bytes", total)
+			f.Finish(err)
+			return
+		}
+	}
+	resp.Body.Close()
+	if resp.ContentLength >= 0 && total != resp.ContentLength {
+		f.Finish(io.ErrUnexpectedEOF)
+		return
+	}
+	f.Finish(nil)
+	if discarded {
+		return
+	}
+	body, ok := f.Bytes()
+	if !ok {
+		return
+	}
+	p.entry.Body = body
+	n.storeEntry([]byte(key), p.entry)
+}
+
+// publishEntry completes a flight from an entry that already has its body
+// (a 304 revalidation), storing it first so later requests hit.
+func (n *Node) publishEntry(f *origin.Flight, key []byte, e *cache.Entry, fwd string) {
+	var vkey []byte
+	if e.Vary != nil {
+		vkey = e.Key // a refreshed variant keeps its variant key
+	}
+	n.storeEntry(key, e)
+	f.Publish(origin.Head{Status: e.Status, ContentLength: int64(len(e.Body)), Meta: &pending{entry: e, vkey: vkey, stored: true, status: fasthttp.StatusNotModified, fwd: fwd}})
+	_, _ = f.Write(e.Body)
+	f.Finish(nil)
+	n.flights.Forget(string(key), f)
+}
+
+// storeEntry puts e in the store. With Vary, e.Key is its variant key and a
+// marker under the primary key names the Vary fields (RFC 9111 §4.1). The
+// Wait makes the entry visible before the flight is forgotten, so no request
+// finds neither and fetches again.
+func (n *Node) storeEntry(primary []byte, e *cache.Entry) {
+	if e.Vary != nil {
+		n.store.Set(&cache.Entry{Key: primary, Vary: e.Vary, StoredAt: e.StoredAt})
+	}
+	n.store.Set(e)
+	n.store.Wait()
+}
+
+// serveFlight answers a client from a shared flight: the entry's headers now,
+// the body as it arrives.
+func (n *Node) serveFlight(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Flight, p *pending, contentLength int64) {
+	e := p.entry
+	resp := &ctx.Response
+	n.writeEntryHeaders(resp, e)
+	now := n.now()
+	st.num = append(st.num[:0], '0')
+	resp.Header.SetBytesV("Age", st.num)
+	st.cs = n.appendCacheStatus(st.cs[:0], csFwd, p.fwd, p.status, e.TTL(now), p.stored)
+	resp.Header.SetBytesV("Cache-Status", st.cs)
+	if notModified(&ctx.Request.Header, e) {
+		resp.SetStatusCode(fasthttp.StatusNotModified)
+		resp.SkipBody = true
+		return
+	}
+	resp.SetStatusCode(e.Status)
+	if ctx.IsHead() {
+		if contentLength >= 0 {
+			resp.Header.SetContentLength(int(contentLength))
+		}
+		resp.SkipBody = true
+		return
+	}
+	body := f.NewReader()
+	rh := ctx.Request.Header.Peek("Range")
+	if len(rh) == 0 || e.Status != fasthttp.StatusOK {
+		ctx.SetBodyStream(body, int(contentLength))
+		return
+	}
+	if ir := ctx.Request.Header.Peek("If-Range"); len(ir) > 0 && !cache.IfRangeMatches(ir, e.ETag, e.LastModified) {
+		ctx.SetBodyStream(body, int(contentLength))
+		return
+	}
+	if contentLength >= 0 {
+		rs, err := cache.ParseRange(st.ranges[:0], rh, contentLength)
+		st.ranges = rs[:0]
+		switch {
+		case errors.Is(err, cache.ErrRangeNotSatisfiable):
+			body.Close()
+			resp.SetStatusCode(fasthttp.StatusRequestedRangeNotSatisfiable)
+			resp.Header.Set("Content-Range", "bytes */"+itoa(contentLength))
+			return
+		case err != nil:
+			ctx.SetBodyStream(body, int(contentLength)) // RFC 9110 §14.2: ignore what we do not understand
+			return
+		case len(rs) == 1:
+			// A single range streams from the flight as it fills.
+			r := rs[0]
+			resp.SetStatusCode(fasthttp.StatusPartialContent)
+			resp.Header.Set("Content-Range", "bytes "+itoa(r.Start)+"-"+itoa(r.End)+"/"+itoa(contentLength))
+			ctx.SetBodyStream(&sectionReader{rc: body, skip: r.Start, left: r.End - r.Start + 1}, int(r.End-r.Start+1))
+			return
+		}
+	}
+	// Several ranges, or a length not known until the end: wait for the
+	// whole object (it is being stored anyway) and answer from it.
+	_, err := io.Copy(io.Discard, body)
+	body.Close()
+	full, ok := f.Bytes()
+	if err != nil || !ok {
+		if err == nil {
+			err = errFlightIncomplete
+		}
+		n.writeError(ctx, err)
+		return
+	}
+	if !n.writeRanges(ctx, st, e, full, rh) {
+		resp.SetBodyRaw(full)
+	}
+}
+
+// errFlightIncomplete: a flight ended without a whole body to answer from
+// (it outgrew the max object size while a client waited for all of it).
+var errFlightIncomplete = errors.New("object too large to answer this range request from the cache")
+
+// sectionReader streams [skip, skip+left) of a sequential reader.
+type sectionReader struct {
+	rc   io.ReadCloser
+	skip int64
+	left int64
+}
+
+func (s *sectionReader) Read(p []byte) (int, error) {
+	if s.skip > 0 {
+		if _, err := io.CopyN(io.Discard, s.rc, s.skip); err != nil {
+			return 0, err
+		}
+		s.skip = 0
+	}
+	if s.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > s.left {
+		p = p[:s.left]
+	}
+	m, err := s.rc.Read(p)
+	s.left -= int64(m)
+	if s.left <= 0 && err == nil {
+		err = io.EOF
+	}
+	return m, err
+}
+
+func (s *sectionReader) Close() error { return s.rc.Close() }
+
+// revalidateInBackground starts ONE revalidation of a stale entry
+// (stale-while-revalidate, RFC 5861 §3); concurrent requests for the key
+// join the same flight and do not start more.
+func (n *Node) revalidateInBackground(ctx *fasthttp.RequestCtx, key []byte, stale *cache.Entry) {
+	f, leader := n.flights.Join(string(key))
+	if !leader {
+		return
+	}
+	oreq := n.forwardRequest(ctx, "GET", true)
+	addValidators(oreq, stale)
+	host := append([]byte(nil), ctx.Request.Header.Host()...)
+	var req cache.RequestMeta
+	requestMeta(&req, &ctx.Request)
+	req.CC.Reset() // the client's directives do not govern a background refresh
+	n.fillsWG.Add(1)
+	go func() {
+		defer n.fillsWG.Done()
+		defer n.recoverBackground("revalidate")
+		n.stats.originFetches.Add(1)
+		n.stats.backgroundRevalidations.Add(1)
+		reqTime := n.now()
+		resp, err := n.upstream(context.Background(), host, oreq)
+		respTime := n.now()
+		if err != nil {
+			n.stats.originErrors.Add(1)
+			f.Release(err)
+			n.flights.Forget(string(key), f)
+			return
+		}
+		if resp.Status == fasthttp.StatusNotModified {
+			drainBody(resp.Body)
+			n.stats.revalidated.Add(1)
+			n.publishEntry(f, key, n.refreshed(stale, resp.Header, reqTime, respTime), fwdStale)
+			return
+		}
+		meta := n.responseMeta(resp.Status, resp.Header)
+		ok, _ := n.policy.Storable(&req, &meta)
+		if !ok || resp.ContentLength > int64(n.cfg.Cache.MaxObjectSize) || resp.Status >= 500 {
+			drainBody(resp.Body)
+			f.Release(origin.ErrPass)
+			n.flights.Forget(string(key), f)
+			return
+		}
+		e := n.newEntry(key, resp.Status, resp.Header, &meta, reqTime, respTime)
+		p := &pending{entry: e, stored: true, status: resp.Status, fwd: fwdStale}
+		if e.Vary != nil {
+			p.vkey = stale.Key // the stale variant was selected by the same request
+			e.Key = stale.Key
+		}
+		f.Publish(origin.Head{Status: resp.Status, ContentLength: resp.ContentLength, Meta: p})
+		n.fillsWG.Add(1)
+		n.fill(f, p, resp)
+	}()
+}
+
+func (n *Node) recoverBackground(what string) {
+	if r := recover(); r != nil {
+		n.stats.panics.Add(1)
+		n.log.Error("panic in background task", "task", what, "panic", r)
+	}
+}
+
+// addValidators makes a fetch conditional on the stored validators (§4.3.1).
+func addValidators(r *origin.Request, e *cache.Entry) {
+	if len(e.ETag) > 0 {
+		r.Header = append(r.Header, origin.Field{Name: "If-None-Match", Value: string(e.ETag)})
+	}
+	if len(e.LastModified) > 0 {
+		r.Header = append(r.Header, origin.Field{Name: "If-Modified-Since", Value: string(e.LastModified)})
+	}
+}
+
+// newEntry builds the entry for a storable response (body set later).
+func (n *Node) newEntry(key []byte, status int, h []origin.Field, meta *cache.ResponseMeta, reqTime, respTime time.Time) *cache.Entry {
+	lifetime, _ := n.policy.FreshnessLifetime(meta)
+	e := &cache.Entry{
+		Key:            append([]byte(nil), key...),
+		Status:         status,
+		Header:         n.storedHeaders(h),
+		RequestTime:    reqTime,
+		ResponseTime:   respTime,
+		InitialAge:     cache.InitialAge(meta.AgeHeader, meta.Date, reqTime, respTime),
+		Lifetime:       lifetime,
+		SWR:            seconds(meta.CC.StaleWhileRevalidate),
+		SIE:            seconds(meta.CC.StaleIfError),
+		MustRevalidate: meta.CC.MustRevalidate || meta.CC.ProxyRevalidate || meta.CC.SMaxAge >= 0,
+		NoCache:        meta.CC.NoCache,
+		ETag:           []byte(header1(h, "ETag")),
+		LastModified:   []byte(header1(h, "Last-Modified")),
+		Vary:           varyNames(h),
+		SurrogateKeys:  surrogateKeys(h),
+		StoredAt:       reqTime, // a purge issued during the fetch must cover it
+	}
+	if len(e.ETag) == 0 {
+		e.ETag = nil
+	}
+	if len(e.LastModified) == 0 {
+		e.LastModified = nil
+	}
+	return e
+}
+
+// refreshed applies a 304's fields to a stale entry (RFC 9111 §4.3.4) and
+// recomputes its freshness; the stored entry itself is never mutated.
+func (n *Node) refreshed(stale *cache.Entry, h304 []origin.Field, reqTime, respTime time.Time) *cache.Entry {
+	updates := n.storedHeaders(h304)
+	merged := make([]cache.Field, 0, len(stale.Header)+len(updates))
+	for _, f := range stale.Header {
+		if !hasField(updates, f.Name) {
+			merged = append(merged, f)
+		}
+	}
+	merged = append(merged, updates...)
+	all := make([]origin.Field, 0, len(merged)+2)
+	for _, f := range merged {
+		all = append(all, origin.Field{Name: string(f.Name), Value: string(f.Value)})
+	}
+	// Date and Age of the 304 govern the new age (they are not stored fields).
+	for _, name := range []string{"Date", "Age"} {
+		if v := header1(h304, name); v != "" {
+			all = append(all, origin.Field{Name: name, Value: v})
+		}
+	}
+	meta := n.responseMeta(stale.Status, all)
+	e := n.newEntry(stale.Key, stale.Status, all, &meta, reqTime, respTime)
+	e.Body = stale.Body
+	e.Vary = stale.Vary
+	return e
+}
+
+func hasField(h []cache.Field, name []byte) bool {
+	for _, f := range h {
+		if bytes.EqualFold(f.Name, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// serveStaleOnError answers from a stale entry when the origin failed and
+// stale-if-error (RFC 5861 §4) or the configured allowance permits it.
+func (n *Node) serveStaleOnError(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, err error) bool {
+	now := n.now()
+	if !cache.UsableOnError(stale, &st.req, now, n.cfg.Cache.MaxStaleOnError.D()) {
+		return false
+	}
+	n.stats.staleServed.Add(1)
+	n.log.Warn("origin failed; serving stale", "key", string(st.key), "err", err)
+	n.writeEntry(ctx, st, stale, now, csStaleErr, statusFor(err))
+	return true
+}
+
+func seconds(v int64) time.Duration {
+	if v < 0 {
+		return -1
+	}
+	return time.Duration(v) * time.Second
+}
+
+func itoa(v int64) string { return strconv.FormatInt(v, 10) }
+
+func drainBodyAsync(rc io.ReadCloser) {
+	if rc != nil {
+		go rc.Close()
+	}
+}

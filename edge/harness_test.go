@@ -1,0 +1,181 @@
+package edge
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// testClock is an injected clock: freshness tests advance it instead of
+// sleeping.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newTestClock() *testClock { return &testClock{t: time.Now().Truncate(time.Second)} }
+
+func (c *testClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// testOrigin is a real HTTP origin on loopback (net/http, a different
+// implementation from the node's, which keeps both honest) that counts the
+// requests it receives per path.
+type testOrigin struct {
+	srv     *httptest.Server
+	clock   *testClock
+	mu      sync.Mutex // guards handler and counts
+	handler http.HandlerFunc
+	counts  map[string]int
+	total   atomic.Int64
+}
+
+func newTestOrigin(t testing.TB, clock *testClock, h http.HandlerFunc) *testOrigin {
+	t.Helper()
+	o := &testOrigin{clock: clock, handler: h, counts: map[string]int{}}
+	o.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		o.mu.Lock()
+		o.counts[r.URL.Path]++
+		h := o.handler
+		o.mu.Unlock()
+		o.total.Add(1)
+		if clock != nil {
+			w.Header().Set("Date", clock.now().UTC().Format(http.TimeFormat))
+		}
+		h(w, r)
+	}))
+	t.Cleanup(o.srv.Close)
+	return o
+}
+
+func (o *testOrigin) count(path string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.counts[path]
+}
+
+func (o *testOrigin) set(h http.HandlerFunc) {
+	o.mu.Lock()
+	o.handler = h
+	o.mu.Unlock()
+}
+
+// newTestNode starts a node on loopback ports in front of originURL and
+// stops it when the test ends.
+func newTestNode(t testing.TB, originURL string, clock *testClock, mutate func(*Config)) *Node {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Name = "edge-test"
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Admin.Listen = "127.0.0.1:0"
+	cfg.Origin.URL = originURL
+	cfg.Origin.HeaderTimeout = Duration(5 * time.Second)
+	cfg.Cache.MaxBytes = 64 << 20
+	cfg.Cache.MaxObjectSize = 8 << 20
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	opts := Options{Logger: testLogger(t)}
+	if clock != nil {
+		opts.Clock = clock.now
+	}
+	n, err := New(cfg, opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() {
+		// fasthttp counts a keep-alive connection idle (closable by
+		// Shutdown) only 5 s after its last request; close ours first.
+		testHTTP.CloseIdleConnections()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := n.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	})
+	return n
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("EDGESHIELD_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+var testHTTP = &http.Client{
+	Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 256},
+	Timeout:   30 * time.Second,
+}
+
+// do sends a request to the node; hdr holds "Name: value" strings.
+func do(t *testing.T, method, url string, hdr ...string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hdr {
+		k, v, _ := strings.Cut(h, ":")
+		if strings.EqualFold(k, "Host") {
+			req.Host = strings.TrimSpace(v)
+			continue
+		}
+		req.Header.Add(k, strings.TrimSpace(v))
+	}
+	resp, err := testHTTP.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", method, url, err)
+	}
+	return resp, string(b)
+}
+
+func get(t *testing.T, url string, hdr ...string) (*http.Response, string) {
+	t.Helper()
+	return do(t, http.MethodGet, url, hdr...)
+}
+
+// cacheStatus returns this node's Cache-Status member.
+func csOf(r *http.Response) string { return r.Header.Get("Cache-Status") }
+
+func isHit(r *http.Response) bool {
+	cs := csOf(r)
+	return strings.Contains(cs, "; hit")
+}
+
+// waitFor polls cond until it holds or the deadline passes (bounded).
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,307 @@
+package edge
+
+import (
+	"bytes"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/edgeshield/edgeshield/cache"
+	"github.com/edgeshield/edgeshield/origin"
+	"github.com/valyala/fasthttp"
+)
+
+// hopHeaders are hop-by-hop fields a proxy must not forward (RFC 9110 §7.6.1),
+// plus the de-facto ones (Keep-Alive, Proxy-Connection) and TE/Trailer.
+// Fields listed in Connection are removed too.
+var hopHeaders = [][]byte{
+	[]byte("Connection"),
+	[]byte("Keep-Alive"),
+	[]byte("Proxy-Connection"),
+	[]byte("Proxy-Authenticate"),
+	[]byte("Proxy-Authorization"),
+	[]byte("Te"),
+	[]byte("Trailer"),
+	[]byte("Transfer-Encoding"),
+	[]byte("Upgrade"),
+}
+
+// Fields the edge computes itself or answers itself on a cacheable fetch, so
+// the client's copies are not forwarded: the node fetches the whole object
+// unconditionally (or with its own validators) and serves ranges and
+// conditionals from it.
+var ownRequestHeaders = [][]byte{
+	[]byte("Range"),
+	[]byte("If-Range"),
+	[]byte("If-None-Match"),
+	[]byte("If-Modified-Since"),
+	[]byte("If-Match"),
+	[]byte("If-Unmodified-Since"),
+}
+
+// Response fields never stored nor replayed: computed per response (Age,
+// Cache-Status, Content-Length, Date), meant for this cache only
+// (Surrogate-Key, Cache-Tag), or per-user (Set-Cookie).
+var unstoredResponseHeaders = [][]byte{
+	[]byte("Age"),
+	[]byte("Cache-Status"),
+	[]byte("Content-Length"),
+	[]byte("Date"),
+	[]byte("Surrogate-Key"),
+	[]byte("Cache-Tag"),
+	[]byte("Set-Cookie"),
+	[]byte("Surrogate-Control"),
+}
+
+func inList(list [][]byte, name []byte) bool {
+	for _, h := range list {
+		if bytes.EqualFold(h, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// connectionListed reports whether name is a token in the Connection field.
+func connectionListed(conn, name []byte) bool {
+	for len(conn) > 0 {
+		var tok []byte
+		if i := bytes.IndexByte(conn, ','); i >= 0 {
+			tok, conn = conn[:i], conn[i+1:]
+		} else {
+			tok, conn = conn, nil
+		}
+		if bytes.EqualFold(bytes.TrimSpace(tok), name) {
+			return true
+		}
+	}
+	return false
+}
+
+// forwardRequest builds the origin request for a client request. cacheable
+// strips the client's range and conditional fields (see ownRequestHeaders);
+// validators from a stale entry are added by the caller.
+func (n *Node) forwardRequest(ctx *fasthttp.RequestCtx, method string, cacheable bool) *origin.Request {
+	req := &ctx.Request
+	conn := req.Header.Peek("Connection")
+	out := &origin.Request{
+		Method:     method,
+		RequestURI: string(req.URI().RequestURI()),
+		Header:     make([]origin.Field, 0, 16),
+	}
+	for k, v := range req.Header.All() {
+		if inList(hopHeaders, k) || connectionListed(conn, k) || bytes.EqualFold(k, []byte("Host")) ||
+			bytes.EqualFold(k, []byte(shieldHopHeader)) ||
+			bytes.EqualFold(k, []byte("X-Forwarded-For")) || bytes.EqualFold(k, []byte("X-Forwarded-Proto")) {
+			continue
+		}
+		if cacheable && inList(ownRequestHeaders, k) {
+			continue
+		}
+		out.Header = append(out.Header, origin.Field{Name: string(k), Value: string(v)})
+	}
+	switch n.cfg.Origin.HostHeader {
+	case "pass", "":
+		out.Host = string(req.URI().Host())
+	case "origin":
+		out.Host = "" // the client uses the origin URL's host
+	default:
+		out.Host = n.cfg.Origin.HostHeader
+	}
+	xff := ctx.RemoteIP().String()
+	if prior := req.Header.Peek("X-Forwarded-For"); len(prior) > 0 {
+		xff = string(prior) + ", " + xff
+	}
+	proto := "http"
+	if ctx.IsTLS() {
+		proto = "https"
+	}
+	out.Header = append(out.Header,
+		origin.Field{Name: "X-Forwarded-For", Value: xff},
+		origin.Field{Name: "X-Forwarded-Proto", Value: proto},
+		origin.Field{Name: "Via", Value: n.via},
+	)
+	if !cacheable {
+		out.Body = req.Body()
+	}
+	return out
+}
+
+// storedHeaders filters an origin response's fields into the form stored in
+// an entry and replayed to every client: no hop-by-hop fields (§7.6.1), none
+// of unstoredResponseHeaders, and not the targeted cache-control field meant
+// for this cache alone (RFC 9213 §2.1).
+func (n *Node) storedHeaders(h []origin.Field) []cache.Field {
+	var conn []byte
+	for _, f := range h {
+		if http.CanonicalHeaderKey(f.Name) == "Connection" {
+			conn = []byte(f.Value)
+		}
+	}
+	out := make([]cache.Field, 0, len(h))
+	for _, f := range h {
+		name := []byte(f.Name)
+		if inList(hopHeaders, name) || connectionListed(conn, name) || inList(unstoredResponseHeaders, name) {
+			continue
+		}
+		if n.cfg.Cache.TargetedField != "" && bytes.EqualFold(name, []byte(n.cfg.Cache.TargetedField)) {
+			continue
+		}
+		out = append(out, cache.Field{Name: []byte(http.CanonicalHeaderKey(f.Name)), Value: []byte(f.Value)})
+	}
+	return out
+}
+
+// header returns the values of name in h (case-insensitive).
+func header(h []origin.Field, name string) []string {
+	var out []string
+	for _, f := range h {
+		if len(f.Name) == len(name) && bytes.EqualFold([]byte(f.Name), []byte(name)) {
+			out = append(out, f.Value)
+		}
+	}
+	return out
+}
+
+func header1(h []origin.Field, name string) string {
+	if v := header(h, name); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// responseMeta extracts what the caching policy needs from response fields.
+// The targeted field (configured name first, then CDN-Cache-Control) replaces
+// Cache-Control for this cache when present (RFC 9213 §2.1).
+func (n *Node) responseMeta(status int, h []origin.Field) cache.ResponseMeta {
+	m := cache.ResponseMeta{Status: status, AgeHeader: -1}
+	m.CC.Reset()
+	var cc []string
+	if n.cfg.Cache.TargetedField != "" {
+		cc = header(h, n.cfg.Cache.TargetedField)
+	}
+	if len(cc) == 0 {
+		cc = header(h, "CDN-Cache-Control")
+	}
+	if len(cc) > 0 {
+		m.Targeted = true
+	} else {
+		cc = header(h, "Cache-Control")
+		if len(cc) == 0 && containsToken(header(h, "Pragma"), "no-cache") {
+			// RFC 9111 §5.4 deprecates Pragma but origins still send it
+			// alone; honour it as no-cache like other caches do.
+			cc = []string{"no-cache"}
+		}
+	}
+	for _, v := range cc {
+		cache.ParseCacheControl(&m.CC, []byte(v))
+	}
+	m.Date = parseHTTPDate(header1(h, "Date"))
+	m.LastModified = parseHTTPDate(header1(h, "Last-Modified"))
+	if ex := header(h, "Expires"); len(ex) > 0 {
+		m.ExpiresPresent = true
+		m.Expires = parseHTTPDate(ex[0])
+		m.ExpiresInvalid = m.Expires.IsZero()
+	}
+	if a := header1(h, "Age"); a != "" {
+		if v, err := strconv.ParseInt(a, 10, 64); err == nil && v >= 0 {
+			m.AgeHeader = v
+		} else {
+			m.AgeHeader = 1 << 31 // §5.1: an invalid Age is treated as very old
+		}
+	}
+	m.SetCookie = len(header(h, "Set-Cookie")) > 0
+	m.VaryStar = containsToken(header(h, "Vary"), "*")
+	return m
+}
+
+// varyNames returns the lower-cased field names of Vary, nil when none.
+func varyNames(h []origin.Field) [][]byte {
+	var out [][]byte
+	for _, v := range header(h, "Vary") {
+		for _, tok := range bytes.Split([]byte(v), []byte(",")) {
+			tok = bytes.ToLower(bytes.TrimSpace(tok))
+			if len(tok) > 0 {
+				out = append(out, tok)
+			}
+		}
+	}
+	return out
+}
+
+// surrogateKeys collects Surrogate-Key and Cache-Tag values (space or comma
+// separated) for tag purges.
+func surrogateKeys(h []origin.Field) [][]byte {
+	var out [][]byte
+	for _, name := range []string{"Surrogate-Key", "Cache-Tag"} {
+		for _, v := range header(h, name) {
+			for _, tok := range bytes.FieldsFunc([]byte(v), func(r rune) bool { return r == ' ' || r == ',' || r == '\t' }) {
+				out = append(out, tok)
+			}
+		}
+	}
+	return out
+}
+
+func containsToken(values []string, tok string) bool {
+	for _, v := range values {
+		for _, t := range bytes.Split([]byte(v), []byte(",")) {
+			if bytes.EqualFold(bytes.TrimSpace(t), []byte(tok)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func parseHTTPDate(s string) time.Time {
+	if s == "" {
+		return time.Time{}
+	}
+	t, err := http.ParseTime(s)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+// requestMeta fills the policy's view of the client request without
+// allocating (it runs on the hit path).
+func requestMeta(m *cache.RequestMeta, req *fasthttp.Request) {
+	m.CC.Reset()
+	m.Method = methodString(req.Header.Method())
+	found := false
+	for _, v := range req.Header.PeekAll("Cache-Control") {
+		cache.ParseCacheControl(&m.CC, v)
+		found = true
+	}
+	m.PragmaNoCache = false
+	if !found {
+		if p := req.Header.Peek("Pragma"); len(p) > 0 && connectionListed(p, []byte("no-cache")) {
+			m.PragmaNoCache = true
+		}
+	}
+	m.Authorization = len(req.Header.Peek("Authorization")) > 0
+}
+
+// methodString maps the common methods to constants so the hit path does not
+// allocate a string per request.
+func methodString(m []byte) string {
+	switch string(m) {
+	case "GET":
+		return "GET"
+	case "HEAD":
+		return "HEAD"
+	case "POST":
+		return "POST"
+	case "PUT":
+		return "PUT"
+	case "DELETE":
+		return "DELETE"
+	case "PATCH":
+		return "PATCH"
+	case "OPTIONS":
+		return "OPTIONS"
+	}
+	return string(m)
+}

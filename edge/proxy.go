@@ -1,0 +1,526 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/edgeshield/edgeshield/cache"
+	"github.com/edgeshield/edgeshield/origin"
+	"github.com/valyala/fasthttp"
+)
+
+// reqState is the per-request scratch space of the cacheable path, pooled so
+// a fresh hit allocates nothing.
+type reqState struct {
+	key    []byte // primary cache key: host + request URI
+	vkey   []byte // secondary (Vary) key
+	req    cache.RequestMeta
+	ranges []cache.ByteRange
+	num    []byte // scratch for formatting numbers
+	cs     []byte // Cache-Status value
+	hdr    *fasthttp.RequestHeader
+	get    func(name []byte) []byte // st.peek bound once, so VariantKey gets no new closure
+}
+
+func (st *reqState) peek(name []byte) []byte { return st.hdr.PeekBytes(name) }
+
+var statePool = sync.Pool{New: func() any {
+	st := &reqState{
+		key:    make([]byte, 0, 256),
+		vkey:   make([]byte, 0, 256),
+		ranges: make([]cache.ByteRange, 0, 4),
+		num:    make([]byte, 0, 32),
+		cs:     make([]byte, 0, 128),
+	}
+	st.get = st.peek
+	return st
+}}
+
+// appendKey appends the primary cache key: lower-cased host, then the request
+// URI (or just the path when the query is ignored). An absolute-form request
+// target's host wins over the Host field (RFC 9112 §3.2.2).
+func (n *Node) appendKey(dst []byte, req *fasthttp.Request) []byte {
+	u := req.URI()
+	for _, c := range u.Host() {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	if n.cfg.Cache.KeyIgnoreQuery {
+		return append(dst, u.PathOriginal()...)
+	}
+	return append(dst, u.RequestURI()...)
+}
+
+// handle is the public listener's handler.
+func (n *Node) handle(ctx *fasthttp.RequestCtx) {
+	defer n.recoverPanic(ctx)
+	n.stats.requests.Add(1)
+	if n.healthPath != "" && string(ctx.Path()) == n.healthPath {
+		n.serveReadiness(ctx)
+		return
+	}
+	if ctx.IsGet() || ctx.IsHead() {
+		n.serveCacheable(ctx)
+		return
+	}
+	n.serveUnsafe(ctx)
+}
+
+func (n *Node) recoverPanic(ctx *fasthttp.RequestCtx) {
+	if r := recover(); r != nil {
+		n.stats.panics.Add(1)
+		n.log.Error("panic serving request", "panic", r, "uri", string(ctx.RequestURI()))
+		ctx.ResetBody()
+		ctx.Response.Header.Reset()
+		ctx.Error("internal error\n", fasthttp.StatusInternalServerError)
+	}
+}
+
+// serveCacheable runs GET and HEAD through the cache (DESIGN.md request flow).
+func (n *Node) serveCacheable(ctx *fasthttp.RequestCtx) {
+	st := statePool.Get().(*reqState)
+	defer statePool.Put(st)
+	st.hdr = &ctx.Request.Header
+	st.key = n.appendKey(st.key[:0], &ctx.Request)
+	requestMeta(&st.req, &ctx.Request)
+	now := n.now()
+
+	e, varyMiss := n.lookup(st)
+	if e != nil {
+		switch cache.Use(e, &st.req, now) {
+		case cache.ServeFresh, cache.ServeStale:
+			n.stats.hits.Add(1)
+			n.writeEntry(ctx, st, e, now, csHit, 0)
+			return
+		case cache.ServeStaleRevalidate:
+			n.stats.hits.Add(1)
+			n.stats.staleServed.Add(1)
+			n.writeEntry(ctx, st, e, now, csHitStale, 0)
+			n.revalidateInBackground(ctx, st.key, e)
+			return
+		}
+	}
+	if st.req.CC.OnlyIfCached {
+		// §5.2.1.7: no stored response can be used, and the client refuses
+		// a forward.
+		n.stats.misses.Add(1)
+		ctx.Error("not in cache (only-if-cached)\n", fasthttp.StatusGatewayTimeout)
+		return
+	}
+	fwd := fwdURIMiss
+	switch {
+	case e != nil && (st.req.CC.NoCache || st.req.PragmaNoCache || st.req.CC.MaxAge == 0):
+		fwd = fwdRequest
+	case e != nil:
+		fwd = fwdStale
+	case varyMiss:
+		fwd = fwdVaryMiss
+	}
+	n.stats.misses.Add(1)
+	if n.hfp.active(st.key, now) {
+		n.stats.passes.Add(1)
+		n.pass(ctx, methodString(ctx.Method()), fwdBypass)
+		return
+	}
+	n.fetch(ctx, st, e, fwd)
+}
+
+// lookup finds the stored response for the request: the entry under the
+// primary key, or, when that is a Vary marker, the variant selected by the
+// request's values of the Vary fields (RFC 9111 §4.1). Purge tombstones are
+// applied before anything is served (a soft purge marks the entry stale; a
+// hard one hides it).
+func (n *Node) lookup(st *reqState) (e *cache.Entry, varyMiss bool) {
+	p := n.store.Get(st.key)
+	if p == nil {
+		return nil, false
+	}
+	if isMarker(p) {
+		st.vkey = cache.VariantKey(st.vkey[:0], st.key, p.Vary, st.get)
+		e = n.store.Get(st.vkey)
+		if e == nil {
+			return nil, true
+		}
+		if p.Invalidated() {
+			e.Invalidate()
+		}
+	} else {
+		e = p
+	}
+	if purged, hard := n.purges.Check(e); purged {
+		if hard {
+			return nil, false
+		}
+		e.Invalidate()
+	}
+	return e, false
+}
+
+// isMarker reports whether e is a Vary marker: stored under a primary key to
+// say which request fields select the variant; it has no response of its own.
+func isMarker(e *cache.Entry) bool { return e.Status == 0 }
+
+// cacheStatus selects the RFC 9211 Cache-Status parameters of a response.
+type cacheStatus uint8
+
+const (
+	csHit         cacheStatus = iota // served from cache, fresh
+	csHitStale                       // served stale while one revalidation runs
+	csStaleErr                       // served stale because the origin failed
+	csFwd                            // forwarded; see fwd
+	csRevalidated                    // forwarded as stale, origin said 304: refreshed entry served
+)
+
+// fwd values of Cache-Status (RFC 9211 §2.2).
+const (
+	fwdURIMiss  = "uri-miss"
+	fwdVaryMiss = "vary-miss"
+	fwdStale    = "stale"
+	fwdRequest  = "request"
+	fwdBypass   = "bypass"
+	fwdMethod   = "method"
+)
+
+// writeEntry answers from a stored entry: headers, Age (§4.2.3 current_age),
+// Cache-Status, Via, then conditional (§4.3.2), range (RFC 9110 §14) or full
+// body. It allocates nothing for a fresh full hit.
+func (n *Node) writeEntry(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entry, now time.Time, cs cacheStatus, fwdStatus int) {
+	resp := &ctx.Response
+	n.writeEntryHeaders(resp, e)
+	age := e.Age(now)
+	st.num = strconv.AppendInt(st.num[:0], int64(age/time.Second), 10)
+	resp.Header.SetBytesV("Age", st.num)
+	st.cs = n.appendCacheStatus(st.cs[:0], cs, "", fwdStatus, e.TTL(now), false)
+	resp.Header.SetBytesV("Cache-Status", st.cs)
+
+	if notModified(&ctx.Request.Header, e) {
+		resp.SetStatusCode(fasthttp.StatusNotModified)
+		resp.SkipBody = true
+		return
+	}
+	resp.SetStatusCode(e.Status)
+	if e.Status == fasthttp.StatusOK && ctx.IsGet() {
+		if rh := ctx.Request.Header.Peek("Range"); len(rh) > 0 {
+			if n.writeRanges(ctx, st, e, e.Body, rh) {
+				return
+			}
+		}
+	}
+	resp.SetBodyRaw(e.Body)
+}
+
+func (n *Node) writeEntryHeaders(resp *fasthttp.Response, e *cache.Entry) {
+	for i := range e.Header {
+		f := &e.Header[i]
+		resp.Header.AddBytesKV(f.Name, f.Value)
+	}
+	resp.Header.AddBytesKV(strVia, n.viaBytes)
+}
+
+var (
+	strVia          = []byte("Via")
+	strIfNoneMatch  = []byte("If-None-Match")
+	strIfModSince   = []byte("If-Modified-Since")
+	strAcceptRanges = []byte("Accept-Ranges")
+)
+
+// notModified evaluates the client's conditional GET against the stored
+// validators (RFC 9110 §13.1.2, §13.1.3; If-None-Match wins).
+func notModified(h *fasthttp.RequestHeader, e *cache.Entry) bool {
+	if e.Status != fasthttp.StatusOK {
+		return false
+	}
+	if inm := h.PeekBytes(strIfNoneMatch); len(inm) > 0 {
+		return len(e.ETag) > 0 && cache.ETagMatch(inm, e.ETag)
+	}
+	if ims := h.PeekBytes(strIfModSince); len(ims) > 0 && len(e.LastModified) > 0 {
+		return cache.NotModifiedSince(ims, e.LastModified)
+	}
+	return false
+}
+
+// appendCacheStatus formats this node's member of the Cache-Status list
+// (RFC 9211): `name; hit; ttl=N` or `name; fwd=uri-miss; fwd-status=200; stored`.
+func (n *Node) appendCacheStatus(dst []byte, cs cacheStatus, fwd string, fwdStatus int, ttl time.Duration, stored bool) []byte {
+	dst = append(dst, n.name...)
+	switch cs {
+	case csHit:
+		dst = append(dst, "; hit"...)
+	case csHitStale:
+		dst = append(dst, "; hit"...)
+	case csStaleErr:
+		dst = append(dst, "; fwd=stale"...)
+	case csFwd:
+		dst = append(dst, "; fwd="...)
+		dst = append(dst, fwd...)
+	case csRevalidated:
+		dst = append(dst, "; fwd=stale"...)
+	}
+	if fwdStatus > 0 {
+		dst = append(dst, "; fwd-status="...)
+		dst = strconv.AppendInt(dst, int64(fwdStatus), 10)
+	}
+	if stored || cs == csRevalidated {
+		dst = append(dst, "; stored"...)
+	}
+	if cs != csFwd || stored {
+		dst = append(dst, "; ttl="...)
+		dst = strconv.AppendInt(dst, int64(ttl/time.Second), 10)
+	}
+	switch cs {
+	case csHitStale:
+		dst = append(dst, `; detail="stale-while-revalidate"`...)
+	case csStaleErr:
+		dst = append(dst, `; detail="stale-if-error"`...)
+	}
+	return dst
+}
+
+// writeRanges answers a Range request from the full body of e (body is
+// e.Body, or the whole body of a flight that just completed). It reports
+// false when the Range header is to be ignored (syntax it does not
+// understand, or If-Range not matching: RFC 9110 §14.2, §13.1.5), so the
+// caller sends 200.
+func (n *Node) writeRanges(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entry, body []byte, rh []byte) bool {
+	if ir := ctx.Request.Header.Peek("If-Range"); len(ir) > 0 && !cache.IfRangeMatches(ir, e.ETag, e.LastModified) {
+		return false
+	}
+	size := int64(len(body))
+	rs, err := cache.ParseRange(st.ranges[:0], rh, size)
+	st.ranges = rs[:0]
+	resp := &ctx.Response
+	switch {
+	case errors.Is(err, cache.ErrRangeNotSatisfiable):
+		resp.SetStatusCode(fasthttp.StatusRequestedRangeNotSatisfiable)
+		resp.Header.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+		resp.ResetBody()
+		return true
+	case err != nil || len(rs) == 0:
+		return false
+	case len(rs) == 1:
+		r := rs[0]
+		resp.SetStatusCode(fasthttp.StatusPartialContent)
+		st.num = append(st.num[:0], "bytes "...)
+		st.num = strconv.AppendInt(st.num, r.Start, 10)
+		st.num = append(st.num, '-')
+		st.num = strconv.AppendInt(st.num, r.End, 10)
+		st.num = append(st.num, '/')
+		st.num = strconv.AppendInt(st.num, size, 10)
+		resp.Header.SetBytesV("Content-Range", st.num)
+		resp.SetBodyRaw(body[r.Start : r.End+1])
+		return true
+	}
+	n.writeMultipart(resp, body, rs)
+	return true
+}
+
+// writeMultipart sends multipart/byteranges (RFC 9110 §14.6).
+func (n *Node) writeMultipart(resp *fasthttp.Response, full []byte, rs []cache.ByteRange) {
+	ct := resp.Header.ContentType()
+	boundary := strconv.FormatUint(uint64(time.Now().UnixNano()), 36) + "edgeshield"
+	var total int64
+	for _, r := range rs {
+		total += r.End - r.Start + 1
+	}
+	body := make([]byte, 0, total+int64(len(rs))*128)
+	for _, r := range rs {
+		body = append(body, "\r\n--"...)
+		body = append(body, boundary...)
+		body = append(body, "\r\n"...)
+		if len(ct) > 0 {
+			body = append(body, "Content-Type: "...)
+			body = append(body, ct...)
+			body = append(body, "\r\n"...)
+		}
+		body = fmt.Appendf(body, "Content-Range: bytes %d-%d/%d\r\n\r\n", r.Start, r.End, len(full))
+		body = append(body, full[r.Start:r.End+1]...)
+	}
+	body = append(body, "\r\n--"...)
+	body = append(body, boundary...)
+	body = append(body, "--\r\n"...)
+	resp.SetStatusCode(fasthttp.StatusPartialContent)
+	resp.Header.SetContentType("multipart/byteranges; boundary=" + boundary)
+	resp.SetBodyRaw(body)
+}
+
+// hitForPass remembers keys whose responses were not cacheable, so requests
+// for them skip coalescing (otherwise each would queue behind the previous
+// one: Varnish's hit-for-pass).
+type hitForPass struct {
+	ttl time.Duration
+	mu  sync.Mutex // guards m
+	m   map[string]time.Time
+}
+
+const hitForPassMax = 100_000
+
+func (h *hitForPass) active(key []byte, now time.Time) bool {
+	if h.ttl <= 0 {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	until, ok := h.m[string(key)]
+	if ok && now.After(until) {
+		delete(h.m, string(key))
+		return false
+	}
+	return ok
+}
+
+func (h *hitForPass) add(key []byte, now time.Time) {
+	if h.ttl <= 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.m) >= hitForPassMax {
+		clear(h.m) // bounded memory; losing it only costs coalescing
+	}
+	h.m[string(key)] = now.Add(h.ttl)
+}
+
+func (h *hitForPass) forget(key []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.m, string(key))
+}
+
+// serveUnsafe forwards other methods. A non-error response to an unsafe
+// method invalidates the target URI and same-host Location and
+// Content-Location (RFC 9111 §4.4).
+func (n *Node) serveUnsafe(ctx *fasthttp.RequestCtx) {
+	method := methodString(ctx.Method())
+	status, h := n.pass(ctx, method, fwdMethod)
+	if status < 200 || status >= 400 || method == "OPTIONS" || method == "TRACE" {
+		return
+	}
+	st := statePool.Get().(*reqState)
+	defer statePool.Put(st)
+	st.key = n.appendKey(st.key[:0], &ctx.Request)
+	n.invalidate(st.key)
+	host := ctx.Request.Header.Host()
+	for _, name := range []string{"Location", "Content-Location"} {
+		if loc := header1(h, name); loc != "" {
+			if k, ok := sameHostKey(host, loc); ok {
+				n.invalidate(k)
+			}
+		}
+	}
+}
+
+// sameHostKey turns a Location value into a cache key when it points at the
+// same host (§4.4 forbids invalidating other hosts' URIs).
+func sameHostKey(host []byte, loc string) ([]byte, bool) {
+	var u fasthttp.URI
+	if err := u.Parse(host, []byte(loc)); err != nil {
+		return nil, false
+	}
+	if !bytes.EqualFold(u.Host(), host) {
+		return nil, false
+	}
+	k := append(bytes.ToLower(append([]byte(nil), host...)), u.RequestURI()...)
+	return k, true
+}
+
+// invalidate marks the entry (or Vary marker, hence all variants) under key
+// stale, so the next request revalidates (§4.4).
+func (n *Node) invalidate(key []byte) {
+	if e := n.store.Get(key); e != nil {
+		e.Invalidate()
+	}
+	n.hfp.forget(key)
+}
+
+// pass forwards the request uncached and streams the response. It returns
+// the status and fields the client was sent (0 on error).
+func (n *Node) pass(ctx *fasthttp.RequestCtx, method string, fwd string) (int, []origin.Field) {
+	n.stats.originFetches.Add(1)
+	oreq := n.forwardRequest(ctx, method, false)
+	resp, err := n.upstream(context.Background(), ctx.Request.Header.Host(), oreq)
+	if err != nil {
+		n.writeError(ctx, err)
+		return 0, nil
+	}
+	r := &ctx.Response
+	r.SetStatusCode(resp.Status)
+	n.copyResponseHeaders(r, resp.Header, true)
+	var cs []byte
+	cs = n.appendCacheStatus(cs, csFwd, fwd, resp.Status, 0, false)
+	n.setCacheStatus(r, resp.Header, cs)
+	n.setBodyStream(ctx, resp)
+	return resp.Status, resp.Header
+}
+
+// setBodyStream streams an origin body to the client; fasthttp closes the
+// reader when done, which returns the origin connection to the pool.
+func (n *Node) setBodyStream(ctx *fasthttp.RequestCtx, resp *origin.Response) {
+	if resp.Body == nil || ctx.IsHead() || resp.Status == fasthttp.StatusNotModified || resp.Status == fasthttp.StatusNoContent {
+		if resp.Body != nil {
+			resp.Body.Close()
+		}
+		if ctx.IsHead() && resp.ContentLength >= 0 {
+			ctx.Response.Header.SetContentLength(int(resp.ContentLength))
+			ctx.Response.SkipBody = true
+		}
+		return
+	}
+	ctx.SetBodyStream(resp.Body, int(resp.ContentLength))
+}
+
+// copyResponseHeaders copies end-to-end fields to the client response.
+// withCookies keeps Set-Cookie (only for responses not shared with others).
+func (n *Node) copyResponseHeaders(r *fasthttp.Response, h []origin.Field, withCookies bool) {
+	var conn []byte
+	for _, f := range h {
+		if bytes.EqualFold([]byte(f.Name), []byte("Connection")) {
+			conn = []byte(f.Value)
+		}
+	}
+	for _, f := range h {
+		name := []byte(f.Name)
+		if inList(hopHeaders, name) || connectionListed(conn, name) {
+			continue
+		}
+		if inList(unstoredResponseHeaders, name) && !(withCookies && bytes.EqualFold(name, []byte("Set-Cookie"))) {
+			continue
+		}
+		if n.cfg.Cache.TargetedField != "" && bytes.EqualFold(name, []byte(n.cfg.Cache.TargetedField)) {
+			continue
+		}
+		r.Header.Add(f.Name, f.Value)
+	}
+	r.Header.AddBytesKV(strVia, n.viaBytes)
+}
+
+// setCacheStatus sets Cache-Status with the upstream's members first and
+// this node's last (RFC 9211 §2: the list is ordered origin-to-client).
+func (n *Node) setCacheStatus(r *fasthttp.Response, upstream []origin.Field, mine []byte) {
+	if prior := header(upstream, "Cache-Status"); len(prior) > 0 {
+		v := make([]byte, 0, 64+len(mine))
+		for _, p := range prior {
+			v = append(v, p...)
+			v = append(v, ", "...)
+		}
+		mine = append(v, mine...)
+	}
+	r.Header.SetBytesV("Cache-Status", mine)
+}
+
+// drainBody discards the rest of an origin body (bounded) so its connection
+// can be reused, then closes it.
+func drainBody(rc io.ReadCloser) {
+	if rc == nil {
+		return
+	}
+	_, _ = io.CopyN(io.Discard, rc, 64<<10)
+	rc.Close()
+}

@@ -1,0 +1,79 @@
+package edge
+
+import (
+	"sync/atomic"
+)
+
+// counters are the node's request figures; all fields are updated
+// atomically from any goroutine.
+type counters struct {
+	requests                atomic.Uint64
+	hits                    atomic.Uint64 // answered from cache, fresh or stale-while-revalidate
+	misses                  atomic.Uint64 // needed an upstream fetch (miss, validation, pass)
+	staleServed             atomic.Uint64 // stale answers (while revalidating or on origin error)
+	passes                  atomic.Uint64 // fetched without sharing (uncacheable, hit-for-pass)
+	fills                   atomic.Uint64 // shared fetches whose body was streamed into a flight
+	coalesced               atomic.Uint64 // requests that waited on another's fetch
+	originFetches           atomic.Uint64 // requests sent upstream
+	originErrors            atomic.Uint64 // upstream fetches that failed
+	revalidated             atomic.Uint64 // 304s that refreshed a stale entry
+	backgroundRevalidations atomic.Uint64
+	errors                  atomic.Uint64 // 5xx answered because of upstream failure
+	panics                  atomic.Uint64
+}
+
+// Stats is the JSON document of GET /stats.
+type Stats struct {
+	Node                    string  `json:"node"`
+	Entries                 int64   `json:"entries"`
+	Bytes                   int64   `json:"bytes"`
+	MaxBytes                int64   `json:"max_bytes"`
+	Requests                uint64  `json:"requests"`
+	Hits                    uint64  `json:"hits"`
+	Misses                  uint64  `json:"misses"`
+	HitRatio                float64 `json:"hit_ratio"`
+	StaleServed             uint64  `json:"stale_served"`
+	Passes                  uint64  `json:"passes"`
+	OriginFetches           uint64  `json:"origin_fetches"`
+	OriginErrors            uint64  `json:"origin_errors"`
+	CoalescedWaiters        uint64  `json:"coalesced_waiters"`
+	InFlight                int     `json:"in_flight"`
+	Revalidated             uint64  `json:"revalidated"`
+	BackgroundRevalidations uint64  `json:"background_revalidations"`
+	Errors                  uint64  `json:"errors"`
+	Evicted                 uint64  `json:"evicted"`
+	Rejected                uint64  `json:"rejected"`
+	Tombstones              int     `json:"purge_tombstones"`
+	Draining                bool    `json:"draining"`
+}
+
+// Stats returns a snapshot of the node's figures.
+func (n *Node) Stats() Stats {
+	ss := n.store.Stats()
+	s := Stats{
+		Node:                    n.name,
+		Entries:                 ss.Entries,
+		Bytes:                   ss.Bytes,
+		MaxBytes:                int64(n.cfg.Cache.MaxBytes),
+		Requests:                n.stats.requests.Load(),
+		Hits:                    n.stats.hits.Load(),
+		Misses:                  n.stats.misses.Load(),
+		StaleServed:             n.stats.staleServed.Load(),
+		Passes:                  n.stats.passes.Load(),
+		OriginFetches:           n.stats.originFetches.Load(),
+		OriginErrors:            n.stats.originErrors.Load(),
+		CoalescedWaiters:        n.stats.coalesced.Load(),
+		InFlight:                n.flights.Len(),
+		Revalidated:             n.stats.revalidated.Load(),
+		BackgroundRevalidations: n.stats.backgroundRevalidations.Load(),
+		Errors:                  n.stats.errors.Load(),
+		Evicted:                 ss.Evicted,
+		Rejected:                ss.Rejected,
+		Tombstones:              n.purges.Len(),
+		Draining:                n.draining.Load(),
+	}
+	if t := s.Hits + s.Misses; t > 0 {
+		s.HitRatio = float64(s.Hits) / float64(t)
+	}
+	return s
+}

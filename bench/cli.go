@@ -273,6 +273,7 @@ func (o *runOpts) run(ctx context.Context, stdout, stderr io.Writer) int {
 				p.Elapsed.Seconds(), p.OfferedRate, p.AchievedRate, fmtDur(p.P99), p.Errors)
 		}
 	}
+	sc := o.scenario() // before New: a crowd sizes MaxInFlight
 	r, err := New(o.cfg)
 	if err != nil {
 		return fail(stderr, o.cmd, err, ExitUsage)
@@ -305,7 +306,7 @@ func (o *runOpts) run(ctx context.Context, stdout, stderr io.Writer) int {
 		}
 	} else {
 		var res *Result
-		res, runErr = r.Run(ctx, o.scenario())
+		res, runErr = r.Run(ctx, sc)
 		if res != nil {
 			if o.slo != nil {
 				v := o.slo.Evaluate(res)
@@ -355,6 +356,10 @@ func (o *runOpts) scenario() Scenario {
 		sc = MaxThroughput(o.workers, o.duration)
 	default:
 		sc = Steady(o.rate, o.duration)
+	}
+	if o.cmd == "crowd" && o.cfg.MaxInFlight == 0 {
+		// Every client of the crowd is in flight at once, however many.
+		o.cfg.MaxInFlight = o.clients * o.targetCount()
 	}
 	if o.name != "" {
 		sc.Name = o.name

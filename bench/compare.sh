@@ -121,6 +121,19 @@ port_free() {
 	fi
 }
 
+# stop PID stops one server (TERM, bounded wait, KILL) so that the next
+# one has core 0 and the memory to itself.
+stop() {
+	local pid=$1 i
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for i in $(seq 1 50); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.2
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
 # wait_port PORT PID: until 127.0.0.1:PORT accepts (10 s) or PID exits.
 wait_port() {
 	local port=$1 pid=$2 i
@@ -190,12 +203,15 @@ for srv in $SERVERS; do
 	*) echo "compare.sh: unknown server $srv" >&2; exit 2 ;;
 	esac
 	log "starting $srv on 127.0.0.1:$port"
+	LAST_PID=
 	if ! "start_$srv"; then
 		log "$srv skipped: it did not come up (log below)"
 		tail -n 20 "$TMP/$srv.log" >&2 2>/dev/null || true
+		[ -z "$LAST_PID" ] || stop "$LAST_PID"
 		continue
 	fi
 	base=http://127.0.0.1:$port
+	srv_pid=$LAST_PID
 	RAN+=("$srv")
 
 	log "$srv: warming /bench objects"
@@ -222,6 +238,8 @@ for srv in $SERVERS; do
 	for i in $(seq 1 "$CROWD_OBJECTS"); do urls+=(--url "$base/dyn/crowd-$srv-$i?size=65536&$CC"); done
 	bench crowd --clients "$CLIENTS" "${urls[@]}" --header "X-Origin-Delay: 200ms" --timeout 10s \
 		--origin-counts "$ORIGIN/__origin/counts" --name "$srv crowd" --json "$OUT/runs/$srv-crowd.json" --quiet
+	log "stopping $srv"
+	stop "$srv_pid"
 done
 
 if [ ${#RAN[@]} = 0 ]; then

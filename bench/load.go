@@ -487,23 +487,8 @@ func (rn *run) closedLoop(ctx context.Context) error {
 			}
 		})
 	}
-	<-waitCh(&rn.wg, ctx)
+	rn.wg.Wait()
 	return ctx.Err()
-}
-
-// waitCh closes its channel when wg is done or ctx is done.
-func waitCh(wg *sync.WaitGroup, ctx context.Context) <-chan struct{} {
-	ch := make(chan struct{})
-	go func() {
-		defer close(ch)
-		done := make(chan struct{})
-		go func() { wg.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-ctx.Done():
-		}
-	}()
-	return ch
 }
 
 type worker struct {

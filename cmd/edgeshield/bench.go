@@ -2,17 +2,17 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
+
+	"github.com/edgeshield/edgeshield/bench"
 )
 
-// runBench and runProbe are wired to package bench once it lands.
+// runBench is `edgeshield bench …`: the load harness (package bench).
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "edgeshield bench: not built yet")
-	return 2
+	return bench.RunCLI(ctx, args, stdout, stderr)
 }
 
+// runProbe is `edgeshield probe …`: the uptime probe (package bench).
 func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "edgeshield probe: not built yet")
-	return 2
+	return bench.ProbeCLI(ctx, args, stdout, stderr)
 }

@@ -249,7 +249,12 @@ fi
 echo
 echo "Comparison (servers on core 0, load generator on core 1; hit-*-max: closed loop, others open loop)"
 "$BIN" bench compare --title "Edgeshield vs nginx vs Varnish" --json "$OUT/report.json" --html "$OUT/report.html" \
-	$(for srv in "${RAN[@]}"; do ls "$OUT"/runs/"$srv"-*.json; done)
+	$(for case in hit-1k-max hit-64k-max hit-1m-max hit-1k-rate zipf crowd; do
+		for srv in "${RAN[@]}"; do
+			f=$OUT/runs/$srv-$case.json
+			[ -f "$f" ] && echo "$f"
+		done
+	done)
 if [ ${#WRK_ROWS[@]} -gt 0 ]; then
 	echo
 	echo "wrk cross-check (same connections and duration, closed loop, wrk's own client on core 1):"

@@ -276,18 +276,35 @@ func maxP99(rs []*Result) time.Duration {
 	return m
 }
 
-// comparisonCharts draws bar charts of throughput and latency, one bar per run.
+// comparisonCharts draws bar charts of throughput and latency. When run
+// names read "<system> <case>" (as compare.sh names them) with at least two
+// systems and two cases, bars are grouped by case with one colour per
+// system; otherwise there is one bar per run.
 func comparisonCharts(rs []*Result) ([]chart, error) {
-	names := make([]string, len(rs))
-	rate := make(plotter.Values, len(rs))
-	p50 := make(plotter.Values, len(rs))
-	p99 := make(plotter.Values, len(rs))
-	for i, r := range rs {
-		names[i], rate[i], p50[i], p99[i] = r.Name, r.AchievedRate, ms(r.Latency.P50), ms(r.Latency.P99)
+	systems, cases, grid := groupRuns(rs)
+	if len(systems) < 2 || len(cases) < 2 {
+		systems, cases = []string{"run"}, nil
+		grid = map[[2]string]*Result{}
+		for _, r := range rs {
+			cases = append(cases, r.Name)
+			grid[[2]string{"run", r.Name}] = r
+		}
+	}
+	series := func(metric func(*Result) float64) []plotter.Values {
+		out := make([]plotter.Values, len(systems))
+		for i, sys := range systems {
+			out[i] = make(plotter.Values, len(cases))
+			for j, c := range cases {
+				if r := grid[[2]string{sys, c}]; r != nil {
+					out[i][j] = metric(r)
+				}
+			}
+		}
+		return out
 	}
 	bars := func(id, title, y string, vals []plotter.Values, labels []string) (chart, error) {
 		p := newPlot(title, "", y)
-		width := vg.Points(max(3, 280/float64(len(rs)*len(vals))))
+		width := vg.Points(max(3, 280/float64(len(cases)*len(vals))))
 		for i, v := range vals {
 			bc, err := plotter.NewBarChart(v, width)
 			if err != nil {
@@ -297,21 +314,57 @@ func comparisonCharts(rs []*Result) ([]chart, error) {
 			bc.LineStyle.Width = 0
 			bc.Offset = width * vg.Length(float64(i)-float64(len(vals)-1)/2)
 			p.Add(bc)
-			p.Legend.Add(labels[i], bc)
+			if labels[i] != "" {
+				p.Legend.Add(labels[i], bc)
+			}
 		}
-		p.NominalX(names...)
+		p.NominalX(cases...)
 		p.X.Tick.Label.Rotation = 0.6
 		p.X.Tick.Label.XAlign = -1
 		p.X.Tick.Label.YAlign = -1
 		return render(id, title, p)
 	}
-	c1, err := bars("compare-throughput", "Throughput per run", "req/s", []plotter.Values{rate}, []string{"achieved req/s"})
+	rate := func(r *Result) float64 { return r.AchievedRate }
+	p50 := func(r *Result) float64 { return ms(r.Latency.P50) }
+	p99 := func(r *Result) float64 { return ms(r.Latency.P99) }
+	labels := systems
+	if len(systems) == 1 {
+		labels = []string{""}
+	}
+	c1, err := bars("compare-throughput", "Achieved throughput", "req/s", series(rate), labels)
 	if err != nil {
 		return nil, err
 	}
-	c2, err := bars("compare-latency", "Latency per run", "ms", []plotter.Values{p50, p99}, []string{"p50", "p99"})
+	c2, err := bars("compare-p50", "Latency p50", "ms", series(p50), labels)
 	if err != nil {
 		return nil, err
 	}
-	return []chart{c1, c2}, nil
+	c3, err := bars("compare-p99", "Latency p99", "ms", series(p99), labels)
+	if err != nil {
+		return nil, err
+	}
+	return []chart{c1, c2, c3}, nil
+}
+
+// groupRuns splits run names "<system> <case>" into systems and cases in
+// order of first appearance.
+func groupRuns(rs []*Result) (systems, cases []string, grid map[[2]string]*Result) {
+	grid = map[[2]string]*Result{}
+	seen := map[string]bool{}
+	for _, r := range rs {
+		sys, c, ok := strings.Cut(r.Name, " ")
+		if !ok || grid[[2]string{sys, c}] != nil {
+			return nil, nil, nil
+		}
+		if !seen["s"+sys] {
+			seen["s"+sys] = true
+			systems = append(systems, sys)
+		}
+		if !seen["c"+c] {
+			seen["c"+c] = true
+			cases = append(cases, c)
+		}
+		grid[[2]string{sys, c}] = r
+	}
+	return systems, cases, grid
 }

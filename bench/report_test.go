@@ -105,14 +105,14 @@ func TestHTMLReportRendersInChromium(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 4 charts per run, 2 comparison charts, 1 capacity chart.
-	if got, want := strings.Count(string(html), `<figure class="chart"`), 4*2+2+1; got != want {
+	// 4 charts per run, 3 comparison charts, 1 capacity chart.
+	if got, want := strings.Count(string(html), `<figure class="chart"`), 4*2+3+1; got != want {
 		t.Errorf("%d chart figures, want %d", got, want)
 	}
-	if got := strings.Count(string(html), "<svg"); got != 11 {
-		t.Errorf("%d inline svg elements, want 11", got)
+	if got := strings.Count(string(html), "<svg"); got != 12 {
+		t.Errorf("%d inline svg elements, want 12", got)
 	}
-	for _, id := range []string{"run0-latency", "run0-latency-vs-rate", "run0-throughput", "run0-errors", "compare-throughput", "capacity"} {
+	for _, id := range []string{"run0-latency", "run0-latency-vs-rate", "run0-throughput", "run0-errors", "compare-throughput", "compare-p50", "compare-p99", "capacity"} {
 		if !strings.Contains(string(html), `id="`+id+`"`) {
 			t.Errorf("no chart with id %q", id)
 		}
@@ -176,4 +176,44 @@ func luminance(img image.Image) (variance, dark float64) {
 	}
 	mean := sum / n
 	return sq/n - mean*mean, nd / n
+}
+
+func TestGroupRuns(t *testing.T) {
+	named := func(names ...string) []*Result {
+		rs := make([]*Result, len(names))
+		for i, n := range names {
+			rs[i] = &Result{Name: n}
+		}
+		return rs
+	}
+	tests := []struct {
+		name           string
+		runs           []*Result
+		systems, cases string
+	}{
+		{"grid", named("nginx hit-1k", "varnish hit-1k", "nginx zipf", "varnish zipf"), "nginx,varnish", "hit-1k,zipf"},
+		{"missing cell", named("a x", "b x", "a y"), "a,b", "x,y"},
+		{"unsplittable name", named("a x", "solo"), "", ""},
+		{"duplicate", named("a x", "a x"), "", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sys, cases, _ := groupRuns(tc.runs)
+			if got := strings.Join(sys, ","); got != tc.systems {
+				t.Errorf("systems %q, want %q", got, tc.systems)
+			}
+			if got := strings.Join(cases, ","); got != tc.cases {
+				t.Errorf("cases %q, want %q", got, tc.cases)
+			}
+		})
+	}
+	// A grouped report renders one bar series per system.
+	var b strings.Builder
+	rs := named("nginx hit-1k", "varnish hit-1k", "nginx zipf", "varnish zipf")
+	if err := WriteHTML(&b, &Report{Title: "g", Results: rs}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), ">nginx<") || !strings.Contains(b.String(), ">varnish<") {
+		t.Error("grouped comparison charts lack the system legend entries")
+	}
 }

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/json"
 	"net/url"
@@ -15,6 +16,8 @@ import (
 //	GET  /healthz  liveness (the process serves requests)
 //	GET  /readyz   readiness (not draining; origin reachable or content cached)
 //	GET  /stats    JSON figures (see Stats)
+//	GET  /tls      certificates: names, issuer, not-after, next renewal, last error
+//	GET  /tls/root.pem  the internal CA's root (tls.mode internal)
 //	POST /purge?url=…|prefix=…|tag=…[&hard=1]
 //
 // When admin.token is set every request needs "Authorization: Bearer <token>".
@@ -32,6 +35,16 @@ func (n *Node) handleAdmin(ctx *fasthttp.RequestCtx) {
 		n.serveReadiness(ctx)
 	case "/stats":
 		writeJSON(ctx, fasthttp.StatusOK, n.Stats())
+	case "/tls":
+		n.serveTLSStatus(ctx)
+	case "/tls/root.pem":
+		var b bytes.Buffer
+		if err := n.ExportTLSRoot(&b); err != nil {
+			ctx.Error(err.Error()+"\n", fasthttp.StatusNotFound)
+			return
+		}
+		ctx.SetContentType("application/x-pem-file")
+		ctx.SetBody(b.Bytes())
 	case "/purge":
 		if !ctx.IsPost() {
 			ctx.Response.Header.Set("Allow", "POST")

@@ -39,6 +39,8 @@ type Config struct {
 	Server ServerConfig `yaml:"server"`
 	// Admin is the operator listener (health, stats, purge).
 	Admin AdminConfig `yaml:"admin"`
+	// TLS terminates HTTPS (certmagic); configs/tls.yaml documents it.
+	TLS TLSConfig `yaml:"tls"`
 	// Log selects level and format of the structured log on stderr.
 	Log LogConfig `yaml:"log"`
 }
@@ -134,6 +136,50 @@ type AdminConfig struct {
 	Token string `yaml:"token"`
 }
 
+// TLSConfig is the HTTPS listener and its certificates. Mode "" or "off"
+// means plain HTTP only. See configs/tls.yaml for every key.
+type TLSConfig struct {
+	Mode   string `yaml:"mode"`   // acme | internal | manual | off
+	Listen string `yaml:"listen"` // HTTPS address, e.g. 0.0.0.0:443
+	// HTTP is what the plain listener does with non-challenge requests:
+	// "redirect" (308 to https, default) or "serve".
+	HTTP                    string           `yaml:"http"`
+	Names                   []string         `yaml:"names"`
+	Email                   string           `yaml:"email"`
+	CA                      string           `yaml:"ca"`
+	TrustedRoots            []string         `yaml:"trusted_roots"`
+	AgreeTerms              bool             `yaml:"agree_terms"`
+	Storage                 string           `yaml:"storage"`
+	DefaultServerName       string           `yaml:"default_server_name"`
+	HTTPPort                int              `yaml:"http_port"`
+	TLSPort                 int              `yaml:"tls_port"`
+	DisableHTTPChallenge    bool             `yaml:"disable_http_challenge"`
+	DisableTLSALPNChallenge bool             `yaml:"disable_tls_alpn_challenge"`
+	RenewalWindowRatio      float64          `yaml:"renewal_window_ratio"`
+	RenewCheckInterval      Duration         `yaml:"renew_check_interval"`
+	ReloadInterval          Duration         `yaml:"reload_interval"`
+	InternalLifetime        Duration         `yaml:"internal_lifetime"`
+	OnDemand                *OnDemandConfig  `yaml:"on_demand"`
+	Certificates            []CertFileConfig `yaml:"certificates"`
+}
+
+// OnDemandConfig allows issuing certificates at handshake time for
+// allow-listed names, rate-limited.
+type OnDemandConfig struct {
+	Allow     []string `yaml:"allow"`
+	RateLimit int      `yaml:"rate_limit"`
+	Interval  Duration `yaml:"interval"`
+}
+
+// CertFileConfig is one manual certificate (PEM chain and key).
+type CertFileConfig struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Enabled reports whether an HTTPS listener is configured.
+func (t *TLSConfig) Enabled() bool { return t.Mode != "" && t.Mode != "off" }
+
 // LogConfig selects the log output.
 type LogConfig struct {
 	// Level: debug, info (default), warn, error.
@@ -222,6 +268,26 @@ func decodeStrict(dst *Config, data []byte, file string) error {
 }
 
 func walk(v reflect.Value, n *yaml.Node, path, file string) error {
+	if v.Kind() == reflect.Pointer && v.Type().Elem().Kind() == reflect.Struct {
+		if n.Tag == "!!null" {
+			v.SetZero()
+			return nil
+		}
+		if v.IsNil() {
+			v.Set(reflect.New(v.Type().Elem()))
+		}
+		return walk(v.Elem(), n, path, file)
+	}
+	if v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.Struct && n.Kind == yaml.SequenceNode {
+		out := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, item := range n.Content {
+			if err := walk(out.Index(i), item, fmt.Sprintf("%s[%d]", path, i), file); err != nil {
+				return err
+			}
+		}
+		v.Set(out)
+		return nil
+	}
 	if n.Kind == yaml.MappingNode && v.Kind() == reflect.Struct && !implementsUnmarshaler(v) {
 		fields := yamlFields(v.Type())
 		for i := 0; i+1 < len(n.Content); i += 2 {
@@ -441,6 +507,24 @@ func (c *Config) Validate(file string, src []byte) error {
 		}
 		if !isLoopbackHost(host) && c.Admin.Token == "" {
 			return bad("admin.token", "required when admin.listen (%s) is not a loopback address", c.Admin.Listen)
+		}
+	}
+	if c.TLS.Enabled() {
+		switch c.TLS.Mode {
+		case "acme", "internal", "manual":
+		default:
+			return bad("tls.mode", "want acme, internal, manual or off, got %q", c.TLS.Mode)
+		}
+		if _, _, err := net.SplitHostPort(c.TLS.Listen); err != nil {
+			return bad("tls.listen", "want host:port, got %q", c.TLS.Listen)
+		}
+		switch c.TLS.HTTP {
+		case "redirect", "serve":
+		default:
+			return bad("tls.http", "want redirect or serve, got %q", c.TLS.HTTP)
+		}
+		if c.TLS.Storage == "" {
+			return bad("tls.storage", "required: a directory for keys, certificates and locks (shared by a cluster)")
 		}
 	}
 	switch c.Log.Level {

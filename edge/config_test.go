@@ -68,6 +68,9 @@ func TestConfigFileErrorsNameKeyAndLine(t *testing.T) {
 		{"validation: object > cache", "cache:\n  max_bytes: 1MiB\n  max_object_size: 2MiB\n", 3, "cache.max_object_size", "at most cache.max_bytes"},
 		{"validation: admin token", "admin:\n  listen: 0.0.0.0:9090\n", 0, "admin.token", "required when admin.listen"},
 		{"validation: log level", "log:\n  level: loud\n", 2, "log.level", "want debug"},
+		{"unknown key in list item", "tls:\n  certificates:\n    - cert: a\n      kee: b\n", 4, "tls.certificates[0].kee", `did you mean "key"`},
+		{"unknown key in optional block", "tls:\n  on_demand:\n    allow: [a]\n    ratelimit: 3\n", 4, "tls.on_demand.ratelimit", `did you mean "rate_limit"`},
+		{"validation: tls storage", "tls:\n  mode: internal\n", 0, "tls.storage", "required"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -142,7 +145,7 @@ func TestConfigEnvErrors(t *testing.T) {
 }
 
 func TestDocumentedConfigLoads(t *testing.T) {
-	for _, f := range []string{"../configs/edge.yaml"} {
+	for _, f := range []string{"../configs/edge.yaml", "../configs/tls.yaml"} {
 		c, err := LoadConfig(f, nil)
 		if err != nil {
 			t.Fatalf("%s: %v", f, err)

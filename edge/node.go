@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/edgeshield/edgeshield/cache"
+	"github.com/edgeshield/edgeshield/edge/certs"
 	"github.com/edgeshield/edgeshield/origin"
 	"github.com/edgeshield/edgeshield/origin/demo"
 	"github.com/valyala/fasthttp"
@@ -56,7 +57,10 @@ type Node struct {
 	demo    *demo.Server // when origin.url is "demo"
 
 	public, admin     *fasthttp.Server
+	plain             *fasthttp.Server // plain HTTP beside HTTPS (challenges, redirect)
 	publicLn, adminLn net.Listener
+	tlsLn             net.Listener
+	certs             *certs.Manager
 	serveWG           sync.WaitGroup // listener goroutines
 	fillsWG           sync.WaitGroup // background fills and revalidations
 
@@ -162,21 +166,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 	}
 	n.origin = client
 
-	n.public = &fasthttp.Server{
-		Handler:               n.handle,
-		Name:                  "edgeshield",
-		NoDefaultServerHeader: true,
-		NoDefaultContentType:  true,
-		ReadTimeout:           cfg.Server.ReadTimeout.D(),
-		WriteTimeout:          cfg.Server.WriteTimeout.D(),
-		IdleTimeout:           cfg.Server.IdleTimeout.D(),
-		ReadBufferSize:        int(cfg.Server.MaxHeaderBytes),
-		MaxRequestBodySize:    int(cfg.Server.MaxBodyBytes),
-		Concurrency:           cfg.Server.Concurrency,
-		CloseOnShutdown:       true,
-		Logger:                fasthttpLogger{n.log},
-		ErrorHandler:          n.badRequest,
-	}
+	n.public = n.newPublicServer(n.handle)
 	n.admin = &fasthttp.Server{
 		Handler:               n.handleAdmin,
 		Name:                  "edgeshield-admin",
@@ -191,24 +181,62 @@ func New(cfg Config, opts Options) (*Node, error) {
 	return n, nil
 }
 
-// Start opens the public and admin listeners and serves in the background.
+func (n *Node) newPublicServer(h fasthttp.RequestHandler) *fasthttp.Server {
+	c := n.cfg.Server
+	return &fasthttp.Server{
+		Handler:               h,
+		Name:                  "edgeshield",
+		NoDefaultServerHeader: true,
+		NoDefaultContentType:  true,
+		ReadTimeout:           c.ReadTimeout.D(),
+		WriteTimeout:          c.WriteTimeout.D(),
+		IdleTimeout:           c.IdleTimeout.D(),
+		ReadBufferSize:        int(c.MaxHeaderBytes),
+		MaxRequestBodySize:    int(c.MaxBodyBytes),
+		Concurrency:           c.Concurrency,
+		CloseOnShutdown:       true,
+		Logger:                fasthttpLogger{n.log},
+		ErrorHandler:          n.badRequest,
+	}
+}
+
+// Start opens the public (and, with TLS, HTTPS) and admin listeners and
+// serves in the background.
 func (n *Node) Start() error {
 	ln, err := net.Listen("tcp", n.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", n.cfg.Listen, err)
 	}
 	n.publicLn = ln
+	var tlsLn net.Listener
+	if n.cfg.TLS.Enabled() {
+		if tlsLn, err = net.Listen("tcp", n.cfg.TLS.Listen); err != nil {
+			ln.Close()
+			return fmt.Errorf("tls listen %s: %w", n.cfg.TLS.Listen, err)
+		}
+	}
 	if n.cfg.Admin.Listen != "" {
 		aln, err := net.Listen("tcp", n.cfg.Admin.Listen)
 		if err != nil {
 			ln.Close()
+			if tlsLn != nil {
+				tlsLn.Close()
+			}
 			return fmt.Errorf("admin listen %s: %w", n.cfg.Admin.Listen, err)
 		}
 		n.adminLn = aln
 		n.serve(n.admin, aln, "admin")
 	}
-	n.serve(n.public, ln, "public")
-	n.log.Info("edge node started", "name", n.name, "listen", ln.Addr().String(),
+	if tlsLn != nil {
+		if err := n.startTLS(ln, tlsLn); err != nil {
+			ln.Close()
+			tlsLn.Close()
+			return err
+		}
+	} else {
+		n.serve(n.public, ln, "public")
+	}
+	n.log.Info("edge node started", "name", n.name, "listen", ln.Addr().String(), "tls", n.TLSAddr(),
 		"admin", n.AdminAddr(), "origin", n.cfg.Origin.URL, "cache_max_bytes", n.cfg.Cache.MaxBytes.String(), "version", Version)
 	return nil
 }
@@ -267,6 +295,9 @@ func (n *Node) shutdown(ctx context.Context) error {
 	if n.publicLn != nil {
 		errs = append(errs, n.public.ShutdownWithContext(ctx))
 	}
+	if n.plain != nil {
+		errs = append(errs, n.plain.ShutdownWithContext(ctx))
+	}
 	if n.adminLn != nil {
 		errs = append(errs, n.admin.ShutdownWithContext(ctx))
 	}
@@ -284,6 +315,9 @@ func (n *Node) shutdown(ctx context.Context) error {
 }
 
 func (n *Node) closeParts() {
+	if n.certs != nil {
+		n.certs.Close()
+	}
 	if n.origin != nil {
 		n.origin.Close()
 	}

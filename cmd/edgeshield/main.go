@@ -117,8 +117,23 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if a := node.AdminAddr(); a != "" {
 		fmt.Fprintf(stdout, "admin: http://%s/stats  http://%s/readyz  (POST /purge?url=…)\n", a, a)
 	}
+	if a := node.TLSAddr(); a != "" {
+		fmt.Fprintf(stdout, "https: %s (certificates: http://%s/tls)\n", a, node.AdminAddr())
+	}
 	fmt.Fprintln(stdout, "Ctrl-C to stop")
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for waiting := true; waiting; {
+		select {
+		case <-hup:
+			if err := node.ReloadTLS(); err != nil {
+				fmt.Fprintln(stderr, "edgeshield: tls reload:", err)
+			}
+		case <-ctx.Done():
+			waiting = false
+		}
+	}
 	fmt.Fprintln(stderr, "edgeshield: shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.DrainDelay.D()+*shutdownTimeout)
 	defer cancel()

@@ -1,0 +1,99 @@
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+
+	"github.com/edgeshield/edgeshield/edge/certs"
+	"github.com/valyala/fasthttp"
+)
+
+// startTLS creates the certificate manager once both public listeners are
+// bound (so ACME challenges reach this process, not a listener certmagic
+// would open itself), and serves HTTPS on tlsLn. The plain listener then
+// answers HTTP-01 challenges — including ones another node sharing the
+// storage started — and redirects or serves everything else.
+func (n *Node) startTLS(plainLn, tlsLn net.Listener) error {
+	c := n.cfg.TLS
+	cc := certs.Config{
+		Mode:                    c.Mode,
+		Names:                   c.Names,
+		Email:                   c.Email,
+		CA:                      c.CA,
+		TrustedRoots:            c.TrustedRoots,
+		AgreeTerms:              c.AgreeTerms,
+		Storage:                 c.Storage,
+		HTTPPort:                c.HTTPPort,
+		TLSPort:                 c.TLSPort,
+		DisableHTTPChallenge:    c.DisableHTTPChallenge,
+		DisableTLSALPNChallenge: c.DisableTLSALPNChallenge,
+		RenewalWindowRatio:      c.RenewalWindowRatio,
+		DefaultServerName:       c.DefaultServerName,
+		RenewCheckInterval:      c.RenewCheckInterval.D(),
+		ReloadInterval:          c.ReloadInterval.D(),
+		InternalLifetime:        c.InternalLifetime.D(),
+		Logger:                  n.log.With("component", "tls"),
+	}
+	if cc.HTTPPort == 0 {
+		cc.HTTPPort = plainLn.Addr().(*net.TCPAddr).Port
+	}
+	if cc.TLSPort == 0 {
+		cc.TLSPort = tlsLn.Addr().(*net.TCPAddr).Port
+	}
+	if c.OnDemand != nil {
+		cc.OnDemand = &certs.OnDemand{Allow: c.OnDemand.Allow, RateLimit: c.OnDemand.RateLimit, Interval: c.OnDemand.Interval.D()}
+	}
+	for _, f := range c.Certificates {
+		cc.Certificates = append(cc.Certificates, certs.CertFile{Cert: f.Cert, Key: f.Key})
+	}
+	m, err := certs.New(context.Background(), cc)
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	n.certs = m
+	plain := m.RedirectHandler()
+	if c.HTTP == "serve" {
+		plain = n.handle
+	}
+	n.plain = n.newPublicServer(m.HTTPHandler(plain))
+	n.serve(n.plain, plainLn, "http")
+	n.tlsLn = tls.NewListener(tlsLn, m.TLSConfig())
+	n.serve(n.public, n.tlsLn, "https")
+	return nil
+}
+
+// ReloadTLS re-reads manual certificate files (SIGHUP).
+func (n *Node) ReloadTLS() error {
+	if n.certs == nil {
+		return nil
+	}
+	return n.certs.Reload()
+}
+
+// ExportTLSRoot writes the internal CA's root certificate (tls.mode
+// internal), for clients to trust in development.
+func (n *Node) ExportTLSRoot(w io.Writer) error {
+	if n.certs == nil {
+		return fmt.Errorf("tls is off")
+	}
+	return n.certs.ExportRoot(w)
+}
+
+// TLSAddr is the HTTPS listener's address ("" when TLS is off).
+func (n *Node) TLSAddr() string {
+	if n.tlsLn == nil {
+		return ""
+	}
+	return n.tlsLn.Addr().String()
+}
+
+func (n *Node) serveTLSStatus(ctx *fasthttp.RequestCtx) {
+	if n.certs == nil {
+		writeJSON(ctx, fasthttp.StatusOK, map[string]any{"mode": "off", "certificates": []any{}})
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"mode": n.cfg.TLS.Mode, "certificates": n.certs.Status()})
+}

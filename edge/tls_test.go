@@ -1,0 +1,95 @@
+package edge
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestHTTPSInternalCA terminates TLS with the internal CA (offline): a
+// client trusting the exported root gets the cached content over HTTPS with
+// ALPN http/1.1, the plain listener redirects, and /tls reports the name.
+// The ACME flows (HTTP-01, TLS-ALPN-01, on-demand, shared storage) are
+// proven against a real Pebble in edge/certs.
+func TestHTTPSInternalCA(t *testing.T) {
+	var proto string
+	o := newTestOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		proto = r.Header.Get("X-Forwarded-Proto")
+		w.Header().Set("Cache-Control", "max-age=60")
+		io.WriteString(w, "secure")
+	})
+	n := newTestNode(t, o.srv.URL, nil, func(c *Config) {
+		c.TLS = TLSConfig{Mode: "internal", Listen: "127.0.0.1:0", HTTP: "redirect", Names: []string{"edge.test"}, Storage: t.TempDir()}
+	})
+	// Certificates are obtained in the background: wait until one is served.
+	waitFor(t, "certificate for edge.test", 15*time.Second, func() bool {
+		_, b := get(t, "http://"+n.AdminAddr()+"/tls")
+		return strings.Contains(b, `"not_after"`) && !strings.Contains(b, `"not_after": "0001`)
+	})
+	_, rootPEM := get(t, "http://"+n.AdminAddr()+"/tls/root.pem")
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(rootPEM)) {
+		t.Fatalf("no root PEM from /tls/root.pem: %q", rootPEM)
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig:   &tls.Config{RootCAs: pool, ServerName: "edge.test", NextProtos: []string{"h2", "http/1.1"}},
+		ForceAttemptHTTP2: true,
+	}}
+	t.Cleanup(client.CloseIdleConnections)
+	var last *http.Response
+	for i := 0; i < 2; i++ {
+		resp, err := client.Get("https://" + n.TLSAddr() + "/s")
+		if err != nil {
+			t.Fatalf("HTTPS GET: %v", err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "secure" {
+			t.Fatalf("HTTPS: %d %q", resp.StatusCode, b)
+		}
+		if resp.TLS == nil || resp.TLS.NegotiatedProtocol != "http/1.1" || resp.ProtoMajor != 1 {
+			t.Fatalf("negotiated %q / HTTP/%d, want http/1.1 (never h2)", resp.TLS.NegotiatedProtocol, resp.ProtoMajor)
+		}
+		last = resp
+	}
+	if !isHit(last) {
+		t.Errorf("second HTTPS request: Cache-Status %q, want hit", csOf(last))
+	}
+	if proto != "https" {
+		t.Errorf("origin saw X-Forwarded-Proto %q, want https", proto)
+	}
+
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.Get("http://" + n.Addr() + "/s?q=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPermanentRedirect || !strings.HasPrefix(resp.Header.Get("Location"), "https://") || !strings.HasSuffix(resp.Header.Get("Location"), "/s?q=1") {
+		t.Errorf("plain listener: %d Location %q, want 308 to https with path and query", resp.StatusCode, resp.Header.Get("Location"))
+	}
+
+	_, body := get(t, "http://"+n.AdminAddr()+"/tls")
+	var st struct {
+		Mode         string `json:"mode"`
+		Certificates []struct {
+			Name     string    `json:"name"`
+			NotAfter time.Time `json:"not_after"`
+		} `json:"certificates"`
+	}
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatalf("/tls: %v: %s", err, body)
+	}
+	found := false
+	for _, c := range st.Certificates {
+		found = found || (c.Name == "edge.test" && c.NotAfter.After(time.Now()))
+	}
+	if st.Mode != "internal" || !found {
+		t.Errorf("/tls = %s, want mode internal with edge.test valid", body)
+	}
+}

@@ -108,16 +108,25 @@ type Response struct {
 // Client is a pooled HTTP/1.1 client for one upstream. It is safe for
 // concurrent use.
 type Client struct {
-	cfg    ClientConfig // defaults filled in
-	host   string       // default Host header
-	addr   string       // dial address, host:port
-	tls    *tls.Config  // nil for http
-	dialer net.Dialer
-	hc     *fasthttp.HostClient
+	cfg  ClientConfig // defaults filled in
+	host string       // default Host header
+	addr string       // dial address, host:port
+	tls  *tls.Config  // nil for http
+	// dialContext opens the TCP connection; net.Dialer.DialContext except
+	// in tests that substitute in-memory connections.
+	dialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	hc          *fasthttp.HostClient
 
 	calls  sync.Map // *fasthttp.Request → *call, so the transport finds the per-request state
 	pool   sync.Pool
 	closed atomic.Bool
+
+	// Idle-connection expiry (see janitor): busy counts exchanges in
+	// progress, lastDone is when the last one ended (UnixNano).
+	busy     atomic.Int64
+	lastDone atomic.Int64
+	stop     chan struct{} // closed by Close
+	wg       sync.WaitGroup
 }
 
 // NewClient validates cfg, fills in defaults and returns a Client. It does
@@ -147,15 +156,18 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		}
 	}
 	c := &Client{
-		cfg:    cfg,
-		host:   u.Host,
-		addr:   net.JoinHostPort(u.Hostname(), port),
-		dialer: net.Dialer{KeepAlive: 30 * time.Second},
+		cfg:  cfg,
+		host: u.Host,
+		addr: net.JoinHostPort(u.Hostname(), port),
 	}
+	dialer := &net.Dialer{KeepAlive: 30 * time.Second}
+	c.dialContext = dialer.DialContext
 	if u.Scheme == "https" {
 		c.tls = tlsConfig(cfg.TLS, u.Hostname())
 	}
 	c.pool.New = func() any { return new(call) }
+	c.stop = make(chan struct{})
+	c.lastDone.Store(time.Now().UnixNano())
 	c.hc = &fasthttp.HostClient{
 		Addr: c.addr,
 		Name: cfg.Name,
@@ -181,7 +193,31 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		// them (which is the race the single retry exists for).
 		ConnPoolStrategy: fasthttp.LIFO,
 	}
+	c.wg.Add(1)
+	go c.janitor()
 	return c, nil
+}
+
+// janitor closes the pool's idle connections once the client has been idle
+// for MaxIdleConnDuration. It replaces fasthttp's own cleaner, which sleeps
+// uninterruptibly and would outlive Close by up to MaxIdleConnDuration; the
+// transport never lets that one start. Connections that sit idle at the
+// bottom of a pool that stays in use are caught when next taken (see
+// transport.acquire).
+func (c *Client) janitor() {
+	defer c.wg.Done()
+	tick := time.NewTicker(c.cfg.MaxIdleConnDuration / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case now := <-tick.C:
+			if c.busy.Load() == 0 && now.UnixNano()-c.lastDone.Load() >= int64(c.cfg.MaxIdleConnDuration) {
+				c.hc.CloseIdleConnections()
+			}
+		}
+	}
 }
 
 func fillDefaults(cfg *ClientConfig) error {
@@ -258,6 +294,7 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, ctxError(err)
 	}
+	c.busy.Add(1) // until putCall
 	cl := c.pool.Get().(*call)
 	cl.ctx = ctx
 	c.fill(&cl.req, req)
@@ -362,15 +399,16 @@ func (c *Client) response(cl *call) *Response {
 	return r
 }
 
-// Close closes idle connections and makes later Do calls fail with
-// ErrRefused. Bodies still open keep their connection until they are
-// closed; the connection is then closed instead of pooled. Close is
-// idempotent. (fasthttp's idle-connection cleaner goroutine exits on its
-// own after at most MaxIdleConnDuration.)
+// Close stops the client's background goroutine (and waits for it), closes
+// idle connections and makes later Do calls fail with ErrRefused. Bodies
+// still open keep their connection until they are closed; the connection is
+// then closed instead of pooled. Close is idempotent.
 func (c *Client) Close() {
 	if c.closed.Swap(true) {
 		return
 	}
+	close(c.stop)
+	c.wg.Wait()
 	c.hc.CloseIdleConnections()
 }
 
@@ -385,6 +423,8 @@ func (c *Client) putCall(cl *call) {
 	cl.resp.Reset() // also hands fasthttp's body stream back to its pool
 	cl.ctx, cl.conn, cl.done, cl.br, cl.stream, cl.closeConn = nil, nil, nil, nil, nil, false
 	c.pool.Put(cl)
+	c.lastDone.Store(time.Now().UnixNano())
+	c.busy.Add(-1)
 }
 
 // retryIfErr is the policy half of the single retry (the transport decides

@@ -114,7 +114,7 @@ func TestClientRequestVerbatim(t *testing.T) {
 	c := newTestClient(t, ClientConfig{URL: srv.url(), Name: "edgeshield-test"})
 	resp, err := c.Do(context.Background(), &Request{
 		Method:     "POST",
-		RequestURI: "/a//b/../c?x=1&y=%2F",
+		RequestURI: "/a//b/../c?x=1&y=%2F&u=https://e.com/p",
 		Host:       "www.example.com",
 		Header: []Field{
 			{"Accept", "text/html"}, {"X-Multi", "1"}, {"X-Multi", "2"},
@@ -128,7 +128,7 @@ func TestClientRequestVerbatim(t *testing.T) {
 	resp.Body.Close()
 	raw := <-got
 	for _, want := range []string{
-		"POST /a//b/../c?x=1&y=%2F HTTP/1.1\r\n", "Host: www.example.com\r\n", "Accept: text/html\r\n",
+		"POST /a//b/../c?x=1&y=%2F&u=https://e.com/p HTTP/1.1\r\n", "Host: www.example.com\r\n", "Accept: text/html\r\n",
 		"X-Multi: 1\r\n", "X-Multi: 2\r\n", "Content-Length: 4\r\n", "User-Agent: edgeshield-test\r\n", "\r\n\r\ndata",
 	} {
 		if !strings.Contains(raw, want) {
@@ -636,6 +636,59 @@ func TestClientConcurrent(t *testing.T) {
 	if got := c.Conns(); got > 4 {
 		t.Errorf("connections: got %d, want <= MaxConns 4", got)
 	}
+}
+
+// TestClientIdleConnsExpire: once the client has been idle for
+// MaxIdleConnDuration, its keep-alive connections are closed.
+func TestClientIdleConnsExpire(t *testing.T) {
+	url, ln := startFastServer(t, func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ok") })
+	c := newTestClient(t, ClientConfig{URL: url, MaxIdleConnDuration: 50 * time.Millisecond})
+	if _, _, err := get(t, c, "/"); err != nil {
+		t.Fatalf("Do: %v", err)
+	}
+	if got := c.Conns(); got != 1 {
+		t.Fatalf("connections after a request: got %d, want 1 (kept alive)", got)
+	}
+	eventually(t, "idle connection closed", func() bool { return c.Conns() == 0 })
+	if _, _, err := get(t, c, "/"); err != nil {
+		t.Fatalf("Do after expiry: %v", err)
+	}
+	if got := ln.accepted.Load(); got != 2 {
+		t.Errorf("accepted connections: got %d, want 2 (a new one after expiry)", got)
+	}
+}
+
+// TestClientNoGoroutineLeak: requests, failures, an abandoned body and Close
+// leave no goroutine behind (fasthttp's idle cleaner exits within
+// MaxIdleConnDuration once no connection is left).
+func TestClientNoGoroutineLeak(t *testing.T) {
+	checkNoLeaks(t)
+	url, _ := startFastServer(t, func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) == "/big" {
+			ctx.SetBody(bytes.Repeat([]byte("x"), 1<<20))
+			return
+		}
+		ctx.SetBodyString("ok")
+	})
+	c, err := NewClient(ClientConfig{URL: url, MaxIdleConnDuration: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if _, _, err := get(t, c, "/"); err != nil {
+			t.Fatalf("Do: %v", err)
+		}
+	}
+	resp, err := c.Do(context.Background(), &Request{Method: "GET", RequestURI: "/big"})
+	if err != nil {
+		t.Fatalf("Do: %v", err)
+	}
+	resp.Body.Read(make([]byte, 10))
+	resp.Body.Close() // abandoned mid-body: the connection is closed
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	c.Do(ctx, &Request{Method: "GET", RequestURI: "/"})
+	c.Close()
 }
 
 func BenchmarkClientDo(b *testing.B) {

@@ -41,6 +41,8 @@ type conn struct {
 	// served counts responses completed on this connection; a positive
 	// count means the connection is a reused keep-alive one.
 	served int
+	// idleSince is when the connection last went back to the pool.
+	idleSince time.Time
 	// nread counts bytes read since the current request was written.
 	nread int64
 }
@@ -67,7 +69,7 @@ func (c *Client) dial(addr string, timeout time.Duration) (net.Conn, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	raw, err := c.dialer.DialContext(ctx, "tcp", addr)
+	raw, err := c.dialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, &dialError{err}
 	}
@@ -105,7 +107,18 @@ func (t transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, res
 			return false, context.DeadlineExceeded
 		}
 	}
-	cc, err := hc.AcquireConn(wait, false)
+	// connectionClose=true only keeps fasthttp from starting its idle
+	// cleaner goroutine (see Client.janitor); keep-alive is unaffected.
+	cc, err := hc.AcquireConn(wait, true)
+	// A connection idle for longer than MaxIdleConnDuration has most likely
+	// been closed by the upstream: drop it rather than bet on the retry.
+	for i := 0; err == nil && i < t.c.cfg.MaxConns; i++ {
+		if cn := cc.Conn().(*conn); cn.served == 0 || time.Since(cn.idleSince) <= t.c.cfg.MaxIdleConnDuration {
+			break
+		}
+		hc.CloseConn(cc)
+		cc, err = hc.AcquireConn(wait, true)
+	}
 	if err != nil {
 		if err == fasthttp.ErrTimeout && wait > 0 {
 			// The wait was cut short by the context deadline, not MaxConnWait.
@@ -156,6 +169,13 @@ func (t transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, res
 		hc.ReleaseReader(br)
 		return fail(err)
 	}
+	if code := resp.StatusCode(); code < 200 || code > 599 {
+		// RFC 9110 §15: a status code is three digits, 100-599; fasthttp
+		// has consumed the interim 1xx responses, and the edge never asks
+		// for a protocol switch (101), so anything else here is bogus.
+		hc.ReleaseReader(br)
+		return fail(fmt.Errorf("%w: final status code %d", ErrBadResponse, code))
+	}
 	if !stop() {
 		// The context fired after the headers arrived; its deadline may
 		// already be set on the connection, so the connection is unusable.
@@ -175,6 +195,7 @@ func (t transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, res
 		}
 		cn.served++
 		cn.idle = 0
+		cn.idleSince = time.Now()
 		// A pooled connection must not carry the last read deadline.
 		if err := cn.Conn.SetReadDeadline(time.Time{}); err != nil {
 			hc.CloseConn(cc)

@@ -74,7 +74,6 @@ func (g *Group) Len() int {
 	return len(g.m)
 }
 
-
 // Head is the response head published by the leader. It must be treated as
 // immutable: every waiter receives the same Header slice and Meta value.
 type Head struct {

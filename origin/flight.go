@@ -93,6 +93,10 @@ type Head struct {
 const (
 	minChunk = 4 << 10
 	maxChunk = 1 << 20
+	// maxExactChunk: a body whose Content-Length is known and at most this
+	// size gets one exact chunk, so Bytes needs no copy. Larger bodies are
+	// not allocated up front on the upstream's word alone.
+	maxExactChunk = 8 << 20
 )
 
 // Flight is one in-flight fetch shared by every requester of a key.
@@ -190,7 +194,10 @@ func (f *Flight) Write(p []byte) (int, error) {
 // announced one (so Bytes of a small object is a single exact allocation),
 // otherwise double the previous chunk, within [minChunk, maxChunk].
 func (f *Flight) nextChunk(need int) int {
-	if cl := f.head.ContentLength; f.hasHead && cl > f.size {
+	if cl := f.head.ContentLength; f.hasHead && cl > f.size && !f.discard {
+		if cl <= maxExactChunk {
+			return int(cl - f.size)
+		}
 		return int(min(cl-f.size, maxChunk))
 	}
 	size := minChunk
@@ -332,8 +339,13 @@ func (f *Flight) Bytes() ([]byte, bool) {
 			for _, c := range f.chunks {
 				f.full = append(f.full, c...)
 			}
-			// Readers still attached may hold the chunks; they are
-			// immutable, so either copy is fine for them.
+			// From now on readers read the contiguous copy, so the chunks
+			// can be freed as soon as no Read holds one: the body is not
+			// kept twice while slow readers finish. Pretending the chunks
+			// were dropped makes every reader's cursor move to the copy.
+			f.dropped += len(f.chunks)
+			f.chunks = append(f.chunks[:0:0], f.full)
+			f.first = 0
 		}
 	}
 	return f.full, true
@@ -371,6 +383,19 @@ func (f *Flight) NewReader() io.ReadCloser {
 	}
 	f.readers[r] = struct{}{}
 	return r
+}
+
+// Reader is NewReader for callers that must know before committing a
+// response whether the body will be shared: it returns ErrPass (and no
+// reader) when the flight was discarded before the reader could attach,
+// typically because the body outgrew the object size limit between Wait
+// and now. Any reader it returns streams the whole body.
+func (f *Flight) Reader() (io.ReadCloser, error) {
+	r := f.NewReader()
+	if fr := r.(*flightReader); fr.err != nil {
+		return nil, fr.err
+	}
+	return r, nil
 }
 
 // flightReader reads a Flight's body. Not safe for concurrent Reads.

@@ -284,7 +284,8 @@ func TestFlightBytes(t *testing.T) {
 		{"small known length", 10, []int{10}},
 		{"small unknown length", -1, []int{3, 4}},
 		{"multi chunk unknown length", -1, []int{100 << 10, 3 << 20, 1}},
-		{"multi chunk known length", 5<<20 + 7, []int{5 << 20, 7}},
+		{"exact chunk known length", 5<<20 + 7, []int{5 << 20, 7}},
+		{"multi chunk known length", 9 << 20, []int{4 << 20, 5 << 20}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -310,6 +311,42 @@ func TestFlightBytes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFlightBytesWhileReading: building the contiguous copy for Bytes
+// while a reader is half-way through a multi-chunk body does not disturb it,
+// and the chunks are released in favour of the copy.
+func TestFlightBytesWhileReading(t *testing.T) {
+	g := NewGroup()
+	f, _ := g.Join("k")
+	f.Publish(Head{Status: 200, ContentLength: -1})
+	want := pattern(0, 3<<20+123)
+	r := f.NewReader()
+	for off := 0; off < len(want); off += 100 << 10 {
+		f.Write(want[off:min(off+100<<10, len(want))])
+	}
+	f.Finish(nil)
+	half := make([]byte, 1<<20+77)
+	if _, err := io.ReadFull(r, half); err != nil {
+		t.Fatalf("ReadFull: %v", err)
+	}
+	b, ok := f.Bytes()
+	if !ok || !bytes.Equal(b, want) {
+		t.Fatalf("Bytes: got %d bytes, %v; want %d, true", len(b), ok, len(want))
+	}
+	if got := f.retained(); got != len(want) {
+		t.Errorf("retained after Bytes: got %d, want %d (one contiguous copy)", got, len(want))
+	}
+	rest, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(append(half, rest...), want) {
+		t.Errorf("reader across Bytes: got %d bytes, %v; want %d identical", len(half)+len(rest), err, len(want))
+	}
+	if late, err := f.Reader(); err != nil {
+		t.Errorf("Reader after Finish: %v", err)
+	} else if b, err := io.ReadAll(late); err != nil || !bytes.Equal(b, want) {
+		t.Errorf("late reader: got %d bytes, %v; want %d", len(b), err, len(want))
+	}
+	g.Forget("k", f)
 }
 
 // TestFlightDiscardBoundsMemory streams 64 MiB through a discarding flight
@@ -434,6 +471,9 @@ func TestFlightDiscardLateReader(t *testing.T) {
 	f.Discard(1 << 20)
 	if _, err := w.NewReader().Read(make([]byte, 8)); !errors.Is(err, ErrPass) {
 		t.Errorf("Read of a reader created after Discard: got %v, want ErrPass", err)
+	}
+	if r, err := w.Reader(); r != nil || !errors.Is(err, ErrPass) {
+		t.Errorf("Reader after Discard: got %v, %v; want nil, ErrPass", r, err)
 	}
 	if _, leader := g.Join("k"); !leader {
 		t.Errorf("Join after Discard: got waiter, want a new leader")

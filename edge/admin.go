@@ -2,12 +2,15 @@ package edge
 
 import (
 	"bytes"
+	"context"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"net/url"
 	"strings"
+	"time"
 
-	"github.com/edgeshield/edgeshield/cache"
+	"github.com/edgeshield/edgeshield/cluster"
 	"github.com/valyala/fasthttp"
 )
 
@@ -18,7 +21,9 @@ import (
 //	GET  /stats    JSON figures (see Stats)
 //	GET  /tls      certificates: names, issuer, not-after, next renewal, last error
 //	GET  /tls/root.pem  the internal CA's root (tls.mode internal)
-//	POST /purge?url=…|prefix=…|tag=…[&hard=1]
+//	POST /purge?url=…|prefix=…|tag=…[&hard=1][&wait=2s]
+//	GET  /cluster        members, state, region, addresses, owned share
+//	GET  /cluster/owner?url=…  the key's owners in rendezvous order
 //
 // When admin.token is set every request needs "Authorization: Bearer <token>".
 func (n *Node) handleAdmin(ctx *fasthttp.RequestCtx) {
@@ -35,6 +40,14 @@ func (n *Node) handleAdmin(ctx *fasthttp.RequestCtx) {
 		n.serveReadiness(ctx)
 	case "/stats":
 		writeJSON(ctx, fasthttp.StatusOK, n.Stats())
+	case "/cluster":
+		if n.peers == nil {
+			ctx.Error("no cluster configured\n", fasthttp.StatusNotFound)
+			return
+		}
+		writeJSON(ctx, fasthttp.StatusOK, n.clusterStatus())
+	case "/cluster/owner":
+		n.serveOwner(ctx)
 	case "/tls":
 		n.serveTLSStatus(ctx)
 	case "/tls/root.pem":
@@ -87,6 +100,16 @@ func (n *Node) Ready() Readiness {
 	} else {
 		r.Checks["drain"] = "ok"
 	}
+	if n.peers != nil {
+		// Running alone while seeds are unreachable still serves (from
+		// cache and origin); say so rather than fail over the whole region.
+		ok, detail := n.peers.c.Joined()
+		if ok {
+			r.Checks["cluster"] = "ok: " + detail
+		} else {
+			r.Checks["cluster"] = "running alone: " + detail
+		}
+	}
 	fails := n.originFails.Load()
 	entries := n.store.Stats().Entries
 	switch {
@@ -116,7 +139,11 @@ type PurgeResult struct {
 	Kind  string `json:"kind"`
 	Value string `json:"value"`
 	Hard  bool   `json:"hard"`
-	Found int    `json:"found"` // entries marked or removed directly (url purges)
+	Found int    `json:"found"` // url purges: whether this node held the entry
+	// With wait, in a cluster: members that confirmed applying it, and those
+	// that did not before the wait expired.
+	Confirmed []string `json:"confirmed,omitempty"`
+	Missing   []string `json:"missing,omitempty"`
 }
 
 func (n *Node) servePurge(ctx *fasthttp.RequestCtx) {
@@ -142,7 +169,16 @@ func (n *Node) servePurge(ctx *fasthttp.RequestCtx) {
 		ctx.Error(kind+" is empty\n", fasthttp.StatusBadRequest)
 		return
 	}
-	res, err := n.Purge(kind, value, hard)
+	var wait time.Duration
+	if w := args.Peek("wait"); len(w) > 0 {
+		d, err := time.ParseDuration(string(w))
+		if err != nil || d < 0 || d > time.Minute {
+			ctx.Error("wait: want a duration up to 1m, e.g. 2s\n", fasthttp.StatusBadRequest)
+			return
+		}
+		wait = d
+	}
+	res, err := n.Purge(kind, value, hard, wait)
 	if err != nil {
 		ctx.Error(err.Error()+"\n", fasthttp.StatusBadRequest)
 		return
@@ -150,45 +186,72 @@ func (n *Node) servePurge(ctx *fasthttp.RequestCtx) {
 	writeJSON(ctx, fasthttp.StatusOK, res)
 }
 
-// Purge invalidates cached content on this node. kind is "url" (an absolute
-// URL or host/path: the entry and all its variants), "prefix" (every key
-// starting with host/path-prefix) or "tag" (entries whose Surrogate-Key or
-// Cache-Tag listed it). Soft purges mark entries stale so the next request
-// revalidates (and stale-while-revalidate keeps clients fast); hard ones
-// remove them.
-func (n *Node) Purge(kind, value string, hard bool) (PurgeResult, error) {
+// Purge invalidates cached content, cluster-wide when the node is in a
+// cluster. kind is "url" (an absolute URL or host/path: the entry and all its
+// variants), "prefix" (every key starting with host/path-prefix) or "tag"
+// (entries whose Surrogate-Key or Cache-Tag listed it). Soft purges mark
+// entries stale so the next request revalidates (and stale-while-revalidate
+// keeps clients fast); hard ones remove them. With wait > 0 in a cluster it
+// returns once every alive member applied it, or wait expired, listing who
+// confirmed.
+func (n *Node) Purge(kind, value string, hard bool, wait time.Duration) (PurgeResult, error) {
 	res := PurgeResult{Kind: kind, Value: value, Hard: hard}
-	now := n.now()
+	var v []byte
 	switch kind {
-	case "url":
+	case "url", "prefix":
 		key, err := purgeKey(value)
 		if err != nil {
 			return res, err
 		}
-		if e := n.store.Get(key); e != nil {
-			res.Found = 1
-			if hard {
-				n.store.Delete(key)
-			} else {
-				e.Invalidate()
-			}
-		}
-		// Variants live under their own keys: a tombstone for the primary
-		// key covers them and anything filling right now.
-		n.purges.Add(cache.PurgeURL, key, hard, now)
-		n.hfp.forget(key)
-	case "prefix":
-		key, err := purgeKey(value)
-		if err != nil {
-			return res, err
-		}
-		n.purges.Add(cache.PurgePrefix, key, hard, now)
+		v = key
 	case "tag":
-		n.purges.Add(cache.PurgeTag, []byte(value), hard, now)
+		v = []byte(value)
 	default:
 		return res, &ConfigError{Key: "kind", Msg: "want url, prefix or tag"}
 	}
+	now := n.now()
+	if n.peers == nil {
+		found, err := n.applyPurge(kind, v, hard, now)
+		res.Found = found
+		return res, err
+	}
+	if kind == "url" && n.store.Get(v) != nil {
+		res.Found = 1
+	}
+	p := cluster.Purge{Kind: kind, Value: string(v), Hard: hard, At: now}
+	if wait <= 0 {
+		return res, n.peers.c.Purge(context.Background(), p)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	confirmed, missing, err := n.peers.c.PurgeWait(ctx, p)
+	res.Confirmed, res.Missing = confirmed, missing
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return res, err
+	}
 	return res, nil
+}
+
+func (n *Node) serveOwner(ctx *fasthttp.RequestCtx) {
+	if n.peers == nil {
+		ctx.Error("no cluster configured\n", fasthttp.StatusNotFound)
+		return
+	}
+	key, err := purgeKey(string(ctx.QueryArgs().Peek("url")))
+	if err != nil {
+		ctx.Error(err.Error()+"\n", fasthttp.StatusBadRequest)
+		return
+	}
+	owners := n.peers.c.Owners(nil, key)
+	names := make([]string, 0, len(owners))
+	for _, m := range owners {
+		names = append(names, m.Name)
+	}
+	out := map[string]any{"key": string(key), "order": names}
+	if len(owners) > 0 {
+		out["owner"] = owners[0]
+	}
+	writeJSON(ctx, fasthttp.StatusOK, out)
 }
 
 // purgeKey turns "http://Host/path?q" or "host/path?q" into a cache key.

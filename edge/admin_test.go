@@ -20,7 +20,7 @@ func TestAdminStatsAndPurge(t *testing.T) {
 	base := "http://" + n.Addr()
 	admin := "http://" + n.AdminAddr()
 	for _, p := range []string{"/p/1", "/p/2", "/p/1", "/other"} {
-		get(t, base+p)
+		warm(t, n, base+p)
 	}
 	r, b := get(t, admin+"/stats")
 	var s Stats

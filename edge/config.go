@@ -41,6 +41,8 @@ type Config struct {
 	Admin AdminConfig `yaml:"admin"`
 	// TLS terminates HTTPS (certmagic); configs/tls.yaml documents it.
 	TLS TLSConfig `yaml:"tls"`
+	// Cluster joins a gossip cluster that shields the origin together.
+	Cluster ClusterConfig `yaml:"cluster"`
 	// Log selects level and format of the structured log on stderr.
 	Log LogConfig `yaml:"log"`
 }
@@ -525,6 +527,29 @@ func (c *Config) Validate(file string, src []byte) error {
 		}
 		if c.TLS.Storage == "" {
 			return bad("tls.storage", "required: a directory for keys, certificates and locks (shared by a cluster)")
+		}
+	}
+	if cc := c.Cluster; cc.Enabled {
+		for _, kv := range [][2]string{{"cluster.bind", cc.Bind}, {"cluster.peer_listen", cc.PeerListen}} {
+			if _, _, err := net.SplitHostPort(kv[1]); err != nil {
+				return bad(kv[0], "want host:port, got %q", kv[1])
+			}
+		}
+		if _, err := decodeSecret(cc.SecretKey); err != nil {
+			return bad("cluster.secret_key", "%v", err)
+		}
+		if cc.SecretKey == "" {
+			all := []string{cc.Bind, cc.Advertise, cc.PeerListen, cc.PeerAdvertise}
+			all = append(all, cc.Seeds...)
+			for _, a := range all {
+				if a == "" {
+					continue
+				}
+				host, _, err := net.SplitHostPort(a)
+				if err != nil || !isLoopbackHost(host) {
+					return bad("cluster.secret_key", "required unless every cluster address is loopback (%q is not): base64 of 16, 24 or 32 random bytes, e.g. `head -c32 /dev/urandom | base64`", a)
+				}
+			}
 		}
 	}
 	switch c.Log.Level {

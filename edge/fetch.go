@@ -77,7 +77,7 @@ func (n *Node) lead(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Flight, st
 	}
 	n.stats.originFetches.Add(1)
 	reqTime := n.now()
-	resp, err := n.upstream(context.Background(), ctx.Request.Header.Host(), oreq)
+	resp, err := n.upstreamOwner(context.Background(), st.key, ctx.Request.Header.Host(), st.hop, oreq)
 	respTime := n.now()
 	if err != nil {
 		n.stats.originErrors.Add(1)
@@ -350,7 +350,9 @@ func (s *sectionReader) Close() error { return s.rc.Close() }
 // revalidateInBackground starts ONE revalidation of a stale entry
 // (stale-while-revalidate, RFC 5861 §3); concurrent requests for the key
 // join the same flight and do not start more.
-func (n *Node) revalidateInBackground(ctx *fasthttp.RequestCtx, key []byte, stale *cache.Entry) {
+func (n *Node) revalidateInBackground(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry) {
+	key := append([]byte(nil), st.key...)
+	hop := st.hop
 	f, leader := n.flights.Join(string(key))
 	if !leader {
 		return
@@ -368,7 +370,7 @@ func (n *Node) revalidateInBackground(ctx *fasthttp.RequestCtx, key []byte, stal
 		n.stats.originFetches.Add(1)
 		n.stats.backgroundRevalidations.Add(1)
 		reqTime := n.now()
-		resp, err := n.upstream(context.Background(), host, oreq)
+		resp, err := n.upstreamOwner(context.Background(), key, host, hop, oreq)
 		respTime := n.now()
 		if err != nil {
 			n.stats.originErrors.Add(1)

@@ -179,3 +179,12 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// warm requests url and waits until its fill is stored (the flight is
+// forgotten), so the next request finds the entry rather than the flight.
+func warm(t *testing.T, n *Node, url string, hdr ...string) (*http.Response, string) {
+	t.Helper()
+	r, b := get(t, url, hdr...)
+	waitFor(t, "fills to be stored", 5*time.Second, func() bool { return n.flights.Len() == 0 })
+	return r, b
+}

@@ -61,6 +61,7 @@ type Node struct {
 	publicLn, adminLn net.Listener
 	tlsLn             net.Listener
 	certs             *certs.Manager
+	peers             *peerSet       // nil without a cluster
 	serveWG           sync.WaitGroup // listener goroutines
 	fillsWG           sync.WaitGroup // background fills and revalidations
 
@@ -236,6 +237,12 @@ func (n *Node) Start() error {
 	} else {
 		n.serve(n.public, ln, "public")
 	}
+	if n.cfg.Cluster.Enabled {
+		if err := n.startCluster(); err != nil {
+			n.closeListeners()
+			return err
+		}
+	}
 	n.log.Info("edge node started", "name", n.name, "listen", ln.Addr().String(), "tls", n.TLSAddr(),
 		"admin", n.AdminAddr(), "origin", n.cfg.Origin.URL, "cache_max_bytes", n.cfg.Cache.MaxBytes.String(), "version", Version)
 	return nil
@@ -292,8 +299,17 @@ func (n *Node) shutdown(ctx context.Context) error {
 		}
 	}
 	var errs []error
+	if n.peers != nil {
+		// Leave before we stop accepting: peers pick other owners at once.
+		if err := n.peers.c.Leave(2 * time.Second); err != nil {
+			errs = append(errs, fmt.Errorf("cluster leave: %w", err))
+		}
+	}
 	if n.publicLn != nil {
 		errs = append(errs, n.public.ShutdownWithContext(ctx))
+	}
+	if n.peers != nil {
+		errs = append(errs, n.peers.srv.ShutdownWithContext(ctx))
 	}
 	if n.plain != nil {
 		errs = append(errs, n.plain.ShutdownWithContext(ctx))
@@ -314,7 +330,29 @@ func (n *Node) shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// closeListeners stops whatever Start had begun serving when a later step
+// of Start fails.
+func (n *Node) closeListeners() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n.public.ShutdownWithContext(ctx)
+	if n.plain != nil {
+		n.plain.ShutdownWithContext(ctx)
+	}
+	if n.adminLn != nil {
+		n.admin.ShutdownWithContext(ctx)
+	}
+	if n.publicLn != nil {
+		n.publicLn.Close()
+	}
+	n.serveWG.Wait()
+}
+
 func (n *Node) closeParts() {
+	if n.peers != nil {
+		n.peers.c.Close()
+		n.peers.close()
+	}
 	if n.certs != nil {
 		n.certs.Close()
 	}

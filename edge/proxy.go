@@ -26,6 +26,7 @@ type reqState struct {
 	cs     []byte // Cache-Status value
 	hdr    *fasthttp.RequestHeader
 	get    func(name []byte) []byte // st.peek bound once, so VariantKey gets no new closure
+	hop    bool                     // a shield hop from a cluster peer: never forwarded again
 }
 
 func (st *reqState) peek(name []byte) []byte { return st.hdr.PeekBytes(name) }
@@ -67,8 +68,14 @@ func (n *Node) handle(ctx *fasthttp.RequestCtx) {
 		n.serveReadiness(ctx)
 		return
 	}
+	if len(ctx.Request.Header.Peek(shieldHopHeader)) > 0 {
+		// Shield hops belong on the peer listener; one arriving here is
+		// forged or misrouted. Refuse it rather than strip it silently.
+		ctx.Error("forbidden: shield hops go to the peer listener\n", fasthttp.StatusForbidden)
+		return
+	}
 	if ctx.IsGet() || ctx.IsHead() {
-		n.serveCacheable(ctx)
+		n.serveCacheable(ctx, false)
 		return
 	}
 	n.serveUnsafe(ctx)
@@ -84,11 +91,13 @@ func (n *Node) recoverPanic(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-// serveCacheable runs GET and HEAD through the cache (DESIGN.md request flow).
-func (n *Node) serveCacheable(ctx *fasthttp.RequestCtx) {
+// serveCacheable runs GET and HEAD through the cache (DESIGN.md request
+// flow). hop marks a shield hop from a peer: its misses go to the origin.
+func (n *Node) serveCacheable(ctx *fasthttp.RequestCtx, hop bool) {
 	st := statePool.Get().(*reqState)
 	defer statePool.Put(st)
 	st.hdr = &ctx.Request.Header
+	st.hop = hop
 	st.key = n.appendKey(st.key[:0], &ctx.Request)
 	requestMeta(&st.req, &ctx.Request)
 	now := n.now()
@@ -104,7 +113,7 @@ func (n *Node) serveCacheable(ctx *fasthttp.RequestCtx) {
 			n.stats.hits.Add(1)
 			n.stats.staleServed.Add(1)
 			n.writeEntry(ctx, st, e, now, csHitStale, 0)
-			n.revalidateInBackground(ctx, st.key, e)
+			n.revalidateInBackground(ctx, st, e)
 			return
 		}
 	}

@@ -46,7 +46,7 @@ func TestHitAfterMiss(t *testing.T) {
 	n := newTestNode(t, o.srv.URL, clk, nil)
 	url := "http://" + n.Addr() + "/a"
 
-	r1, b1 := get(t, url)
+	r1, b1 := warm(t, n, url)
 	if r1.StatusCode != 200 || b1 != "hello" {
 		t.Fatalf("first: got %d %q, want 200 hello", r1.StatusCode, b1)
 	}
@@ -188,7 +188,7 @@ func TestStorability(t *testing.T) {
 			o := newTestOrigin(t, nil, static("x", tt.hdr...))
 			n := newTestNode(t, o.srv.URL, nil, nil)
 			url := fmt.Sprintf("http://%s/s%d", n.Addr(), i)
-			get(t, url, tt.reqHdr...)
+			warm(t, n, url, tt.reqHdr...)
 			r, _ := get(t, url, tt.reqHdr...)
 			if got := isHit(r); got != tt.stored {
 				t.Errorf("second request hit = %v (Cache-Status %q), want %v", got, csOf(r), tt.stored)
@@ -238,7 +238,7 @@ func TestRequestDirectives(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			url := fmt.Sprintf("http://%s/r%d", n.Addr(), i)
-			get(t, url)
+			warm(t, n, url)
 			clk.advance(50 * time.Second)
 			r, _ := get(t, url, tt.hdr)
 			if isHit(r) != tt.wantHit || r.StatusCode != 200 {
@@ -257,7 +257,7 @@ func TestRequestDirectives(t *testing.T) {
 	})
 	t.Run("§5.2.1.2 max-stale serves stale", func(t *testing.T) {
 		url := "http://" + n.Addr() + "/stale"
-		get(t, url)
+		warm(t, n, url)
 		clk.advance(150 * time.Second) // stale by 50 s
 		before := o.total.Load()
 		r, _ := get(t, url, "Cache-Control: max-stale=1000")
@@ -290,7 +290,7 @@ func TestRevalidation304UpdatesStoredHeaders(t *testing.T) {
 	})
 	n := newTestNode(t, o.srv.URL, clk, nil)
 	url := "http://" + n.Addr() + "/v"
-	get(t, url)
+	warm(t, n, url)
 	mu.Lock()
 	version = "2"
 	mu.Unlock()
@@ -316,7 +316,7 @@ func TestStaleWhileRevalidateOneBackgroundFetch(t *testing.T) {
 	o := newTestOrigin(t, clk, static("swr", "Cache-Control: max-age=10, stale-while-revalidate=60"))
 	n := newTestNode(t, o.srv.URL, clk, nil)
 	url := "http://" + n.Addr() + "/swr"
-	get(t, url)
+	warm(t, n, url)
 	// Hold the background revalidation until every stale request is answered.
 	gate := make(chan struct{})
 	o.set(func(w http.ResponseWriter, r *http.Request) {
@@ -352,7 +352,7 @@ func TestStaleIfErrorWithOriginStopped(t *testing.T) {
 	o := newTestOrigin(t, clk, static("precious", "Cache-Control: max-age=10, stale-if-error=600"))
 	n := newTestNode(t, o.srv.URL, clk, func(c *Config) { c.Cache.MaxStaleOnError = 0 })
 	url := "http://" + n.Addr() + "/sie"
-	get(t, url)
+	warm(t, n, url)
 	o.srv.Close() // the origin is gone: connections are refused
 	clk.advance(60 * time.Second)
 	r, b := get(t, url)
@@ -381,8 +381,8 @@ func TestMaxStaleOnErrorAndMustRevalidate(t *testing.T) {
 	})
 	n := newTestNode(t, o.srv.URL, clk, func(c *Config) { c.Cache.MaxStaleOnError = Duration(time.Hour) })
 	base := "http://" + n.Addr()
-	get(t, base+"/lenient")
-	get(t, base+"/strict")
+	warm(t, n, base+"/lenient")
+	warm(t, n, base+"/strict")
 	o.set(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
 	clk.advance(30 * time.Second)
 	if r, b := get(t, base+"/lenient"); r.StatusCode != 200 || b != "ok" {
@@ -446,8 +446,8 @@ func TestVary(t *testing.T) {
 	})
 	n := newTestNode(t, o.srv.URL, nil, nil)
 	url := "http://" + n.Addr() + "/vary"
-	r1, b1 := get(t, url, "Accept-Encoding: gzip")
-	r2, b2 := get(t, url, "Accept-Encoding: br")
+	r1, b1 := warm(t, n, url, "Accept-Encoding: gzip")
+	r2, b2 := warm(t, n, url, "Accept-Encoding: br")
 	if b1 != "enc=gzip" || b2 != "enc=br" {
 		t.Fatalf("bodies %q %q, want per-variant bodies", b1, b2)
 	}
@@ -567,8 +567,8 @@ func TestInvalidationByUnsafeMethod(t *testing.T) {
 	})
 	n := newTestNode(t, o.srv.URL, nil, nil)
 	base := "http://" + n.Addr()
-	get(t, base+"/item")
-	get(t, base+"/other")
+	warm(t, n, base+"/item")
+	warm(t, n, base+"/other")
 	if r, _ := get(t, base+"/item"); !isHit(r) {
 		t.Fatalf("warm-up: not a hit")
 	}

@@ -45,6 +45,12 @@ type Stats struct {
 	Rejected                uint64  `json:"rejected"`
 	Tombstones              int     `json:"purge_tombstones"`
 	Draining                bool    `json:"draining"`
+	// Cluster figures (zero without a cluster).
+	ClusterAlive        int    `json:"cluster_alive,omitempty"`
+	PeerForwards        uint64 `json:"peer_forwards"`
+	PeerForwardFailures uint64 `json:"peer_forward_failures"`
+	ShieldHopsServed    uint64 `json:"shield_hops_served"`
+	ShieldHopsRefused   uint64 `json:"shield_hops_refused"`
 }
 
 // Stats returns a snapshot of the node's figures.
@@ -71,6 +77,13 @@ func (n *Node) Stats() Stats {
 		Rejected:                ss.Rejected,
 		Tombstones:              n.purges.Len(),
 		Draining:                n.draining.Load(),
+	}
+	if p := n.peers; p != nil {
+		s.ClusterAlive = p.c.Alive()
+		s.PeerForwards = p.forwards.Load()
+		s.PeerForwardFailures = p.forwardFailures.Load()
+		s.ShieldHopsServed = p.hopsServed.Load()
+		s.ShieldHopsRefused = p.hopsRefused.Load()
 	}
 	if t := s.Hits + s.Misses; t > 0 {
 		s.HitRatio = float64(s.Hits) / float64(t)

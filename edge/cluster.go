@@ -1,0 +1,360 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgeshield/edgeshield/cache"
+	"github.com/edgeshield/edgeshield/cluster"
+	"github.com/edgeshield/edgeshield/origin"
+	"github.com/valyala/fasthttp"
+)
+
+// ClusterConfig joins the node to a gossip cluster (hashicorp/memberlist)
+// whose members shield the origin together: a miss on a node that does not
+// own the key (rendezvous hashing) is forwarded to the owner, so the origin
+// sees one request per object per cluster. configs/cluster-*.yaml documents
+// a 3-node setup.
+type ClusterConfig struct {
+	// Enabled turns clustering on. Default false.
+	Enabled bool `yaml:"enabled"`
+	// Bind is the gossip address (TCP and UDP). Default 0.0.0.0:7946.
+	Bind string `yaml:"bind"`
+	// Advertise is the gossip address others use; "" = Bind (then Bind must
+	// not be 0.0.0.0).
+	Advertise string `yaml:"advertise"`
+	// PeerListen is the peer HTTP listener for shield hops. Only cluster
+	// members can use it: every request is signed with the secret key.
+	PeerListen string `yaml:"peer_listen"`
+	// PeerAdvertise is the peer address others dial; "" = PeerListen.
+	PeerAdvertise string `yaml:"peer_advertise"`
+	// Region labels this node; see ShieldRegion.
+	Region string `yaml:"region"`
+	// ShieldRegion, when set, makes only members of that region own keys,
+	// so misses from every region funnel through the shield next to the
+	// origin (Fastly-style shielding). Default "" = all members.
+	ShieldRegion string `yaml:"shield_region"`
+	// Seeds are gossip addresses to join (any member will do).
+	Seeds []string `yaml:"seeds"`
+	// SecretKey is the cluster key, base64 of 16, 24 or 32 bytes; it
+	// encrypts gossip and signs shield hops. Required unless every address
+	// is loopback.
+	SecretKey string `yaml:"secret_key"`
+	// RejoinInterval re-joins the seeds periodically so partitions heal by
+	// themselves. Default 30s.
+	RejoinInterval Duration `yaml:"rejoin_interval"`
+	// PeerDownFor: a peer that refused, reset or timed out is skipped this
+	// long, before gossip notices. Default 10s.
+	PeerDownFor Duration `yaml:"peer_down_for"`
+	// PeerConnectTimeout bounds dialing a peer. Default 1s.
+	PeerConnectTimeout Duration `yaml:"peer_connect_timeout"`
+}
+
+// shieldHop signing: "name;unix-seconds;hex(HMAC-SHA256(key, name;ts;method;host;uri))".
+// The timestamp bounds replay; the body is not signed (shield hops are GET).
+const hopMaxSkew = 60 * time.Second
+
+// peerSet is the cluster side of a node.
+type peerSet struct {
+	c       *cluster.Cluster
+	key     []byte
+	ln      net.Listener
+	srv     *fasthttp.Server
+	mu      sync.Mutex // guards clients
+	clients map[string]*origin.Client
+
+	forwards, forwardFailures, hopsServed, hopsRefused atomic.Uint64
+}
+
+func decodeSecret(s string) ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	k, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("not base64: %w", err)
+	}
+	switch len(k) {
+	case 16, 24, 32:
+		return k, nil
+	}
+	return nil, fmt.Errorf("want 16, 24 or 32 bytes, got %d", len(k))
+}
+
+// startCluster binds the peer listener, then joins the gossip cluster
+// advertising it.
+func (n *Node) startCluster() error {
+	cc := n.cfg.Cluster
+	key, err := decodeSecret(cc.SecretKey)
+	if err != nil {
+		return &ConfigError{Key: "cluster.secret_key", Msg: err.Error()}
+	}
+	ln, err := net.Listen("tcp", cc.PeerListen)
+	if err != nil {
+		return fmt.Errorf("cluster peer listen %s: %w", cc.PeerListen, err)
+	}
+	peerAddr := cc.PeerAdvertise
+	if peerAddr == "" {
+		peerAddr = ln.Addr().String()
+	}
+	p := &peerSet{key: key, ln: ln, clients: map[string]*origin.Client{}}
+	n.peers = p
+	c, err := cluster.New(cluster.Config{
+		NodeName:       n.name,
+		BindAddr:       cc.Bind,
+		AdvertiseAddr:  cc.Advertise,
+		PeerAddr:       peerAddr,
+		PublicAddr:     n.Addr(),
+		Region:         cc.Region,
+		Version:        Version,
+		Seeds:          cc.Seeds,
+		SecretKey:      key,
+		RejoinInterval: cc.RejoinInterval.D(),
+		ShieldRegion:   cc.ShieldRegion,
+		PurgeTTL:       n.cfg.Cache.PurgeTTL.D(),
+		OnPurge:        n.applyClusterPurge,
+		Logger:         n.log.With("component", "cluster"),
+	})
+	if err != nil {
+		ln.Close()
+		n.peers = nil
+		return fmt.Errorf("cluster: %w", err)
+	}
+	p.c = c
+	p.srv = n.newPublicServer(n.handlePeer)
+	p.srv.Name = "edgeshield-peer"
+	n.serve(p.srv, ln, "peer")
+	return nil
+}
+
+// PeerAddr is the peer listener's address ("" without a cluster).
+func (n *Node) PeerAddr() string {
+	if n.peers == nil {
+		return ""
+	}
+	return n.peers.ln.Addr().String()
+}
+
+// GossipAddr is the gossip address ("" without a cluster).
+func (n *Node) GossipAddr() string {
+	if n.peers == nil {
+		return ""
+	}
+	return n.peers.c.GossipAddr()
+}
+
+// Cluster exposes membership for tests and the admin API (nil without one).
+func (n *Node) Cluster() *cluster.Cluster {
+	if n.peers == nil {
+		return nil
+	}
+	return n.peers.c
+}
+
+func (p *peerSet) sign(dst []byte, name string, ts int64, method, host, uri string) []byte {
+	m := hmac.New(sha256.New, p.key)
+	fmt.Fprintf(m, "%s;%d;%s;%s;%s", name, ts, method, host, uri)
+	dst = append(dst, name...)
+	dst = append(dst, ';')
+	dst = strconv.AppendInt(dst, ts, 10)
+	dst = append(dst, ';')
+	return hex.AppendEncode(dst, m.Sum(nil))
+}
+
+// verifyHop checks a shield-hop signature; it returns the sending node's
+// name.
+func (p *peerSet) verifyHop(v []byte, method, host, uri []byte, now time.Time) (string, error) {
+	parts := bytes.SplitN(v, []byte(";"), 3)
+	if len(parts) != 3 {
+		return "", errors.New("malformed shield hop")
+	}
+	ts, err := strconv.ParseInt(string(parts[1]), 10, 64)
+	if err != nil {
+		return "", errors.New("malformed shield hop timestamp")
+	}
+	if d := now.Sub(time.Unix(ts, 0)); d > hopMaxSkew || d < -hopMaxSkew {
+		return "", errors.New("shield hop timestamp out of range")
+	}
+	want := p.sign(nil, string(parts[0]), ts, string(method), string(host), string(uri))
+	if !hmac.Equal(want, v) {
+		return "", errors.New("bad shield hop signature")
+	}
+	return string(parts[0]), nil
+}
+
+// handlePeer serves the peer listener: only signed shield hops from
+// members, answered from this node's cache or its own (coalesced) origin
+// fetch — never forwarded again, so there are no loops.
+func (n *Node) handlePeer(ctx *fasthttp.RequestCtx) {
+	defer n.recoverPanic(ctx)
+	hop := ctx.Request.Header.Peek(shieldHopHeader)
+	if len(hop) == 0 {
+		n.peers.hopsRefused.Add(1)
+		ctx.Error("forbidden: peer listener is for cluster members\n", fasthttp.StatusForbidden)
+		return
+	}
+	from, err := n.peers.verifyHop(hop, ctx.Method(), ctx.Request.Header.Host(), ctx.Request.Header.RequestURI(), n.now())
+	if err != nil {
+		n.peers.hopsRefused.Add(1)
+		n.log.Warn("refused shield hop", "remote", ctx.RemoteAddr().String(), "err", err)
+		ctx.Error("forbidden: "+err.Error()+"\n", fasthttp.StatusForbidden)
+		return
+	}
+	if !ctx.IsGet() && !ctx.IsHead() {
+		ctx.Error("shield hops are GET or HEAD\n", fasthttp.StatusMethodNotAllowed)
+		return
+	}
+	n.peers.hopsServed.Add(1)
+	if n.log.Enabled(context.Background(), slog.LevelDebug) {
+		n.log.Debug("shield hop", "from", from, "uri", string(ctx.Request.Header.RequestURI()))
+	}
+	n.serveCacheable(ctx, true)
+}
+
+// upstreamOwner fetches a cacheable miss: from the key's owner when that is
+// another member, else from the origin. A peer that refuses, resets or times
+// out is marked down at once and the next owner in rendezvous order is
+// tried, then the origin: a client never sees a peer's failure.
+func (n *Node) upstreamOwner(ctx context.Context, key, host []byte, hop bool, req *origin.Request) (*origin.Response, error) {
+	p := n.peers
+	if p == nil || hop {
+		return n.upstream(ctx, host, req)
+	}
+	var buf [8]cluster.Member
+	for _, m := range p.c.Owners(buf[:0], key) {
+		if m.Self || m.PeerAddr == "" {
+			break
+		}
+		client, err := p.client(m.PeerAddr, n)
+		if err != nil {
+			continue
+		}
+		preq := *req
+		preq.Host = string(host)
+		preq.Header = append(req.Header[:len(req.Header):len(req.Header)],
+			origin.Field{Name: shieldHopHeader, Value: string(p.sign(nil, n.name, n.now().Unix(), req.Method, string(host), req.RequestURI))})
+		p.forwards.Add(1)
+		resp, err := client.Do(ctx, &preq)
+		if err == nil {
+			return resp, nil
+		}
+		p.forwardFailures.Add(1)
+		p.c.MarkDown(m.Name, n.cfg.Cluster.PeerDownFor.D())
+		n.log.Warn("peer failed; trying the next owner", "peer", m.Name, "addr", m.PeerAddr, "err", err)
+	}
+	return n.upstream(ctx, host, req)
+}
+
+func (p *peerSet) client(addr string, n *Node) (*origin.Client, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.clients[addr]; ok {
+		return c, nil
+	}
+	c, err := origin.NewClient(origin.ClientConfig{
+		URL:             "http://" + addr,
+		ConnectTimeout:  n.cfg.Cluster.PeerConnectTimeout.D(),
+		HeaderTimeout:   n.cfg.Origin.HeaderTimeout.D() + n.cfg.Origin.ConnectTimeout.D() + time.Second,
+		IdleReadTimeout: n.cfg.Origin.IdleReadTimeout.D() + time.Second,
+		MaxConns:        n.cfg.Origin.MaxConns,
+		MaxConnWait:     n.cfg.Origin.MaxConnWait.D(),
+		Name:            "edgeshield-peer/" + Version,
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.clients[addr] = c
+	return c, nil
+}
+
+func (p *peerSet) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.clients {
+		c.Close()
+	}
+	p.clients = nil
+}
+
+// applyClusterPurge is the cluster's OnPurge: every purge, local or remote,
+// new or learned from a peer's tombstones on (re)join, lands here once.
+func (n *Node) applyClusterPurge(p cluster.Purge) {
+	if _, err := n.applyPurge(p.Kind, []byte(p.Value), p.Hard, p.At); err != nil {
+		n.log.Warn("cluster purge not applied", "kind", p.Kind, "value", p.Value, "err", err)
+	}
+}
+
+// applyPurge invalidates locally. For url purges value is the cache key.
+func (n *Node) applyPurge(kind string, value []byte, hard bool, at time.Time) (int, error) {
+	found := 0
+	switch kind {
+	case "url":
+		if e := n.store.Get(value); e != nil {
+			found = 1
+			if hard {
+				n.store.Delete(value)
+			} else {
+				e.Invalidate()
+			}
+		}
+		// Variants live under their own keys: the tombstone covers them and
+		// anything filling right now.
+		n.purges.Add(cache.PurgeURL, value, hard, at)
+		n.hfp.forget(value)
+	case "prefix":
+		n.purges.Add(cache.PurgePrefix, value, hard, at)
+	case "tag":
+		n.purges.Add(cache.PurgeTag, value, hard, at)
+	default:
+		return 0, &ConfigError{Key: "kind", Msg: "want url, prefix or tag"}
+	}
+	return found, nil
+}
+
+// ClusterStatus is the /cluster document.
+type ClusterStatus struct {
+	Node    string          `json:"node"`
+	Joined  bool            `json:"joined"`
+	Detail  string          `json:"detail"`
+	Alive   int             `json:"alive"`
+	Members []ClusterMember `json:"members"`
+}
+
+// ClusterMember is one member as this node sees it.
+type ClusterMember struct {
+	cluster.Member
+	// OwnedShare estimates the share of keys this member owns: the
+	// fraction of 4096 sample keys whose rendezvous owner it is.
+	OwnedShare float64 `json:"owned_share"`
+}
+
+func (n *Node) clusterStatus() ClusterStatus {
+	c := n.peers.c
+	ok, detail := c.Joined()
+	st := ClusterStatus{Node: n.name, Joined: ok, Detail: detail, Alive: c.Alive()}
+	counts := map[string]int{}
+	const samples = 4096
+	var buf [8]byte
+	for i := 0; i < samples; i++ {
+		k := strconv.AppendInt(buf[:0], int64(i), 10)
+		if m, ok := c.Owner(k); ok {
+			counts[m.Name]++
+		}
+	}
+	for _, m := range c.Members() {
+		st.Members = append(st.Members, ClusterMember{Member: m, OwnedShare: float64(counts[m.Name]) / samples})
+	}
+	return st
+}

@@ -92,7 +92,10 @@ type Response struct {
 	Status int
 	// Header holds every response header as received, one Field per line
 	// (several Set-Cookie lines stay separate), including Content-Length
-	// and Connection when present.
+	// and Connection when present. Transfer-Encoding is consumed by the
+	// client (the body is already de-chunked). Order: fasthttp parses
+	// Content-Length, Content-Type, Content-Encoding, Server and Set-Cookie
+	// into dedicated slots, so they come first; the rest keep their order.
 	Header []Field
 	// ContentLength is the length of Body: -1 when unknown (chunked or
 	// close-delimited), 0 for HEAD, 204 and 304 responses.

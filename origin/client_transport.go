@@ -280,6 +280,7 @@ func (b *body) Close() error {
 	}
 	defer b.mu.Unlock()
 	cl := b.cl
+	b.cl = nil // pooled again below; Read checks closed before touching it
 	cl.done(cl.br, b.eof && !interrupted && !cl.closeConn && !cl.resp.ConnectionClose())
 	b.c.putCall(cl)
 	return nil

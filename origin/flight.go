@@ -103,25 +103,25 @@ const (
 type Flight struct {
 	g       *Group
 	key     string
-	waiters atomic.Int64
+	waiters atomic.Int64  // Join calls that found this flight
 	ready   chan struct{} // closed once Wait can return (head, or error)
 
 	mu       sync.Mutex
-	cond     sync.Cond // on mu: bytes appended, end of body, reader detached, reader progress while the writer waits
-	head     Head      // guarded by mu
-	hasHead  bool      // guarded by mu
-	waitErr  error     // what Wait returns when there is no head; guarded by mu
-	done     bool      // Finish or Release happened; guarded by mu
-	err      error     // body outcome once done (nil: complete); guarded by mu
-	chunks   [][]byte  // body bytes still retained; guarded by mu
-	first    int64     // body offset of chunks[0]; guarded by mu
-	dropped  int       // chunks dropped before chunks[0] (Discard); guarded by mu
-	size     int64     // body bytes written so far; guarded by mu
-	discard  bool      // guarded by mu
-	window   int64     // backlog allowed while discarding; guarded by mu
-	readers  map[*flightReader]struct{}
-	full     []byte // Bytes result, built once; guarded by mu
-	writerOn atomic.Bool
+	cond     sync.Cond                  // on mu: bytes appended, end of body, reader detached, reader progress while the writer waits
+	head     Head                       // guarded by mu
+	hasHead  bool                       // guarded by mu
+	waitErr  error                      // what Wait returns when there is no head; guarded by mu
+	done     bool                       // Finish or Release happened; guarded by mu
+	err      error                      // body outcome once done (nil: complete); guarded by mu
+	chunks   [][]byte                   // body bytes still retained; guarded by mu
+	first    int64                      // body offset of chunks[0]; guarded by mu
+	dropped  int                        // chunks dropped before chunks[0] (Discard); guarded by mu
+	size     int64                      // body bytes written so far; guarded by mu
+	discard  bool                       // guarded by mu
+	window   int64                      // backlog allowed while discarding; guarded by mu
+	readers  map[*flightReader]struct{} // attached readers; guarded by mu
+	full     []byte                     // Bytes result, built once; guarded by mu
+	writerOn atomic.Bool                // a discarding Write waits for readers to advance
 }
 
 func newFlight(g *Group, key string) *Flight {

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -32,8 +34,9 @@ const benchUsage = `usage: edgeshield bench <steady|rush|capacity|crowd|compare>
                                            highest steady rate at which the SLO holds
   crowd     --clients N                    N concurrent clients ask each URL at once
                                            (cold-cache flash crowd; see --origin-counts)
-  compare   [--json F] [--html F] A.json B.json …
+  compare   [--json F] [--html F] [--median] A.json B.json …
                                            one comparison table from saved JSON reports
+                                           (--median: same-name runs are repeats, keep the median)
 
 Targets: --url U (repeatable, round robin) | --urls-file F ("URL [weight]" lines)
          | --zipf N --base URL [--zipf-s 1.0] (N objects, "%d" in URL = rank)
@@ -481,6 +484,7 @@ func compareCLI(args []string, stdout, stderr io.Writer) int {
 	jsonOut := fs.String("json", "", "write the merged JSON report to FILE")
 	htmlOut := fs.String("html", "", "write the merged HTML report to FILE")
 	title := fs.String("title", "Edgeshield comparison", "report title")
+	median := fs.Bool("median", false, "runs with the same name are repeats: keep the median one of each")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return ExitOK
@@ -504,6 +508,9 @@ func compareCLI(args []string, stdout, stderr io.Writer) int {
 		}
 		merged.Results = append(merged.Results, rep.Results...)
 	}
+	if *median {
+		merged.Results = MedianRuns(merged.Results)
+	}
 	if err := WriteTable(stdout, merged.Results); err != nil {
 		return fail(stderr, "compare", err, ExitViolated)
 	}
@@ -511,4 +518,34 @@ func compareCLI(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, "compare", err, ExitViolated)
 	}
 	return ExitOK
+}
+
+// MedianRuns treats results with the same name as repeats of one run and
+// keeps the median of each, in order of first appearance: by achieved rate
+// for closed-loop runs (their point is throughput), by p99 latency for open
+// loop ones (their rate is fixed; latency is the point). Repeats on a noisy
+// machine thus neither flatter nor punish a system with one lucky or
+// unlucky run.
+func MedianRuns(rs []*Result) []*Result {
+	groups := map[string][]*Result{}
+	var order []string
+	for _, r := range rs {
+		if groups[r.Name] == nil {
+			order = append(order, r.Name)
+		}
+		groups[r.Name] = append(groups[r.Name], r)
+	}
+	out := make([]*Result, 0, len(order))
+	for _, name := range order {
+		g := slices.Clone(groups[name])
+		slices.SortStableFunc(g, func(a, b *Result) int {
+			if a.Scenario.Connections > 0 {
+				return cmp.Compare(b.AchievedRate, a.AchievedRate) // best first
+			}
+			return cmp.Compare(a.Latency.P99, b.Latency.P99) // best first
+		})
+		// With an even count, the better of the two middle runs.
+		out = append(out, g[(len(g)-1)/2])
+	}
+	return out
 }

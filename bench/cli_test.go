@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func runCLI(t *testing.T, args ...string) (int, string, string) {
@@ -122,5 +123,31 @@ func TestRunCLICrowdOriginCounts(t *testing.T) {
 	}
 	if !strings.Contains(stdout, "origin requests 40 (/a 20, /b 20)") || !strings.Contains(stdout, "hits 40, successful 40") {
 		t.Errorf("stdout:\n%s\nwant 40 hits and 20 origin requests per object", stdout)
+	}
+}
+
+func TestMedianRuns(t *testing.T) {
+	closed := func(name string, rate float64) *Result {
+		return &Result{Name: name, Scenario: MaxThroughput(8, time.Second), AchievedRate: rate}
+	}
+	open := func(name string, p99 time.Duration) *Result {
+		return &Result{Name: name, Scenario: Steady(100, time.Second), Latency: Latency{P99: p99}}
+	}
+	got := MedianRuns([]*Result{
+		closed("a max", 10), open("a rate", 5*time.Millisecond), closed("a max", 30), open("a rate", time.Millisecond),
+		closed("a max", 20), open("b rate", 9*time.Millisecond), open("a rate", 3*time.Millisecond), open("a rate", 4*time.Millisecond),
+	})
+	if len(got) != 3 {
+		t.Fatalf("got %d results, want 3 (one per name)", len(got))
+	}
+	if got[0].Name != "a max" || got[0].AchievedRate != 20 {
+		t.Errorf("closed loop median %s %.0f, want a max 20", got[0].Name, got[0].AchievedRate)
+	}
+	// 1, 3, 4, 5 ms: the better middle is 3 ms.
+	if got[1].Name != "a rate" || got[1].Latency.P99 != 3*time.Millisecond {
+		t.Errorf("open loop median %s %v, want a rate 3ms", got[1].Name, got[1].Latency.P99)
+	}
+	if got[2].Name != "b rate" {
+		t.Errorf("third %s, want b rate", got[2].Name)
 	}
 }

@@ -25,12 +25,15 @@
 #   crowd           BENCH_CLIENTS concurrent clients for each of BENCH_CROWD_OBJECTS
 #                   new 64 KiB objects while the origin takes 200 ms
 #                   (X-Origin-Delay): origin requests per object (1 = coalesced).
+# BENCH_ROUNDS=N repeats everything N times (fresh servers and objects each
+# round) and the table keeps the median run of each case: use it on a shared
+# or noisy machine.
 # Output: one comparison table on stdout, bench/out/report.{html,json} and the
 # per-run JSON in bench/out/runs/. Every process started is stopped on exit.
 set -euo pipefail
 
+SCRIPT=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 cd "$(dirname "$0")/.."
-ROOT=$(pwd)
 
 BIN=${BENCH_BIN:-./bin/edgeshield}
 OUT=${BENCH_OUT:-bench/out}
@@ -42,10 +45,11 @@ ZIPF_RATE=${BENCH_ZIPF_RATE:-2000}
 ZIPF_OBJECTS=${BENCH_ZIPF_OBJECTS:-10000}
 CLIENTS=${BENCH_CLIENTS:-200}
 CROWD_OBJECTS=${BENCH_CROWD_OBJECTS:-5}
+ROUNDS=${BENCH_ROUNDS:-1} # >1: repeat everything, the table keeps the median run of each case
 WRK=${BENCH_WRK:-auto} # auto: cross-check hit-1k-max with wrk when installed; 0: never
 ORIGIN_PORT=18081 EDGE_PORT=18080 ADMIN_PORT=19090 NGINX_PORT=18082 VARNISH_PORT=18083
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$SCRIPT"; }
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) DURATION=3s ZIPF_OBJECTS=2000 CLIENTS=50; shift ;;
@@ -170,7 +174,7 @@ start_edgeshield() {
 
 start_nginx() {
 	command -v nginx >/dev/null || { log "nginx not installed"; return 1; }
-	local dir=$TMP/nginx
+	local dir=$TMP/nginx-$round # a fresh (cold) disk cache every round
 	mkdir -p "$dir/cache"
 	chmod -R 777 "$dir"
 	sed -e "s|@TMP@|$dir|g" -e "s|@PORT@|$NGINX_PORT|g" -e "s|@ORIGIN@|127.0.0.1:$ORIGIN_PORT|g" \
@@ -181,7 +185,7 @@ start_nginx() {
 
 start_varnish() {
 	command -v varnishd >/dev/null || { log "varnishd not installed"; return 1; }
-	local dir=$TMP/varnish
+	local dir=$TMP/varnish-$round
 	mkdir -p "$dir"
 	chmod 777 "$dir"
 	sed -e "s|@ORIGIN_HOST@|127.0.0.1|g" -e "s|@ORIGIN_PORT@|$ORIGIN_PORT|g" \
@@ -195,6 +199,7 @@ start_varnish() {
 CC=$(printf 'h.Cache-Control=%s' 'public%2C%20max-age%3D3600')
 RAN=()
 WRK_ROWS=()
+for round in $(seq 1 "$ROUNDS"); do
 for srv in $SERVERS; do
 	case $srv in
 	edgeshield) port=$EDGE_PORT ;;
@@ -202,7 +207,7 @@ for srv in $SERVERS; do
 	varnish) port=$VARNISH_PORT ;;
 	*) echo "compare.sh: unknown server $srv" >&2; exit 2 ;;
 	esac
-	log "starting $srv on 127.0.0.1:$port"
+	log "round $round/$ROUNDS: starting $srv on 127.0.0.1:$port"
 	LAST_PID=
 	if ! "start_$srv"; then
 		log "$srv skipped: it did not come up (log below)"
@@ -212,34 +217,38 @@ for srv in $SERVERS; do
 	fi
 	base=http://127.0.0.1:$port
 	srv_pid=$LAST_PID
-	RAN+=("$srv")
+	[ "$round" != 1 ] || RAN+=("$srv")
+	r=r$round
 
 	log "$srv: warming /bench objects"
 	bench crowd --clients 2 --url "$base/bench/1k.bin" --url "$base/bench/64k.bin" --url "$base/bench/1m.bin" --quiet
 	for size in 1k 64k 1m; do
 		log "$srv: hit throughput $size ($CONNS connections, $DURATION)"
 		bench steady --max-throughput --workers "$CONNS" --duration "$DURATION" --url "$base/bench/$size.bin" \
-			--name "$srv hit-$size-max" --json "$OUT/runs/$srv-hit-$size-max.json" --quiet
+			--name "$srv hit-$size-max" --json "$OUT/runs/$srv-hit-$size-max-$r.json" --quiet
+		# The wrk cross-check follows the 1 KiB run at once, on the same server state.
+		[ $size = 1k ] || continue
+		if [ "$WRK" != 0 ] && command -v wrk >/dev/null; then
+			log "$srv: wrk cross-check of hit-1k-max"
+			rps=$(pin 1 wrk -t1 -c"$CONNS" -d"$DURATION" "$base/bench/1k.bin" 2>&1 | awk '/^Requests\/sec/ {print $2}')
+			WRK_ROWS+=("$srv hit-1k-max round $round: wrk ${rps:-failed} req/s")
+		fi
 	done
-	if [ "$WRK" != 0 ] && command -v wrk >/dev/null; then
-		log "$srv: wrk cross-check of hit-1k-max"
-		rps=$(pin 1 wrk -t1 -c"$CONNS" -d"$DURATION" "$base/bench/1k.bin" 2>&1 | awk '/^Requests\/sec/ {print $2}')
-		WRK_ROWS+=("$srv hit-1k-max: wrk ${rps:-failed} req/s")
-	fi
 	log "$srv: 1k at $RATE req/s (open loop)"
 	bench steady --rate "$RATE" --duration "$DURATION" --url "$base/bench/1k.bin" \
-		--name "$srv hit-1k-$RATE/s" --json "$OUT/runs/$srv-hit-1k-rate.json" --slo 'p99<250ms,errors=0' --quiet
+		--name "$srv hit-1k-$RATE/s" --json "$OUT/runs/$srv-hit-1k-rate-$r.json" --slo 'p99<250ms,errors=0' --quiet
 	log "$srv: zipf mix over $ZIPF_OBJECTS objects at $ZIPF_RATE req/s"
 	bench steady --rate "$ZIPF_RATE" --duration "$DURATION" --zipf "$ZIPF_OBJECTS" \
-		--base "$base/dyn/zipf-%d?size=4096&$CC" --origin-counts "$ORIGIN/__origin/counts" \
-		--name "$srv zipf" --json "$OUT/runs/$srv-zipf.json" --quiet
+		--base "$base/dyn/zipf-$r-%d?size=4096&$CC" --origin-counts "$ORIGIN/__origin/counts" \
+		--name "$srv zipf" --json "$OUT/runs/$srv-zipf-$r.json" --quiet
 	log "$srv: flash crowd, $CLIENTS clients x $CROWD_OBJECTS new objects"
 	urls=()
-	for i in $(seq 1 "$CROWD_OBJECTS"); do urls+=(--url "$base/dyn/crowd-$srv-$i?size=65536&$CC"); done
+	for i in $(seq 1 "$CROWD_OBJECTS"); do urls+=(--url "$base/dyn/crowd-$srv-$r-$i?size=65536&$CC"); done
 	bench crowd --clients "$CLIENTS" "${urls[@]}" --header "X-Origin-Delay: 200ms" --timeout 10s \
-		--origin-counts "$ORIGIN/__origin/counts" --name "$srv crowd" --json "$OUT/runs/$srv-crowd.json" --quiet
+		--origin-counts "$ORIGIN/__origin/counts" --name "$srv crowd" --json "$OUT/runs/$srv-crowd-$r.json" --quiet
 	log "stopping $srv"
 	stop "$srv_pid"
+done
 done
 
 if [ ${#RAN[@]} = 0 ]; then
@@ -247,12 +256,12 @@ if [ ${#RAN[@]} = 0 ]; then
 	exit 1
 fi
 echo
-echo "Comparison (servers on core 0, load generator on core 1; hit-*-max: closed loop, others open loop)"
-"$BIN" bench compare --title "Edgeshield vs nginx vs Varnish" --json "$OUT/report.json" --html "$OUT/report.html" \
+echo "Comparison (servers on core 0, load generator on core 1; hit-*-max: closed loop, others open loop;"
+echo "median of $ROUNDS round(s): by req/s for closed loop, by p99 for open loop)"
+"$BIN" bench compare --median --title "Edgeshield vs nginx vs Varnish" --json "$OUT/report.json" --html "$OUT/report.html" \
 	$(for case in hit-1k-max hit-64k-max hit-1m-max hit-1k-rate zipf crowd; do
 		for srv in "${RAN[@]}"; do
-			f=$OUT/runs/$srv-$case.json
-			[ -f "$f" ] && echo "$f"
+			ls "$OUT/runs/$srv-$case"-r*.json 2>/dev/null
 		done
 	done)
 if [ ${#WRK_ROWS[@]} -gt 0 ]; then

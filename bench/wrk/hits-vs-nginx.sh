@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# hits-vs-nginx.sh: cache-hit throughput of Edgeshield against nginx
+# proxy_cache, side by side in one run, measured with wrk.
+#
+#   bash bench/wrk/hits-vs-nginx.sh            # from the repository root
+#
+# Layout on a 2-core machine (issue 2 "Speed and memory", issue 4 "Speed"):
+#   core 0: the server under test: Edgeshield with GOMAXPROCS=1, or nginx with
+#           worker_processes 1 (both pinned with taskset -c 0);
+#   core 1: wrk (taskset -c 1 wrk -t1 -c64 -d10s --latency) and the demo origin,
+#           which is idle once the objects are cached.
+# Both servers run for the whole script, but the load runs ALTERNATE
+# (edge, nginx, edge, nginx, ...): they never share core 0 under load. Each
+# case is repeated REPEAT times and the median of each figure is reported.
+#
+# Cases: plain HTTP keep-alive hits of 1 KiB, 64 KiB and 1 MiB; HTTPS
+# keep-alive 1 KiB hits (same ECDSA P-256 certificate and key on both, TLS
+# 1.3 with TLS_AES_128_GCM_SHA256 on both); HTTPS full handshakes per second
+# (wrk with "Connection: close": every request is a new TLS connection, and
+# wrk offers no session to resume).
+#
+# Environment (defaults in brackets): EDGE_BIN [bin/edgeshield, built with
+# make build when unset], DURATION [10s], CONNS [64], REPEAT [3], CASES [all:
+# "1k 64k 1m tls-1k tls-hs"], ports ORIGIN_PORT [28081] EDGE_PORT [28080]
+# EDGE_TLS_PORT [28443] ADMIN_PORT [29090] NGINX_PORT [28090] NGINX_TLS_PORT
+# [28453], OUT [bench/out/wrk] for the raw wrk outputs and the table.
+#
+# The server's CPU use during each run (from /proc/PID/stat, all its
+# processes) is reported next to its figures: near 100% means the server was
+# the bottleneck; well below it means wrk (core 1) was.
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+REPEAT=${REPEAT:-3}
+CASES=${CASES:-"1k 64k 1m tls-1k tls-hs"}
+ORIGIN_PORT=${ORIGIN_PORT:-28081}
+EDGE_PORT=${EDGE_PORT:-28080}
+EDGE_TLS_PORT=${EDGE_TLS_PORT:-28443}
+ADMIN_PORT=${ADMIN_PORT:-29090}
+NGINX_PORT=${NGINX_PORT:-28090}
+NGINX_TLS_PORT=${NGINX_TLS_PORT:-28453}
+OUT=${OUT:-$ROOT/bench/out/wrk}
+
+for tool in wrk nginx taskset openssl curl; do
+	command -v "$tool" >/dev/null || { echo "hits-vs-nginx.sh: $tool is required" >&2; exit 2; }
+done
+if [ "$(nproc)" -lt 2 ]; then
+	echo "hits-vs-nginx.sh: needs 2 cores (server on core 0, wrk on core 1)" >&2
+	exit 2
+fi
+
+if [ -z "${EDGE_BIN:-}" ]; then
+	make -s build >&2
+	EDGE_BIN=$ROOT/bin/edgeshield
+fi
+
+TMP=$(mktemp -d /tmp/edgeshield-wrk.XXXXXX)
+PIDS=()
+cleanup() {
+	local pid i
+	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+	for pid in "${PIDS[@]}"; do
+		for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '# %s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+# start NAME CORE CMD...: CMD must exec the server (taskset and env do), so
+# that $! is the server's own pid.
+start() {
+	local name=$1 core=$2
+	shift 2
+	taskset -c "$core" "$@" >"$TMP/$name.log" 2>&1 &
+	LAST_PID=$!
+	PIDS+=("$LAST_PID")
+}
+
+port_free() {
+	if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+		echo "hits-vs-nginx.sh: 127.0.0.1:$1 is already in use" >&2
+		return 1
+	fi
+}
+
+# wait_port PORT PID NAME: until 127.0.0.1:PORT accepts (10 s) or PID exits.
+wait_port() {
+	local port=$1 pid=$2 name=$3 i
+	for i in $(seq 1 100); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+		if ! kill -0 "$pid" 2>/dev/null; then break; fi
+		sleep 0.1
+	done
+	echo "hits-vs-nginx.sh: $name did not listen on $port; its log:" >&2
+	cat "$TMP/$name.log" >&2 || true
+	exit 1
+}
+
+# cpu_ticks PID: user+system clock ticks of PID and its direct children
+# (nginx's master and worker).
+cpu_ticks() {
+	local total=0 p f
+	for p in $1 $(pgrep -P "$1" || true); do
+		f=$(cut -d' ' -f14,15 "/proc/$p/stat" 2>/dev/null) || continue
+		total=$((total + ${f% *} + ${f#* }))
+	done
+	echo "$total"
+}
+
+for p in $ORIGIN_PORT $EDGE_PORT $EDGE_TLS_PORT $ADMIN_PORT $NGINX_PORT $NGINX_TLS_PORT; do
+	port_free "$p"
+done
+mkdir -p "$OUT"
+rm -f "$OUT"/*.txt
+
+# One self-signed ECDSA P-256 certificate for both servers.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+	-keyout "$TMP/key.pem" -out "$TMP/cert.pem" -subj /CN=bench.edgeshield.test \
+	-addext "subjectAltName=DNS:bench.edgeshield.test,IP:127.0.0.1" 2>/dev/null
+
+fill() {
+	sed -e "s|@DIR@|$2|g" -e "s|@PORT@|$3|g" -e "s|@TLS_PORT@|$4|g" \
+		-e "s|@ADMIN_PORT@|$ADMIN_PORT|g" -e "s|@ORIGIN@|127.0.0.1:$ORIGIN_PORT|g" \
+		-e "s|@CERT@|$TMP/cert.pem|g" -e "s|@KEY@|$TMP/key.pem|g" "$1"
+}
+
+log "demo origin on 127.0.0.1:$ORIGIN_PORT (core 1)"
+start origin 1 "$EDGE_BIN" origin --listen "127.0.0.1:$ORIGIN_PORT"
+wait_port "$ORIGIN_PORT" "$LAST_PID" origin
+
+log "edgeshield on :$EDGE_PORT and https :$EDGE_TLS_PORT (core 0, GOMAXPROCS=1)"
+mkdir -p "$TMP/edge"
+fill bench/wrk/edge-tls.yaml.tmpl "$TMP/edge" "$EDGE_PORT" "$EDGE_TLS_PORT" >"$TMP/edge/edge.yaml"
+start edge 0 env GOMAXPROCS=1 "$EDGE_BIN" run --config "$TMP/edge/edge.yaml"
+EDGE_PID=$LAST_PID
+wait_port "$EDGE_PORT" "$EDGE_PID" edge
+wait_port "$EDGE_TLS_PORT" "$EDGE_PID" edge
+
+log "nginx on :$NGINX_PORT and https :$NGINX_TLS_PORT (core 0, worker_processes 1)"
+mkdir -p "$TMP/nginx/cache"
+fill bench/wrk/nginx.conf.tmpl "$TMP/nginx" "$NGINX_PORT" "$NGINX_TLS_PORT" >"$TMP/nginx/nginx.conf"
+# The worker may run as an unprivileged user: it must reach the cache and key.
+chmod 755 "$TMP"
+chmod -R a+rwX "$TMP/nginx"
+chmod a+r "$TMP/key.pem"
+start nginx 0 nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log"
+NGINX_PID=$LAST_PID
+wait_port "$NGINX_PORT" "$NGINX_PID" nginx
+wait_port "$NGINX_TLS_PORT" "$NGINX_PID" nginx
+
+declare -A URLPATH=([1k]=/bench/1k.bin [64k]=/bench/64k.bin [1m]=/bench/1m.bin [tls-1k]=/bench/1k.bin [tls-hs]=/bench/1k.bin)
+declare -A PORT_OF=([edge]=$EDGE_PORT [nginx]=$NGINX_PORT)
+declare -A TLSPORT_OF=([edge]=$EDGE_TLS_PORT [nginx]=$NGINX_TLS_PORT)
+declare -A PID_OF=([edge]=$EDGE_PID [nginx]=$NGINX_PID)
+
+url_of() { # SERVER CASE
+	case $2 in
+	tls-*) echo "https://127.0.0.1:${TLSPORT_OF[$1]}${URLPATH[$2]}" ;;
+	*) echo "http://127.0.0.1:${PORT_OF[$1]}${URLPATH[$2]}" ;;
+	esac
+}
+
+# Warm both caches (two fetches each) and show that the next fetch is a hit.
+log "warming: /bench/1k.bin /bench/64k.bin /bench/1m.bin on both"
+for srv in edge nginx; do
+	for path in /bench/1k.bin /bench/64k.bin /bench/1m.bin; do
+		for scheme in http https; do
+			if [ $scheme = http ]; then u=http://127.0.0.1:${PORT_OF[$srv]}$path; else u=https://127.0.0.1:${TLSPORT_OF[$srv]}$path; fi
+			curl -sk -o /dev/null "$u"
+			curl -sk -o /dev/null "$u"
+			st=$(curl -sk -o /dev/null -D - "$u" | tr -d '\r' |
+				awk -F': ' 'tolower($1)=="cache-status"||tolower($1)=="x-cache-status"{print $2}')
+			log "  $srv $u -> ${st:-no cache header}"
+		done
+	done
+done
+
+# to_ms VALUE: wrk latency (850.00us, 1.20ms, 2.00s) in milliseconds.
+to_ms() {
+	awk -v v="$1" 'BEGIN{
+		n=v; sub(/[a-z]+$/, "", n); u=v; sub(/^[0-9.]+/, "", u)
+		f = (u=="us") ? 0.001 : (u=="s") ? 1000 : (u=="m") ? 60000 : 1
+		printf "%.3f", n*f }'
+}
+# to_mib VALUE: wrk transfer/s (512.00KB, 1.20MB, 2.00GB) in MiB/s.
+to_mib() {
+	awk -v v="$1" 'BEGIN{
+		n=v; sub(/[A-Z]+$/, "", n); u=v; sub(/^[0-9.]+/, "", u)
+		f = (u=="B") ? 1/1048576 : (u=="KB") ? 1/1024 : (u=="GB") ? 1024 : 1
+		printf "%.1f", n*f }'
+}
+
+HZ=$(getconf CLK_TCK)
+WRK_CMDS=()
+
+# run SERVER CASE REP: one wrk run; appends "rps p50 p99 mib cpu" to
+# $TMP/SERVER-CASE.dat and keeps the raw output in $OUT.
+run() {
+	local srv=$1 c=$2 rep=$3 url raw t0 t1 s0 s1 rps p50 p99 tr cpu
+	local -a extra=()
+	url=$(url_of "$srv" "$c")
+	[ "$c" != tls-hs ] || extra=(-H "Connection: close")
+	raw=$OUT/$c-$srv-$rep.txt
+	local cmd=(taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "${extra[@]}" "$url")
+	[ "$rep" != 1 ] || WRK_CMDS+=("$(printf '%q ' "${cmd[@]}")")
+	t0=$(cpu_ticks "${PID_OF[$srv]}")
+	s0=$(date +%s%N)
+	"${cmd[@]}" >"$raw" 2>&1 || { log "wrk failed: $(tail -n 3 "$raw")"; return 0; }
+	s1=$(date +%s%N)
+	t1=$(cpu_ticks "${PID_OF[$srv]}")
+	rps=$(awk '/^Requests\/sec:/{print $2}' "$raw")
+	p50=$(to_ms "$(awk '$1=="50%"{print $2}' "$raw")")
+	p99=$(to_ms "$(awk '$1=="99%"{print $2}' "$raw")")
+	tr=$(to_mib "$(awk '/^Transfer\/sec:/{print $2}' "$raw")")
+	cpu=$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v ns=$((s1 - s0)) 'BEGIN{printf "%.0f", 100*t/hz/(ns/1e9)}')
+	if grep -Eq 'Non-2xx|Socket errors' "$raw"; then
+		log "  $srv $c #$rep: $(grep -E 'Non-2xx|Socket errors' "$raw" | tr -s ' ' | paste -sd';')"
+	fi
+	log "  $srv $c #$rep: ${rps} req/s p50 ${p50} ms p99 ${p99} ms ${tr} MiB/s server CPU ${cpu}%"
+	echo "$rps $p50 $p99 $tr $cpu" >>"$TMP/$srv-$c.dat"
+}
+
+# median SERVER CASE COLUMN
+median() {
+	local f=$TMP/$1-$2.dat
+	[ -s "$f" ] || { echo "n/a"; return; }
+	awk -v c="$3" '{print $c}' "$f" | sort -g | awk '{v[NR]=$1} END{print v[int((NR+1)/2)]}'
+}
+
+for c in $CASES; do
+	[ -n "${URLPATH[$c]:-}" ] || { echo "hits-vs-nginx.sh: unknown case $c" >&2; exit 2; }
+	log "case $c: $REPEAT x (edge, nginx), $DURATION each, $CONNS connections"
+	for rep in $(seq 1 "$REPEAT"); do
+		run edge "$c" "$rep"
+		run nginx "$c" "$rep"
+	done
+done
+
+declare -A LABEL=([1k]="1 KiB hit" [64k]="64 KiB hit" [1m]="1 MiB hit"
+	[tls-1k]="HTTPS 1 KiB hit (keep-alive)" [tls-hs]="HTTPS full handshakes (Connection: close)")
+declare -A TARGET=([1k]=2 [64k]=1 [1m]=1 [tls-1k]=1.5 [tls-hs]=)
+
+{
+	echo "| case | edge req/s | nginx req/s | edge/nginx | target | edge p50 / p99 ms | nginx p50 / p99 ms | edge MiB/s | nginx MiB/s | edge CPU | nginx CPU |"
+	echo "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"
+	for c in $CASES; do
+		er=$(median edge "$c" 1)
+		nr=$(median nginx "$c" 1)
+		ratio=$(awk -v a="$er" -v b="$nr" 'BEGIN{ if (b+0 > 0) printf "%.2f", a/b; else print "n/a" }')
+		tgt=${TARGET[$c]}
+		if [ -z "$tgt" ]; then
+			verdict="(reported)"
+		elif awk -v r="$ratio" -v t="$tgt" 'BEGIN{exit !(r+0 >= t)}'; then
+			verdict="≥ ${tgt}× met"
+		else
+			verdict="≥ ${tgt}× MISSED"
+		fi
+		printf '| %s | %.0f | %.0f | %s | %s | %s / %s | %s / %s | %s | %s | %s%% | %s%% |\n' \
+			"${LABEL[$c]}" "$er" "$nr" "$ratio" "$verdict" \
+			"$(median edge "$c" 2)" "$(median edge "$c" 3)" \
+			"$(median nginx "$c" 2)" "$(median nginx "$c" 3)" \
+			"$(median edge "$c" 4)" "$(median nginx "$c" 4)" \
+			"$(median edge "$c" 5)" "$(median nginx "$c" 5)"
+	done
+	echo
+	echo "Medians of $REPEAT alternating runs each (every column's median taken on its own)."
+	echo "Servers pinned to core 0 (edge: GOMAXPROCS=1; nginx: worker_processes 1), wrk and the idle origin on core 1."
+	echo "CPU = the server's user+system CPU time over the run's wall time (100% = core 0 saturated)."
+	echo
+	echo "Commands (SERVER = edge or nginx; edge ports $EDGE_PORT/$EDGE_TLS_PORT, nginx $NGINX_PORT/$NGINX_TLS_PORT):"
+	echo
+	echo '```'
+	echo "taskset -c 1 $EDGE_BIN origin --listen 127.0.0.1:$ORIGIN_PORT"
+	echo "taskset -c 0 env GOMAXPROCS=1 $EDGE_BIN run --config edge.yaml   # bench/wrk/edge-tls.yaml.tmpl filled in"
+	echo "taskset -c 0 nginx -p DIR -c DIR/nginx.conf -e DIR/error.log      # bench/wrk/nginx.conf.tmpl filled in"
+	for cmd in "${WRK_CMDS[@]}"; do echo "$cmd"; done
+	echo '```'
+} | tee "$OUT/table.md"

@@ -62,6 +62,11 @@ type ClusterConfig struct {
 	PeerConnectTimeout Duration `yaml:"peer_connect_timeout"`
 }
 
+// revalidateHeader on a shield hop says the sender's copy was purged or
+// invalidated, so the owner must not answer from a copy that may predate the
+// purge (it may not have reached the owner yet): it revalidates first.
+const revalidateHeader = "X-Edgeshield-Revalidate"
+
 // shieldHop signing: "name;unix-seconds;hex(HMAC-SHA256(key, name;ts;method;host;uri))".
 // The timestamp bounds replay; the body is not signed (shield hops are GET).
 const hopMaxSkew = 60 * time.Second
@@ -227,7 +232,7 @@ func (n *Node) handlePeer(ctx *fasthttp.RequestCtx) {
 // another member, else from the origin. A peer that refuses, resets or times
 // out is marked down at once and the next owner in rendezvous order is
 // tried, then the origin: a client never sees a peer's failure.
-func (n *Node) upstreamOwner(ctx context.Context, key, host []byte, hop bool, req *origin.Request) (*origin.Response, error) {
+func (n *Node) upstreamOwner(ctx context.Context, key, host []byte, hop, purged bool, req *origin.Request) (*origin.Response, error) {
 	p := n.peers
 	if p == nil || hop {
 		return n.upstream(ctx, host, req)
@@ -245,6 +250,9 @@ func (n *Node) upstreamOwner(ctx context.Context, key, host []byte, hop bool, re
 		preq.Host = string(host)
 		preq.Header = append(req.Header[:len(req.Header):len(req.Header)],
 			origin.Field{Name: shieldHopHeader, Value: string(p.sign(nil, n.name, n.now().Unix(), req.Method, string(host), req.RequestURI))})
+		if purged {
+			preq.Header = append(preq.Header, origin.Field{Name: revalidateHeader, Value: "1"})
+		}
 		p.forwards.Add(1)
 		resp, err := client.Do(ctx, &preq)
 		if err == nil {

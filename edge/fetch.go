@@ -77,7 +77,7 @@ func (n *Node) lead(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Flight, st
 	}
 	n.stats.originFetches.Add(1)
 	reqTime := n.now()
-	resp, err := n.upstreamOwner(context.Background(), st.key, ctx.Request.Header.Host(), st.hop, oreq)
+	resp, err := n.upstreamOwner(context.Background(), st.key, ctx.Request.Header.Host(), st.hop, st.purged, oreq)
 	respTime := n.now()
 	if err != nil {
 		n.stats.originErrors.Add(1)
@@ -352,7 +352,7 @@ func (s *sectionReader) Close() error { return s.rc.Close() }
 // join the same flight and do not start more.
 func (n *Node) revalidateInBackground(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry) {
 	key := append([]byte(nil), st.key...)
-	hop := st.hop
+	hop, purged := st.hop, st.purged
 	f, leader := n.flights.Join(string(key))
 	if !leader {
 		return
@@ -370,7 +370,7 @@ func (n *Node) revalidateInBackground(ctx *fasthttp.RequestCtx, st *reqState, st
 		n.stats.originFetches.Add(1)
 		n.stats.backgroundRevalidations.Add(1)
 		reqTime := n.now()
-		resp, err := n.upstreamOwner(context.Background(), key, host, hop, oreq)
+		resp, err := n.upstreamOwner(context.Background(), key, host, hop, purged, oreq)
 		respTime := n.now()
 		if err != nil {
 			n.stats.originErrors.Add(1)

@@ -91,7 +91,7 @@ func (n *Node) forwardRequest(ctx *fasthttp.RequestCtx, method string, cacheable
 	}
 	for k, v := range req.Header.All() {
 		if inList(hopHeaders, k) || connectionListed(conn, k) || bytes.EqualFold(k, []byte("Host")) ||
-			bytes.EqualFold(k, []byte(shieldHopHeader)) ||
+			bytes.EqualFold(k, []byte(shieldHopHeader)) || bytes.EqualFold(k, []byte(revalidateHeader)) ||
 			bytes.EqualFold(k, []byte("X-Forwarded-For")) || bytes.EqualFold(k, []byte("X-Forwarded-Proto")) {
 			continue
 		}

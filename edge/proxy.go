@@ -27,6 +27,7 @@ type reqState struct {
 	hdr    *fasthttp.RequestHeader
 	get    func(name []byte) []byte // st.peek bound once, so VariantKey gets no new closure
 	hop    bool                     // a shield hop from a cluster peer: never forwarded again
+	purged bool                     // the stored response was purged or invalidated
 }
 
 func (st *reqState) peek(name []byte) []byte { return st.hdr.PeekBytes(name) }
@@ -97,9 +98,14 @@ func (n *Node) serveCacheable(ctx *fasthttp.RequestCtx, hop bool) {
 	st := statePool.Get().(*reqState)
 	defer statePool.Put(st)
 	st.hdr = &ctx.Request.Header
-	st.hop = hop
+	st.hop, st.purged = hop, false
 	st.key = n.appendKey(st.key[:0], &ctx.Request)
 	requestMeta(&st.req, &ctx.Request)
+	if hop && len(ctx.Request.Header.Peek(revalidateHeader)) > 0 {
+		// The peer's copy was purged: ours may predate the purge too (it
+		// may not have reached us yet), so revalidate before answering.
+		st.req.CC.NoCache = true
+	}
 	now := n.now()
 
 	e, varyMiss := n.lookup(st)
@@ -165,10 +171,14 @@ func (n *Node) lookup(st *reqState) (e *cache.Entry, varyMiss bool) {
 		e = p
 	}
 	if purged, hard := n.purges.Check(e); purged {
+		st.purged = true
 		if hard {
 			return nil, false
 		}
 		e.Invalidate()
+	}
+	if e.Invalidated() {
+		st.purged = true
 	}
 	return e, false
 }

@@ -1,0 +1,322 @@
+package edge
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// newCluster starts size nodes on loopback that join through the first one,
+// and waits until every node sees every member alive.
+func newCluster(t *testing.T, size int, originURL string, mutate func(i int, c *Config)) []*Node {
+	t.Helper()
+	nodes := make([]*Node, 0, size)
+	for i := 0; i < size; i++ {
+		var seeds []string
+		if i > 0 {
+			seeds = []string{nodes[0].GossipAddr()}
+		}
+		n := newTestNode(t, originURL, nil, func(c *Config) {
+			c.Name = fmt.Sprintf("node-%d", i)
+			c.Cluster = ClusterConfig{
+				Enabled: true, Bind: "127.0.0.1:0", PeerListen: "127.0.0.1:0", Seeds: seeds,
+				RejoinInterval: Duration(time.Second), PeerDownFor: Duration(5 * time.Second),
+				PeerConnectTimeout: Duration(500 * time.Millisecond),
+			}
+			if mutate != nil {
+				mutate(i, c)
+			}
+		})
+		nodes = append(nodes, n)
+	}
+	waitFor(t, fmt.Sprintf("%d members alive on every node", size), 20*time.Second, func() bool {
+		for _, n := range nodes {
+			if n.Cluster().Alive() != size {
+				return false
+			}
+		}
+		return true
+	})
+	return nodes
+}
+
+var crowdHTTP = &http.Client{
+	Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 1024},
+	Timeout:   60 * time.Second,
+}
+
+// TestClusterFlashCrowdOneOriginRequest: concurrent cold requests for one
+// object on every node cost the origin exactly ONE request (issue 5).
+func TestClusterFlashCrowdOneOriginRequest(t *testing.T) {
+	for _, tc := range []struct{ nodes, perNode int }{{3, 200}, {10, 200}} {
+		t.Run(fmt.Sprintf("%d nodes x %d", tc.nodes, tc.perNode), func(t *testing.T) {
+			gate := make(chan struct{})
+			body := strings.Repeat("flash-crowd ", 1000)
+			o := newTestOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+				<-gate
+				w.Header().Set("Cache-Control", "public, max-age=300")
+				io.WriteString(w, body)
+			})
+			nodes := newCluster(t, tc.nodes, o.srv.URL, nil)
+			total := tc.nodes * tc.perNode
+			var wg sync.WaitGroup
+			var failed atomic.Int64
+			for _, n := range nodes {
+				for j := 0; j < tc.perNode; j++ {
+					wg.Add(1)
+					go func(url string) {
+						defer wg.Done()
+						// Every node serves the same site: one Host, one key.
+						req, _ := http.NewRequest(http.MethodGet, url, nil)
+						req.Host = "cdn.example"
+						resp, err := crowdHTTP.Do(req)
+						if err != nil {
+							failed.Add(1)
+							t.Errorf("GET: %v", err)
+							return
+						}
+						b, _ := io.ReadAll(resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != 200 || string(b) != body {
+							failed.Add(1)
+							t.Errorf("got %d with %d bytes", resp.StatusCode, len(b))
+						}
+					}("http://" + n.Addr() + "/flash/object")
+				}
+			}
+			// Open the origin once every client request has reached a node.
+			waitFor(t, "all requests to arrive", 30*time.Second, func() bool {
+				var got uint64
+				for _, n := range nodes {
+					got += n.stats.requests.Load()
+				}
+				return got >= uint64(total)
+			})
+			close(gate)
+			wg.Wait()
+			if got := o.count("/flash/object"); got != 1 {
+				t.Fatalf("origin saw %d requests for %d concurrent cold requests on %d nodes, want exactly 1", got, total, tc.nodes)
+			}
+			var forwards, hops uint64
+			for _, n := range nodes {
+				s := n.Stats()
+				forwards += s.PeerForwards
+				hops += s.ShieldHopsServed
+			}
+			t.Logf("%d nodes: %d client requests, origin requests 1, peer forwards %d, shield hops served %d, failures %d",
+				tc.nodes, total, forwards, hops, failed.Load())
+		})
+	}
+}
+
+// TestClusterOwnerLossUnderLoad stops the owner of many keys while the other
+// nodes serve misses for them: no client request fails, and ownership
+// converges on the survivors. The owner first goes away abruptly (its peer
+// listener refuses while gossip still calls it alive), then leaves for good.
+func TestClusterOwnerLossUnderLoad(t *testing.T) {
+	o := newTestOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=300")
+		io.WriteString(w, r.URL.Path)
+	})
+	nodes := newCluster(t, 3, o.srv.URL, nil)
+	victim, survivors := nodes[0], nodes[1:]
+
+	var (
+		stop     atomic.Bool
+		wg       sync.WaitGroup
+		requests atomic.Int64
+		failures atomic.Int64
+		seq      atomic.Int64
+	)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < 5000 && !stop.Load(); i++ { // bounded
+				n := survivors[w%len(survivors)]
+				path := fmt.Sprintf("/k/%d", seq.Add(1)) // always a miss: exercises forwarding
+				req, _ := http.NewRequest(http.MethodGet, "http://"+n.Addr()+path, nil)
+				req.Host = "cdn.example"
+				resp, err := crowdHTTP.Do(req)
+				requests.Add(1)
+				if err != nil {
+					failures.Add(1)
+					t.Errorf("GET %s: %v", path, err)
+					continue
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(b) != path {
+					failures.Add(1)
+					t.Errorf("GET %s: %d %q", path, resp.StatusCode, b)
+				}
+			}
+		}(w)
+	}
+	waitFor(t, "load to start", 10*time.Second, func() bool { return requests.Load() > 200 })
+	// Abrupt: the victim's peer listener goes away without a word to gossip.
+	victim.peers.srv.Shutdown()
+	victim.peers.ln.Close()
+	before := requests.Load()
+	waitFor(t, "load during the abrupt loss", 20*time.Second, func() bool { return requests.Load() > before+300 })
+	// Graceful: it leaves the cluster and stops.
+	if err := victim.Shutdown(t.Context()); err != nil {
+		t.Logf("victim shutdown: %v", err)
+	}
+	before = requests.Load()
+	waitFor(t, "load after the leave", 20*time.Second, func() bool { return requests.Load() > before+300 })
+	stop.Store(true)
+	wg.Wait()
+	if f := failures.Load(); f != 0 {
+		t.Fatalf("%d of %d client requests failed while the owner went away", f, requests.Load())
+	}
+	waitFor(t, "ownership to converge on the survivors", 20*time.Second, func() bool {
+		for _, n := range survivors {
+			if n.Cluster().Alive() != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	for i := 0; i < 100; i++ {
+		key := []byte(fmt.Sprintf("cdn.example/k/%d", i))
+		a, _ := survivors[0].Cluster().Owner(key)
+		b, _ := survivors[1].Cluster().Owner(key)
+		if a.Name != b.Name || a.Name == victim.Name() {
+			t.Fatalf("key %s: owners %q and %q after convergence", key, a.Name, b.Name)
+		}
+	}
+	var failovers uint64
+	for _, n := range survivors {
+		failovers += n.Stats().PeerForwardFailures
+	}
+	t.Logf("%d requests, 0 failed; peer forward failures absorbed: %d", requests.Load(), failovers)
+}
+
+// TestClusterPurgeVisibility measures the time from a purge call on one
+// node until every node answers with a fresh fetch, over many purges.
+func TestClusterPurgeVisibility(t *testing.T) {
+	for _, size := range []int{3, 10} {
+		t.Run(fmt.Sprintf("%d nodes", size), func(t *testing.T) {
+			var version atomic.Int64
+			o := newTestOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Cache-Control", "max-age=600")
+				fmt.Fprintf(w, "v%d", version.Load())
+			})
+			nodes := newCluster(t, size, o.srv.URL, nil)
+			const purges = 20
+			var lat []time.Duration
+			for p := 0; p < purges; p++ {
+				url := "/purged/object"
+				for _, n := range nodes {
+					warm(t, n, "http://"+n.Addr()+url, "Host: "+nodes[0].Addr())
+				}
+				want := fmt.Sprintf("v%d", version.Add(1))
+				start := time.Now()
+				issuer := nodes[p%size]
+				if _, err := issuer.Purge("url", "http://"+nodes[0].Addr()+url, false, 0); err != nil {
+					t.Fatal(err)
+				}
+				// Each node's request uses its own Host so keys match the purge.
+				waitFor(t, "every node to serve the new version", 10*time.Second, func() bool {
+					for _, n := range nodes {
+						_, b := get(t, "http://"+n.Addr()+url, "Host: "+nodes[0].Addr())
+						if b != want {
+							return false
+						}
+					}
+					return true
+				})
+				lat = append(lat, time.Since(start))
+			}
+			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+			p50, p99 := lat[len(lat)/2], lat[len(lat)*99/100]
+			t.Logf("purge visibility on %d nodes over %d purges: p50 %s, p99 %s, max %s (target p99 <= 100ms)", size, purges, p50, p99, lat[len(lat)-1])
+			if p99 > 5*time.Second {
+				t.Errorf("p99 purge visibility %s: purges are not propagating", p99)
+			}
+		})
+	}
+}
+
+// TestClusterPurgeWaitConfirms: POST /purge?wait= returns the members that
+// applied the purge.
+func TestClusterPurgeWaitConfirms(t *testing.T) {
+	o := newTestOrigin(t, nil, static("x", "Cache-Control: max-age=60"))
+	nodes := newCluster(t, 3, o.srv.URL, nil)
+	r, b := do(t, http.MethodPost, "http://"+nodes[1].AdminAddr()+"/purge?tag=t1&wait=5s")
+	if r.StatusCode != 200 {
+		t.Fatalf("purge: %d %s", r.StatusCode, b)
+	}
+	for _, n := range nodes {
+		if !strings.Contains(b, `"`+n.Name()+`"`) {
+			t.Errorf("purge answer %s does not list %s as confirmed", b, n.Name())
+		}
+	}
+	if strings.Contains(b, `"missing"`) {
+		t.Errorf("purge answer lists missing members: %s", b)
+	}
+}
+
+// TestShieldHopForgeryRefused: the peer listener only serves signed hops
+// from members; a hop header on the public listener is refused too; garbage
+// on the peer port leaves the node serving.
+func TestShieldHopForgeryRefused(t *testing.T) {
+	o := newTestOrigin(t, nil, static("x", "Cache-Control: max-age=60"))
+	nodes := newCluster(t, 2, o.srv.URL, func(i int, c *Config) {
+		c.Cluster.SecretKey = "MDEyMzQ1Njc4OWFiY2RlZg==" // 16 bytes
+	})
+	n := nodes[0]
+	peer := "http://" + n.PeerAddr() + "/x"
+	now := time.Now().Unix()
+	forged := nodes[1].peers.sign(nil, "node-1", now, "GET", "evil.example", "/x") // signed for another host
+	tests := []struct {
+		name string
+		url  string
+		hdr  []string
+	}{
+		{"peer without hop", peer, nil},
+		{"peer with garbage hop", peer, []string{shieldHopHeader + ": nonsense"}},
+		{"peer with a signature for another request", peer, []string{shieldHopHeader + ": " + string(forged)}},
+		{"peer with a stale signature", peer, []string{shieldHopHeader + ": " + string(nodes[1].peers.sign(nil, "node-1", now-3600, "GET", n.PeerAddr(), "/x"))}},
+		{"public listener with a hop header", "http://" + n.Addr() + "/x", []string{shieldHopHeader + ": node-1;1;00"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, _ := get(t, tt.url, tt.hdr...)
+			if r.StatusCode != http.StatusForbidden {
+				t.Errorf("got %d, want 403", r.StatusCode)
+			}
+		})
+	}
+	if o.count("/x") != 0 {
+		t.Errorf("a refused hop reached the origin")
+	}
+	good := nodes[1].peers.sign(nil, "node-1", now, "GET", n.PeerAddr(), "/x")
+	if r, b := get(t, peer, shieldHopHeader+": "+string(good)); r.StatusCode != 200 || b != "x" {
+		t.Errorf("a correctly signed hop: %d %q, want 200", r.StatusCode, b)
+	}
+	// Garbage bytes on the peer port are answered 400 and dropped.
+	c, err := net.Dial("tcp", n.PeerAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "\x16\x03\x01garbage\r\n\r\n")
+	buf := make([]byte, 12)
+	io.ReadFull(c, buf)
+	c.Close()
+	if !strings.HasPrefix(string(buf), "HTTP/1.1 400") {
+		t.Errorf("garbage on the peer port: %q, want 400", buf)
+	}
+	if r, _ := get(t, "http://"+n.Addr()+"/x"); r.StatusCode != 200 {
+		t.Errorf("node stopped serving after garbage: %d", r.StatusCode)
+	}
+}

@@ -189,6 +189,9 @@ func TestClientResponseFields(t *testing.T) {
 			if got := header(resp.Header, "Cache-Control"); len(got) != 1 || got[0] != "max-age=60" {
 				t.Errorf("Cache-Control: got %q, want [max-age=60]", got)
 			}
+			if got := header(resp.Header, "Content-Length"); tt.uri == "/fixed" && (len(got) != 1 || got[0] != "12") {
+				t.Errorf("Content-Length field: got %q, want [12] (kept for HEAD too)", got)
+			}
 			if got := header(resp.Header, "Content-Type"); tt.wantStatus == 304 && len(got) != 0 {
 				t.Errorf("Content-Type: got %q, want none (no default invented)", got)
 			}
@@ -356,6 +359,23 @@ func TestClientDialTimeout(t *testing.T) {
 	sentinel(t, err)
 }
 
+// TestClientWriteTimeout: an upstream that stops reading a large request
+// body makes Do fail with ErrTimeout after WriteTimeout, not hang.
+func TestClientWriteTimeout(t *testing.T) {
+	stop := make(chan struct{})
+	srv := startRawServer(t, func(c net.Conn, _ int) {
+		io.CopyN(io.Discard, c, 1024) // read a little, then stop reading
+		<-stop
+	})
+	t.Cleanup(func() { close(stop) }) // runs before the server's cleanup
+	c := newTestClient(t, ClientConfig{URL: srv.url(), WriteTimeout: 100 * time.Millisecond})
+	_, err := c.Do(context.Background(), &Request{Method: "PUT", RequestURI: "/upload", Body: make([]byte, 64<<20)})
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Do: got %v, want ErrTimeout", err)
+	}
+	sentinel(t, err)
+}
+
 func TestClientStalledBody(t *testing.T) {
 	srv := startRawServer(t, func(c net.Conn, _ int) {
 		br := bufio.NewReader(c)
@@ -471,6 +491,19 @@ func TestClientBusy(t *testing.T) {
 		t.Fatalf("second Do: got %v, want ErrBusy", err)
 	}
 	sentinel(t, err)
+	// A context deadline shorter than MaxConnWait is the caller's timeout.
+	c2 := newTestClient(t, ClientConfig{URL: url, MaxConns: 1, MaxConnWait: time.Minute})
+	held, err := c2.Do(context.Background(), &Request{Method: "GET", RequestURI: "/"})
+	if err != nil {
+		t.Fatalf("Do: %v", err)
+	}
+	defer held.Body.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := c2.Do(ctx, &Request{Method: "GET", RequestURI: "/"}); !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Do with a short deadline and no free connection: got %v, want ErrTimeout", err)
+	}
+
 	io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if _, _, err := get(t, c, "/"); err != nil {

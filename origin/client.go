@@ -209,7 +209,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 // transport.acquire).
 func (c *Client) janitor() {
 	defer c.wg.Done()
-	tick := time.NewTicker(c.cfg.MaxIdleConnDuration / 2)
+	// Checking twice per period bounds how long past the limit an idle
+	// connection can live.
+	tick := time.NewTicker(max(c.cfg.MaxIdleConnDuration/2, time.Millisecond))
 	defer tick.Stop()
 	for {
 		select {

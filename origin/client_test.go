@@ -35,6 +35,7 @@ func TestNewClientValidation(t *testing.T) {
 		{"negative timeout", ClientConfig{URL: "http://a", HeaderTimeout: -1}, true},
 		{"negative conns", ClientConfig{URL: "http://a", MaxConns: -1}, true},
 		{"tiny header cap", ClientConfig{URL: "http://a", MaxHeaderBytes: 100}, true},
+		{"tiny idle duration", ClientConfig{URL: "http://a", MaxIdleConnDuration: 1}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -58,6 +58,10 @@ func (c *conn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// noStop stands in for context.AfterFunc's stop when the context can never
+// be done: nothing to stop, and "not yet run" is the truth.
+func noStop() bool { return true }
+
 // aLongTimeAgo is a deadline in the past: setting it aborts blocked I/O.
 var aLongTimeAgo = time.Unix(1, 0)
 
@@ -129,7 +133,10 @@ func (t transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, res
 	cn := cc.Conn().(*conn)
 	reused := cn.served > 0
 	cn.idle, cn.nread = 0, 0
-	stop := context.AfterFunc(ctx, func() { cn.Conn.SetDeadline(aLongTimeAgo) })
+	stop := noStop
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() { cn.Conn.SetDeadline(aLongTimeAgo) })
+	}
 
 	fail := func(err error) (bool, error) {
 		stop()

@@ -11,13 +11,30 @@ import (
 	"testing/synctest"
 )
 
-// pattern returns n deterministic bytes starting at body offset off.
+// pattern returns n deterministic bytes starting at body offset off. The
+// sequence has period 251 (prime, so no chunk size aligns with it); the
+// first period is computed and then doubled with copy, which keeps large
+// patterns cheap under the race detector.
 func pattern(off, n int) []byte {
 	b := make([]byte, n)
-	for i := range b {
+	for i := range min(n, 251) {
 		b[i] = byte((off + i) * 7 % 251)
 	}
+	for filled := 251; filled < n; filled *= 2 {
+		copy(b[filled:], b[:filled])
+	}
 	return b
+}
+
+func TestPattern(t *testing.T) {
+	for _, tt := range []struct{ off, n int }{{0, 0}, {0, 10}, {3, 251}, {1000, 5000}, {7, 1 << 16}} {
+		b := pattern(tt.off, tt.n)
+		for i := range b {
+			if want := byte((tt.off + i) * 7 % 251); b[i] != want {
+				t.Fatalf("pattern(%d, %d)[%d]: got %d, want %d", tt.off, tt.n, i, b[i], want)
+			}
+		}
+	}
 }
 
 // retained returns the body bytes the flight currently keeps in memory.

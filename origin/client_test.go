@@ -692,6 +692,32 @@ func TestClientIdleConnsExpire(t *testing.T) {
 	}
 }
 
+// TestClientStaleIdleConnNotUsed: while the client stays busy (so the
+// janitor keeps the pool), a connection idle for longer than
+// MaxIdleConnDuration is dropped when taken from the pool instead of being
+// used.
+func TestClientStaleIdleConnNotUsed(t *testing.T) {
+	url, ln := startFastServer(t, func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ok") })
+	const idle = 50 * time.Millisecond
+	c := newTestClient(t, ClientConfig{URL: url, MaxIdleConnDuration: idle})
+	busy, err := c.Do(context.Background(), &Request{Method: "GET", RequestURI: "/"})
+	if err != nil {
+		t.Fatalf("Do: %v", err)
+	}
+	defer busy.Body.Close()
+	if _, _, err := get(t, c, "/"); err != nil { // second connection, then idle
+		t.Fatalf("Do: %v", err)
+	}
+	idleFrom := time.Now()
+	eventually(t, "connection idle past the limit", func() bool { return time.Since(idleFrom) > 2*idle })
+	if _, _, err := get(t, c, "/"); err != nil {
+		t.Fatalf("Do: %v", err)
+	}
+	if got := ln.accepted.Load(); got != 3 {
+		t.Errorf("accepted connections: got %d, want 3 (the stale idle one replaced)", got)
+	}
+}
+
 // TestClientNoGoroutineLeak: requests, failures, an abandoned body and Close
 // leave no goroutine behind (fasthttp's idle cleaner exits within
 // MaxIdleConnDuration once no connection is left).

@@ -358,3 +358,16 @@ func TestConfigValidation(t *testing.T) {
 		}
 	}
 }
+
+func FuzzCacheHit(f *testing.F) {
+	for _, s := range []string{"edge; hit", "a; fwd=miss, b; hit=?1; ttl=5", ";", ",", ";;hit", " , ; ", "edge;hit,"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, v []byte) {
+		got := cacheHit(v)
+		// Whatever precedes the last comma cannot make it a hit.
+		if i := strings.LastIndexByte(string(v), ','); i >= 0 && got != cacheHit(v[i:]) {
+			t.Fatalf("cacheHit(%q) = %v depends on earlier list members", v, got)
+		}
+	})
+}

@@ -55,7 +55,9 @@ func ProbeCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return ExitUsage
 	}
 	cfg := ProbeConfig{Targets: list, Interval: *interval, Timeout: *timeout, Webhook: *webhook, TLS: tlsCfg}
-	cfg.OnEvent = func(ev ProbeEvent) {
+	// State changes get their own line in the monitoring loop; --once
+	// prints the one round's checks, which say the same.
+	onEvent := func(ev ProbeEvent) {
 		line := fmt.Sprintf("%s  %s is %s", ev.At.Format(time.RFC3339), ev.Target, strings.ToUpper(ev.State))
 		if ev.State == "up" {
 			line += fmt.Sprintf(" after %v down", ev.Incident.Duration.Round(time.Millisecond))
@@ -63,6 +65,9 @@ func ProbeCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			line += ": " + ev.Check.Reason
 		}
 		fmt.Fprintln(stdout, line)
+	}
+	if !*once {
+		cfg.OnEvent = onEvent
 	}
 	p, err := NewProber(cfg)
 	if err != nil {

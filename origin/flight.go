@@ -357,8 +357,14 @@ func (f *Flight) Bytes() ([]byte, bool) {
 func (f *Flight) Wait(ctx context.Context) (Head, error) {
 	select {
 	case <-f.ready:
-	case <-ctx.Done():
-		return Head{}, ctx.Err()
+	default:
+		// Only block when the answer isn't there yet: a select with both
+		// cases ready picks at random, and a known head beats a late ctx.
+		select {
+		case <-f.ready:
+		case <-ctx.Done():
+			return Head{}, ctx.Err()
+		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -524,6 +524,29 @@ func TestFlightReaderCloseUnblocksRead(t *testing.T) {
 	})
 }
 
+// TestFlightHotPathAllocs: once a chunk exists, Write into it and Read from
+// it allocate nothing.
+func TestFlightHotPathAllocs(t *testing.T) {
+	g := NewGroup()
+	f, _ := g.Join("k")
+	f.Publish(Head{Status: 200, ContentLength: 1 << 20})
+	r := f.NewReader()
+	defer r.Close()
+	p := pattern(0, 512)
+	buf := make([]byte, 512)
+	allocs := testing.AllocsPerRun(1000, func() {
+		f.Write(p)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("allocations per Write+Read: got %v, want 0", allocs)
+	}
+	f.Finish(nil)
+	g.Forget("k", f)
+}
+
 func BenchmarkFlightFanout(b *testing.B) {
 	const (
 		readers = 64

@@ -220,7 +220,7 @@ func New(cfg Config) (*Cluster, error) {
 	c := &Cluster{
 		cfg:       cfg,
 		log:       cfg.Logger.With("component", "cluster"),
-		queue:     &memberlist.TransmitLimitedQueue{RetransmitMult: 4},
+		queue:     &memberlist.TransmitLimitedQueue{RetransmitMult: 2},
 		meta:      meta,
 		name:      cfg.NodeName,
 		now:       cfg.now,

@@ -182,13 +182,14 @@ func fastConfig(name string, seeds ...string) Config {
 		Seeds:               seeds,
 		RejoinInterval:      300 * time.Millisecond,
 		JoinRetryMax:        200 * time.Millisecond,
-		ProbeInterval:       50 * time.Millisecond,
-		ProbeTimeout:        25 * time.Millisecond,
-		GossipInterval:      20 * time.Millisecond,
+		// Generous enough for 10 nodes under -race on a loaded 2-core machine
+		// (tighter values make healthy members flap suspect/dead).
+		ProbeInterval:       400 * time.Millisecond,
+		ProbeTimeout:        300 * time.Millisecond,
+		GossipInterval:      50 * time.Millisecond,
 		PushPullInterval:    2 * time.Second,
 		GossipToTheDeadTime: 300 * time.Millisecond,
 		DeadNodeReclaimTime: 100 * time.Millisecond,
-		SuspicionMult:       2,
 		TCPTimeout:          time.Second,
 	}
 }
@@ -198,9 +199,9 @@ func fastConfig(name string, seeds ...string) Config {
 func startNode(t testing.TB, cfg Config) *node {
 	t.Helper()
 	n := &node{applied: map[string]int{}, at: map[string]time.Time{}}
-	var lw *syncWriter
-	cfg.Logger, lw = testLogger(t, slog.LevelWarn)
-	n.log = lw
+	if cfg.Logger == nil {
+		cfg.Logger, n.log = testLogger(t, slog.LevelWarn)
+	}
 	user := cfg.OnPurge
 	cfg.OnPurge = func(p Purge) {
 		now := time.Now()

@@ -184,7 +184,7 @@ func (d delegate) NotifyMsg(buf []byte) {
 	}
 	switch m.typ {
 	case msgPurge:
-		d.c.receive(m.purge, m.flags)
+		d.c.receive(m.purge, m.flags, true)
 	case msgAck:
 		d.c.receiveAck(m.ackID, m.from)
 	case msgLeave:
@@ -208,7 +208,7 @@ func (d delegate) MergeRemoteState(buf []byte, _ bool) {
 		return
 	}
 	for _, sp := range ps {
-		d.c.receive(sp.p, sp.flags&flagWantAck)
+		d.c.receive(sp.p, sp.flags&flagWantAck, false)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"time"
@@ -290,8 +291,9 @@ func (c *Cluster) dropOldestLocked(n int) {
 		"dropped", n, "max", c.cfg.MaxTombstones)
 }
 
-// receive handles a purge learned from a peer (message or push/pull state).
-func (c *Cluster) receive(p Purge, flags byte) {
+// receive handles a purge learned from a peer through a message (msg) or
+// through push/pull state (viaMsg false).
+func (c *Cluster) receive(p Purge, flags byte, viaMsg bool) {
 	wantAck := flags&flagWantAck != 0
 	if !c.record(p, wantAck) {
 		// Already applied. A resend means the issuer missed our ack.
@@ -305,6 +307,19 @@ func (c *Cluster) receive(p Purge, flags byte) {
 	}
 	if wantAck && p.Origin != c.name {
 		c.enqueueSend(p.Origin, encodeAckMsg(p.ID, c.name))
+	}
+	// Gossip it on, as Serf does with user events: a member the issuer
+	// believed dead for a moment (a flapping probe) gets it from the others
+	// within a few GossipIntervals instead of at the next push/pull.
+	via := "push/pull"
+	if viaMsg {
+		via = "message"
+		if msg := encodePurgeMsg(&p, flags&flagWantAck); len(msg) <= maxPacketMsg {
+			c.queue.QueueBroadcast(broadcast(msg))
+		}
+	}
+	if c.log.Enabled(context.Background(), slog.LevelDebug) {
+		c.log.Debug("purge applied", "id", p.ID, "origin", p.Origin, "kind", p.Kind, "value", p.Value, "via", via)
 	}
 }
 

@@ -232,7 +232,7 @@ func TestTombstonesExpire(t *testing.T) {
 	}
 	// An expired purge arriving from a peer (slow clock, stale state) is not
 	// applied again.
-	n.receive(Purge{ID: "old", Kind: KindURL, Value: "a", Origin: "x", At: clock.now().Add(-2 * time.Minute)}, 0)
+	n.receive(Purge{ID: "old", Kind: KindURL, Value: "a", Origin: "x", At: clock.now().Add(-2 * time.Minute)}, 0, false)
 	if got := n.appliedCount("old"); got != 1 {
 		t.Fatalf("expired purge re-applied: count %d, want 1", got)
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -206,7 +207,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 // uninterruptibly and would outlive Close by up to MaxIdleConnDuration; the
 // transport never lets that one start. Connections that sit idle at the
 // bottom of a pool that stays in use are caught when next taken (see
-// transport.acquire).
+// transport.RoundTrip).
 func (c *Client) janitor() {
 	defer c.wg.Done()
 	// Checking twice per period bounds how long past the limit an idle
@@ -307,7 +308,7 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	c.busy.Add(1) // until putCall
 	cl := c.pool.Get().(*call)
 	cl.ctx = ctx
-	c.fill(&cl.req, req)
+	c.fill(cl, req)
 	c.calls.Store(&cl.req, cl)
 	err := c.hc.Do(&cl.req, &cl.resp)
 	c.calls.Delete(&cl.req)
@@ -329,32 +330,40 @@ func ctxError(err error) error {
 	return fmt.Errorf("origin request abandoned: %w", err)
 }
 
-// fill copies req into the fasthttp request. The request line is taken from
-// the header as set, never re-parsed, so the RequestURI goes out byte for
-// byte (no path normalization, which would change what the origin caches).
-func (c *Client) fill(dst *fasthttp.Request, req *Request) {
-	h := &dst.Header
-	h.SetNoDefaultContentType(true)
+// fill copies req into the fasthttp request. The request goes out as given:
+// the request line is never re-parsed (no path normalization, which would
+// change what the origin sees and caches), and with fasthttp's special
+// header handling disabled, fields keep their order and values — fasthttp
+// would otherwise re-serialize Cookie (dropping quotes, re-spacing) and
+// move fields around. The fields the client owns are added explicitly.
+func (c *Client) fill(cl *call, req *Request) {
+	h := &cl.req.Header
+	h.DisableSpecialHeader()
 	h.SetMethod(req.Method)
 	h.SetRequestURI(req.RequestURI)
 	host := req.Host
 	if host == "" {
 		host = c.host
 	}
-	h.SetHost(host)
+	h.Add("Host", host)
+	hasUA := false
 	for _, f := range req.Header {
 		if skipRequestHeader(f.Name) {
 			continue
 		}
+		hasUA = hasUA || strings.EqualFold(f.Name, "User-Agent")
 		h.Add(f.Name, f.Value)
 	}
-	// fasthttp adds Name as User-Agent when the request carries none.
+	if !hasUA && c.cfg.Name != "" {
+		h.Add("User-Agent", c.cfg.Name)
+	}
 	// RFC 9110 §8.6: send Content-Length for a body, and 0 for methods that
 	// normally carry one (POST, PUT) even when it is empty.
 	if len(req.Body) > 0 || (!h.IsGet() && !h.IsHead()) {
-		h.SetContentLength(len(req.Body))
+		cl.num = strconv.AppendInt(cl.num[:0], int64(len(req.Body)), 10)
+		h.AddBytesV("Content-Length", cl.num)
 	}
-	dst.SetBodyRaw(req.Body)
+	cl.req.SetBodyRaw(req.Body)
 }
 
 // skipRequestHeader reports the fields Do manages itself: Host comes from

@@ -118,7 +118,7 @@ func TestClientRequestVerbatim(t *testing.T) {
 		RequestURI: "/a//b/../c?x=1&y=%2F&u=https://e.com/p",
 		Host:       "www.example.com",
 		Header: []Field{
-			{"Accept", "text/html"}, {"X-Multi", "1"}, {"X-Multi", "2"},
+			{"Accept", "text/html"}, {"X-Multi", "1"}, {"Cookie", `sess="quoted value"; flag`}, {"X-Multi", "2"},
 			{"Content-Length", "999"}, {"Connection", "close"}, {"Host", "evil"},
 		},
 		Body: []byte("data"),
@@ -129,8 +129,9 @@ func TestClientRequestVerbatim(t *testing.T) {
 	resp.Body.Close()
 	raw := <-got
 	for _, want := range []string{
-		"POST /a//b/../c?x=1&y=%2F&u=https://e.com/p HTTP/1.1\r\n", "Host: www.example.com\r\n", "Accept: text/html\r\n",
-		"X-Multi: 1\r\n", "X-Multi: 2\r\n", "Content-Length: 4\r\n", "User-Agent: edgeshield-test\r\n", "\r\n\r\ndata",
+		"POST /a//b/../c?x=1&y=%2F&u=https://e.com/p HTTP/1.1\r\nHost: www.example.com\r\n",
+		"Accept: text/html\r\nX-Multi: 1\r\nCookie: sess=\"quoted value\"; flag\r\nX-Multi: 2\r\n", // verbatim, in order
+		"Content-Length: 4\r\n", "User-Agent: edgeshield-test\r\n", "\r\n\r\ndata",
 	} {
 		if !strings.Contains(raw, want) {
 			t.Errorf("request: got %q, want it to contain %q", raw, want)
@@ -140,6 +141,43 @@ func TestClientRequestVerbatim(t *testing.T) {
 		if strings.Contains(raw, bad) {
 			t.Errorf("request: got %q, want no %q", raw, bad)
 		}
+	}
+	if n := strings.Count(raw, "Host:"); n != 1 {
+		t.Errorf("request: got %d Host fields, want 1", n)
+	}
+}
+
+func TestClientUserAgent(t *testing.T) {
+	got := make(chan []string, 2)
+	url, _ := startFastServer(t, func(ctx *fasthttp.RequestCtx) {
+		var uas []string
+		for k, v := range ctx.Request.Header.All() {
+			if strings.EqualFold(string(k), "User-Agent") {
+				uas = append(uas, string(v))
+			}
+		}
+		got <- uas
+	})
+	c := newTestClient(t, ClientConfig{URL: url, Name: "edgeshield/1"})
+	tests := []struct {
+		name   string
+		header []Field
+		want   string
+	}{
+		{"none forwarded", nil, "edgeshield/1"},
+		{"client's kept", []Field{{"user-agent", "curl/8"}}, "curl/8"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := c.Do(context.Background(), &Request{Method: "GET", RequestURI: "/", Header: tt.header})
+			if err != nil {
+				t.Fatalf("Do: %v", err)
+			}
+			resp.Body.Close()
+			if uas := <-got; len(uas) != 1 || uas[0] != tt.want {
+				t.Errorf("User-Agent: got %q, want [%q]", uas, tt.want)
+			}
+		})
 	}
 }
 

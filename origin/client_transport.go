@@ -21,6 +21,7 @@ type call struct {
 	req  fasthttp.Request
 	resp fasthttp.Response
 	ctx  context.Context // only while Do runs
+	num  []byte          // scratch for formatting Content-Length
 
 	// Set by the transport on success when the response has a body.
 	conn      *conn

@@ -174,14 +174,14 @@ func (n *node) appliedAt(id string) (time.Time, bool) {
 // fastConfig returns a loopback Config with timings small enough for tests.
 func fastConfig(name string, seeds ...string) Config {
 	return Config{
-		NodeName:            name,
-		BindAddr:            "127.0.0.1:0",
-		PeerAddr:            "127.0.0.1:" + fmt.Sprint(20000+len(name)),
-		Region:              "test",
-		Version:             "test",
-		Seeds:               seeds,
-		RejoinInterval:      300 * time.Millisecond,
-		JoinRetryMax:        200 * time.Millisecond,
+		NodeName:       name,
+		BindAddr:       "127.0.0.1:0",
+		PeerAddr:       "127.0.0.1:" + fmt.Sprint(20000+len(name)),
+		Region:         "test",
+		Version:        "test",
+		Seeds:          seeds,
+		RejoinInterval: 300 * time.Millisecond,
+		JoinRetryMax:   200 * time.Millisecond,
 		// Generous enough for 10 nodes under -race on a loaded 2-core machine
 		// (tighter values make healthy members flap suspect/dead).
 		ProbeInterval:       400 * time.Millisecond,

@@ -181,6 +181,33 @@ func TestClientUserAgent(t *testing.T) {
 	}
 }
 
+// TestClientResponseCookiesVerbatim: Set-Cookie lines with the same cookie
+// name (different paths) all survive, byte for byte.
+func TestClientResponseCookiesVerbatim(t *testing.T) {
+	cookies := []string{`a=1; Path=/x`, `a=2; Path=/y`, `q="quoted value"; HttpOnly`}
+	srv := startRawServer(t, func(c net.Conn, _ int) {
+		if _, err := readRequest(bufio.NewReader(c), nil); err != nil {
+			return
+		}
+		var sb strings.Builder
+		sb.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n")
+		for _, v := range cookies {
+			sb.WriteString("Set-Cookie: " + v + "\r\n")
+		}
+		sb.WriteString("\r\n")
+		io.WriteString(c, sb.String())
+	})
+	c := newTestClient(t, ClientConfig{URL: srv.url()})
+	resp, err := c.Do(context.Background(), &Request{Method: "GET", RequestURI: "/"})
+	if err != nil {
+		t.Fatalf("Do: %v", err)
+	}
+	resp.Body.Close()
+	if got := header(resp.Header, "Set-Cookie"); strings.Join(got, "|") != strings.Join(cookies, "|") {
+		t.Errorf("Set-Cookie: got %q, want %q", got, cookies)
+	}
+}
+
 func TestClientResponseFields(t *testing.T) {
 	url, ln := startFastServer(t, func(ctx *fasthttp.RequestCtx) {
 		h := &ctx.Response.Header

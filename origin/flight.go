@@ -21,7 +21,15 @@ type passError struct{ msg string }
 func (e *passError) Error() string { return e.msg }
 func (e *passError) Unwrap() error { return ErrPass }
 
-var errReaderClosed = errors.New("origin: read on closed flight reader")
+// ErrNoReaders is returned by Write on a discarding flight once no reader
+// is attached: nobody can read the rest (readers created after Discard get
+// ErrPass) and nothing is stored, so the leader should stop fetching.
+var ErrNoReaders = errors.New("origin: discarded flight has no readers left")
+
+var (
+	errReaderClosed = errors.New("origin: read on closed flight reader")
+	errFlightDone   = errors.New("origin: write to a finished flight")
+)
 
 // Group holds the flights in progress, one per key. The zero value is not
 // usable: call NewGroup. A Group is safe for concurrent use.
@@ -152,20 +160,24 @@ func (f *Flight) Publish(h Head) {
 
 // Write appends a copy of p to the body and wakes the readers. It implements
 // io.Writer. After Discard it blocks while the bytes not yet read by every
-// attached reader exceed the window (backpressure). It fails after Finish or
+// attached reader exceed the window (backpressure), and fails with
+// ErrNoReaders once every reader has detached. It fails after Finish or
 // Release.
 func (f *Flight) Write(p []byte) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.done {
-		return 0, errors.New("origin: write to a finished flight")
+		return 0, errFlightDone
 	}
 	if f.discard {
 		f.waitForReaders()
 		if f.done {
 			// Finish or Release came from another goroutine (e.g. a
 			// watchdog) while we were held back.
-			return 0, errors.New("origin: flight ended during write")
+			return 0, errFlightDone
+		}
+		if len(f.readers) == 0 {
+			return 0, ErrNoReaders
 		}
 	}
 	n := len(p)

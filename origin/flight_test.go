@@ -446,7 +446,12 @@ func TestFlightDiscardBackpressure(t *testing.T) {
 				go func() {
 					defer close(done)
 					for off := 0; off < total; off += piece {
-						if _, err := f.Write(pattern(off, piece)); err != nil {
+						_, err := f.Write(pattern(off, piece))
+						if errors.Is(err, ErrNoReaders) && mode == "reader closes" {
+							f.Finish(err) // nobody left: stop fetching
+							return
+						}
+						if err != nil {
 							t.Errorf("Write: %v", err)
 							return
 						}
@@ -474,9 +479,25 @@ func TestFlightDiscardBackpressure(t *testing.T) {
 					r.Close()
 				}
 				<-done
+				if mode == "reader closes" {
+					if _, err := f.Write([]byte("x")); !errors.Is(err, ErrNoReaders) && !errors.Is(err, errFlightDone) {
+						t.Errorf("Write with no reader left: got %v, want ErrNoReaders", err)
+					}
+				}
 			})
 		})
 	}
+}
+
+func TestFlightDiscardWithoutReaders(t *testing.T) {
+	g := NewGroup()
+	f, _ := g.Join("k")
+	f.Publish(Head{Status: 200, ContentLength: -1})
+	f.Discard(1 << 20) // the leader's own client already went away
+	if _, err := f.Write([]byte("abc")); !errors.Is(err, ErrNoReaders) {
+		t.Errorf("Write: got %v, want ErrNoReaders", err)
+	}
+	f.Finish(ErrNoReaders)
 }
 
 func TestFlightDiscardLateReader(t *testing.T) {

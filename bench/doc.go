@@ -20,12 +20,13 @@
 // The Prober is a Pingdom-style uptime monitor: periodic checks, uptime,
 // response time, incidents and a webhook on every state change.
 //
-// Concurrency: a Runner runs one scenario at a time (Run and Capacity return
-// ErrBusy when called while another run is active) and is otherwise safe for
-// use by several goroutines; Close waits for nothing because a run owns all
-// its goroutines and waits for them before returning. A Prober's Check, Run
-// and Report may be called from different goroutines. Results are plain
-// values, safe to read once returned.
+// Concurrency: a Runner is immutable after New and safe for concurrent use;
+// each Run (and each step of Capacity) has its own connections, workers and
+// recorders, starts every goroutine it needs and waits for all of them
+// before returning, so nothing needs closing. Config.Progress and
+// CapacityConfig.OnStep are called from one goroutine at a time. A Prober's
+// Check, Run and Report may be called from different goroutines. Results are
+// plain values, safe to read once returned.
 //
 // The package imports nothing of the node: it drives any HTTP/1.1 URL.
 package bench

@@ -346,21 +346,26 @@ func (f *Flight) Bytes() ([]byte, bool) {
 			}
 			// Don't let a store keep a mostly empty chunk alive.
 			f.full = append([]byte(nil), c...)
+			f.useFull()
 		default:
 			f.full = make([]byte, 0, f.size)
 			for _, c := range f.chunks {
 				f.full = append(f.full, c...)
 			}
-			// From now on readers read the contiguous copy, so the chunks
-			// can be freed as soon as no Read holds one: the body is not
-			// kept twice while slow readers finish. Pretending the chunks
-			// were dropped makes every reader's cursor move to the copy.
-			f.dropped += len(f.chunks)
-			f.chunks = append(f.chunks[:0:0], f.full)
-			f.first = 0
+			f.useFull()
 		}
 	}
 	return f.full, true
+}
+
+// useFull makes readers read the contiguous copy from now on (mu held), so
+// the chunks can be freed as soon as no Read holds one: the body is not
+// kept twice while slow readers finish. Pretending the chunks were dropped
+// moves every reader's cursor to the copy (see flightReader.slice).
+func (f *Flight) useFull() {
+	f.dropped += len(f.chunks)
+	f.chunks = append(f.chunks[:0:0], f.full)
+	f.first = 0
 }
 
 // Wait blocks until the head is published (it returns it), or the flight

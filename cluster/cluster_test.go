@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
-	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -218,18 +218,66 @@ func memberNamed(ms []Member, name string) Member {
 }
 
 func TestPartitionHealsByRejoin(t *testing.T) {
-	nodes := startCluster(t, 3, nil)
-	cut := nodes[2]
-	cut.gate.closed.Store(true)
-	// Wait past GossipToTheDeadTime: from here on memberlist alone no longer
-	// talks to the other side; only the periodic re-join can heal.
-	eventually(t, 10*time.Second, func() (bool, string) {
-		return nodes[0].Alive() == 2 && cut.Alive() == 1,
-			fmt.Sprintf("n00 sees %v, n02 sees %v; want each side without the other", names(nodes[0].Members()), names(cut.Members()))
-	})
-	time.Sleep(2 * 300 * time.Millisecond) // let GossipToTheDeadTime (300ms) pass; not a correctness wait
-	cut.gate.closed.Store(false)
+	tests := []struct {
+		name     string
+		rejoin   time.Duration
+		wantHeal bool
+	}{
+		{"periodic re-join heals", 300 * time.Millisecond, true},
+		// Control: without the re-join memberlist alone never heals a
+		// partition longer than GossipToTheDeadTime, so the case above
+		// really tests the re-join.
+		{"no re-join stays split", time.Hour, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			nodes := startCluster(t, 3, func(_ int, cfg *Config) { cfg.RejoinInterval = tt.rejoin })
+			cut := nodes[2]
+			cut.gate.closed.Store(true)
+			eventually(t, 15*time.Second, func() (bool, string) {
+				return nodes[0].Alive() == 2 && nodes[1].Alive() == 2 && cut.Alive() == 1,
+					fmt.Sprintf("n00 sees %v, n02 sees %v; want each side without the other", names(nodes[0].Members()), names(cut.Members()))
+			})
+			// Let GossipToTheDeadTime (300ms) pass: from then on memberlist
+			// itself no longer talks to the other side.
+			time.Sleep(600 * time.Millisecond)
+			cut.gate.closed.Store(false)
+			if tt.wantHeal {
+				waitAlive(t, nodes, 3)
+				return
+			}
+			for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+				if got := cut.Alive(); got != 1 {
+					t.Fatalf("partition healed without re-join (n02 sees %v); the re-join test proves nothing", names(cut.Members()))
+				}
+			}
+		})
+	}
+}
+
+// TestOnChangeMayCallBack checks that OnChange fires on membership changes
+// and may call back into the Cluster (it runs outside memberlist's locks,
+// so this would deadlock otherwise).
+func TestOnChangeMayCallBack(t *testing.T) {
+	var self atomic.Pointer[Cluster]
+	var lastSeen atomic.Int32
+	cfg := fastConfig("n00")
+	cfg.OnChange = func() {
+		if c := self.Load(); c != nil {
+			lastSeen.Store(int32(len(c.Members())))
+			_, _ = c.Owner([]byte("k"))
+		}
+	}
+	first := startNode(t, cfg)
+	self.Store(first.Cluster)
+	nodes := []*node{first}
+	for i := 1; i < 3; i++ {
+		nodes = append(nodes, startNode(t, fastConfig(fmt.Sprintf("n%02d", i), first.GossipAddr())))
+	}
 	waitAlive(t, nodes, 3)
+	eventually(t, 5*time.Second, func() (bool, string) {
+		return lastSeen.Load() == 3, fmt.Sprintf("OnChange last saw %d members, want 3", lastSeen.Load())
+	})
 }
 
 func TestLeaveMovesOwnershipAndCloseIsIdempotent(t *testing.T) {
@@ -289,13 +337,4 @@ func TestNoGoroutineLeak(t *testing.T) {
 		}
 		return len(leaked) == 0, fmt.Sprintf("%d goroutines left after Close:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
 	})
-}
-
-func TestMemberStateOrder(t *testing.T) {
-	// Members is sorted by name on every node; Owners results use names too.
-	nodes := startCluster(t, 3, nil)
-	got := ownerNames(nodes[1].Members())
-	if !slices.IsSorted(got) {
-		t.Fatalf("Members() names %v, want sorted", got)
-	}
 }

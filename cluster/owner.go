@@ -9,11 +9,16 @@ import (
 )
 
 // Ownership uses rendezvous (highest-random-weight) hashing: each candidate
-// member scores xxhash64(name || 0x00 || key) and the highest score owns the
-// key. Every process computes the same order from the same member set, and
-// when a member joins or leaves only the keys it wins or held move (about 1/N),
-// unlike modulo hashing. Thaler & Ravishankar, "Using Name-Based Mappings to
-// Increase Hit Rates", IEEE/ACM ToN 1998.
+// member scores the key and the highest score owns it. Every process computes
+// the same order from the same member set, and when a member joins or leaves
+// only the keys it wins or held move (about 1/N), unlike modulo hashing.
+// Thaler & Ravishankar, "Using Name-Based Mappings to Increase Hit Rates",
+// IEEE/ACM ToN 1998.
+//
+// The score is mix64(xxhash64(name) XOR xxhash64(key)), where mix64 is the
+// MurmurHash3 64-bit finalizer (a bijection with full avalanche). Hashing the
+// key once and mixing per member makes a lookup cost one key hash plus a few
+// nanoseconds per member, instead of one full hash per member.
 
 // ring is an immutable snapshot of the owner candidates, replaced whenever
 // membership or a MarkDown changes, so Owners never takes a lock.
@@ -25,22 +30,27 @@ type ring struct {
 
 type candidate struct {
 	member    Member
-	seed      xxhash.Digest // state after hashing name || 0x00
-	downUntil int64         // UnixNano of the MarkDown deadline; 0 if none
+	nameHash  uint64 // xxhash64(member name)
+	downUntil int64  // UnixNano of the MarkDown deadline; 0 if none
 }
 
 func newCandidate(m Member) candidate {
-	c := candidate{member: m}
-	c.seed.Reset()
-	_, _ = c.seed.WriteString(m.Name)
-	_, _ = c.seed.Write([]byte{0})
-	return c
+	return candidate{member: m, nameHash: xxhash.Sum64String(m.Name)}
 }
 
-func (c *candidate) score(key []byte) uint64 {
-	d := c.seed // copying the digest state skips rehashing the name
-	_, _ = d.Write(key)
-	return d.Sum64()
+// score is the rendezvous weight of this candidate for a key hash.
+func (c *candidate) score(keyHash uint64) uint64 {
+	return mix64(c.nameHash ^ keyHash)
+}
+
+// mix64 is the MurmurHash3 fmix64 finalizer.
+func mix64(h uint64) uint64 {
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return h
 }
 
 // rebuildLocked recomputes the ring from peers and down. c.mu must be held.
@@ -99,19 +109,21 @@ func (c *Cluster) Owners(dst []Member, key []byte) []Member {
 		now = time.Now().UnixNano()
 	}
 	set := r.candidates(now)
+	kh := xxhash.Sum64(key)
 	dst = dst[:0]
-	var buf [32]uint64
+	var buf [64]uint64
 	scores := buf[:0]
 	for i := range set {
 		cand := &set[i]
 		if cand.downUntil > now {
 			continue
 		}
-		s := cand.score(key)
+		s := cand.score(kh)
 		dst = append(dst, cand.member)
 		scores = append(scores, s)
 		// Insertion sort: clusters are small, and set is sorted by name, so a
-		// (practically impossible) score tie keeps the smaller name first.
+		// score tie (only if two names hash alike: practically impossible) would
+		// keep the smaller name first.
 		j := len(dst) - 1
 		for ; j > 0 && scores[j-1] < s; j-- {
 			dst[j], scores[j] = dst[j-1], scores[j-1]
@@ -130,13 +142,14 @@ func (c *Cluster) Owner(key []byte) (Member, bool) {
 		now = time.Now().UnixNano()
 	}
 	set := r.candidates(now)
+	kh := xxhash.Sum64(key)
 	best, found := -1, false
 	var bestScore uint64
 	for i := range set {
 		if set[i].downUntil > now {
 			continue
 		}
-		if s := set[i].score(key); !found || s > bestScore {
+		if s := set[i].score(kh); !found || s > bestScore {
 			best, bestScore, found = i, s, true
 		}
 	}

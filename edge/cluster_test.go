@@ -25,6 +25,10 @@ func newCluster(t *testing.T, size int, originURL string, mutate func(i int, c *
 		}
 		n := newTestNode(t, originURL, nil, func(c *Config) {
 			c.Name = fmt.Sprintf("node-%d", i)
+			// Generous: under -race on 2 shared cores a 2000-client crowd
+			// takes seconds to arrive while the gated origin holds every
+			// flight; a timeout here would send nodes to the origin.
+			c.Origin.HeaderTimeout = Duration(60 * time.Second)
 			c.Cluster = ClusterConfig{
 				Enabled: true, Bind: "127.0.0.1:0", PeerListen: "127.0.0.1:0", Seeds: seeds,
 				RejoinInterval: Duration(time.Second), PeerDownFor: Duration(5 * time.Second),
@@ -58,12 +62,15 @@ func TestClusterFlashCrowdOneOriginRequest(t *testing.T) {
 	for _, tc := range []struct{ nodes, perNode int }{{3, 200}, {10, 200}} {
 		t.Run(fmt.Sprintf("%d nodes x %d", tc.nodes, tc.perNode), func(t *testing.T) {
 			gate := make(chan struct{})
+			var openGate sync.Once
 			body := strings.Repeat("flash-crowd ", 1000)
 			o := newTestOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
 				<-gate
 				w.Header().Set("Cache-Control", "public, max-age=300")
 				io.WriteString(w, body)
 			})
+			// Runs before the origin's own cleanup, which waits for handlers.
+			t.Cleanup(func() { openGate.Do(func() { close(gate) }) })
 			nodes := newCluster(t, tc.nodes, o.srv.URL, nil)
 			total := tc.nodes * tc.perNode
 			var wg sync.WaitGroup
@@ -92,14 +99,14 @@ func TestClusterFlashCrowdOneOriginRequest(t *testing.T) {
 				}
 			}
 			// Open the origin once every client request has reached a node.
-			waitFor(t, "all requests to arrive", 30*time.Second, func() bool {
+			waitFor(t, "all requests to arrive", 90*time.Second, func() bool {
 				var got uint64
 				for _, n := range nodes {
 					got += n.stats.requests.Load()
 				}
 				return got >= uint64(total)
 			})
-			close(gate)
+			openGate.Do(func() { close(gate) })
 			wg.Wait()
 			if got := o.count("/flash/object"); got != 1 {
 				t.Fatalf("origin saw %d requests for %d concurrent cold requests on %d nodes, want exactly 1", got, total, tc.nodes)

@@ -184,6 +184,12 @@ func (n *Node) fill(f *origin.Flight, p *pending, resp *origin.Response) {
 				p.stored = false
 			}
 			if _, werr := f.Write(buf[:m]); werr != nil {
+				if errors.Is(werr, origin.ErrNoReaders) {
+					// Not stored and nobody reading: stop downloading.
+					resp.Body.Close()
+					f.Finish(werr)
+					return
+				}
 				err = werr
 			}
 		}
@@ -246,6 +252,20 @@ func (n *Node) storeEntry(primary []byte, e *cache.Entry) {
 func (n *Node) serveFlight(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Flight, p *pending, contentLength int64) {
 	e := p.entry
 	resp := &ctx.Response
+	var body io.ReadCloser
+	if !ctx.IsHead() && !notModified(&ctx.Request.Header, e) {
+		// Attach before committing headers: a flight that stopped keeping
+		// its body (it outgrew the max object size) refuses late readers,
+		// and this client then fetches on its own instead of getting a
+		// truncated body.
+		r, err := f.Reader()
+		if err != nil {
+			n.stats.passes.Add(1)
+			n.pass(ctx, methodString(ctx.Method()), p.fwd)
+			return
+		}
+		body = r
+	}
 	n.writeEntryHeaders(resp, e)
 	now := n.now()
 	st.num = append(st.num[:0], '0')
@@ -258,14 +278,13 @@ func (n *Node) serveFlight(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Fli
 		return
 	}
 	resp.SetStatusCode(e.Status)
-	if ctx.IsHead() {
+	if body == nil { // HEAD
 		if contentLength >= 0 {
 			resp.Header.SetContentLength(int(contentLength))
 		}
 		resp.SkipBody = true
 		return
 	}
-	body := f.NewReader()
 	rh := ctx.Request.Header.Peek("Range")
 	if len(rh) == 0 || e.Status != fasthttp.StatusOK {
 		ctx.SetBodyStream(body, int(contentLength))

@@ -109,8 +109,9 @@ type Config struct {
 	// it (with a warning). Zero means DefaultMaxTombstones.
 	MaxTombstones int
 	// OnPurge is called exactly once per purge ID this node learns about, the
-	// local ones included, before Purge returns for a local purge. It must not
-	// block for long: remote purges are delivered on the gossip receive path.
+	// local ones included, before Purge returns for a local purge, and never
+	// after Close returned. It must not block for long (remote purges are
+	// delivered on the gossip receive path) and must not call Close.
 	OnPurge func(Purge)
 	// OnChange is called (asynchronously, coalesced) after members joined,
 	// left, failed or changed metadata. It must not block for long.
@@ -196,6 +197,11 @@ type Cluster struct {
 	lmu    sync.Mutex // guards left, closed (memberlist panics on Leave after Shutdown)
 	left   bool
 	closed bool
+
+	// cbMu makes Close wait for a running OnPurge and keeps memberlist
+	// handlers that outlive Shutdown from calling OnPurge after Close.
+	cbMu     sync.RWMutex
+	cbClosed bool // guarded by cbMu
 }
 
 // peer is the member table entry for one node, built from memberlist events.
@@ -268,8 +274,8 @@ func (cfg *Config) fill() error {
 		}
 		cfg.NodeName = h
 	}
-	if len(cfg.NodeName) > maxNameLen {
-		return bad("NodeName is longer than %d bytes", maxNameLen)
+	if err := checkText(cfg.NodeName, maxNodeNameLen); err != nil {
+		return bad("NodeName %q: %w", cfg.NodeName, err)
 	}
 	if cfg.BindAddr == "" {
 		cfg.BindAddr = DefaultBindAddr
@@ -510,6 +516,9 @@ func (c *Cluster) Close() error {
 	if err := c.ml.Shutdown(); err != nil {
 		errs = append(errs, fmt.Errorf("cluster: shutdown: %w", err))
 	}
+	c.cbMu.Lock()
+	c.cbClosed = true
+	c.cbMu.Unlock()
 	c.wg.Wait()
 	c.pmu.Lock()
 	for _, w := range c.waiters {

@@ -30,8 +30,8 @@ func (c *Cluster) Members() []Member {
 	return out
 }
 
-// Alive returns the number of alive members, this node included (zero once
-// this node left).
+// Alive returns the number of alive members, this node included until it
+// leaves.
 func (c *Cluster) Alive() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -141,11 +141,18 @@ func (c *Cluster) forgetDeparted() {
 	}
 }
 
+// changedNow triggers OnChange and wakes PurgeWait calls, which stop
+// waiting for members that failed or left.
 func (c *Cluster) changedNow() {
 	select {
 	case c.changed <- struct{}{}:
 	default:
 	}
+	c.pmu.Lock()
+	for _, w := range c.waiters {
+		w.signal()
+	}
+	c.pmu.Unlock()
 }
 
 // notifyLoop calls OnChange outside memberlist's locks.

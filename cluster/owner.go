@@ -63,7 +63,11 @@ func (c *Cluster) rebuildLocked() {
 		}
 	}
 	for name, p := range c.peers {
-		if p.member.State != StateAlive || p.member.PeerAddr == "" {
+		// Suspect members stay owners: suspicion is often a slow probe on a
+		// busy node, and moving keys on every false alarm would send misses
+		// to the origin. A member that really is down fails the forward and
+		// is MarkDown-ed at once.
+		if (p.member.State != StateAlive && p.member.State != StateSuspect) || p.member.PeerAddr == "" {
 			continue
 		}
 		cand := newCandidate(p.member)

@@ -236,9 +236,11 @@ func (c *Cluster) issue(p Purge, flags byte) bool {
 	if !c.record(p, flags&flagWantAck != 0) {
 		return false
 	}
-	if c.cfg.OnPurge != nil {
+	c.cbMu.RLock()
+	if c.cfg.OnPurge != nil && !c.cbClosed {
 		c.cfg.OnPurge(p)
 	}
+	c.cbMu.RUnlock()
 	msg := encodePurgeMsg(&p, flags)
 	if len(msg) <= maxPacketMsg {
 		// Gossip alone needs a few GossipIntervals to reach everyone; a direct
@@ -294,6 +296,11 @@ func (c *Cluster) dropOldestLocked(n int) {
 // receive handles a purge learned from a peer through a message (msg) or
 // through push/pull state (viaMsg false).
 func (c *Cluster) receive(p Purge, flags byte, viaMsg bool) {
+	c.cbMu.RLock()
+	defer c.cbMu.RUnlock()
+	if c.cbClosed {
+		return
+	}
 	wantAck := flags&flagWantAck != 0
 	if !c.record(p, wantAck) {
 		// Already applied. A resend means the issuer missed our ack.

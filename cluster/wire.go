@@ -21,11 +21,12 @@ import (
 const (
 	wireVersion = 1
 
-	maxNameLen   = 128       // member names and purge IDs
-	maxFieldLen  = 255       // metadata strings
-	maxValueLen  = 16 << 10  // purge values (URLs, prefixes, tags)
-	maxStateSize = 16 << 20  // push/pull tombstone state
-	maxTombCount = 1_000_000 // sanity bound while decoding state
+	maxNodeNameLen = 64        // member names (generated purge IDs embed them)
+	maxNameLen     = 128       // purge IDs and origins on the wire
+	maxFieldLen    = 255       // metadata strings
+	maxValueLen    = 16 << 10  // purge values (URLs, prefixes, tags)
+	maxStateSize   = 16 << 20  // push/pull tombstone state
+	maxTombCount   = 1_000_000 // sanity bound while decoding state
 )
 
 // User message types (first byte of a memberlist user message).

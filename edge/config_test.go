@@ -145,7 +145,7 @@ func TestConfigEnvErrors(t *testing.T) {
 }
 
 func TestDocumentedConfigLoads(t *testing.T) {
-	for _, f := range []string{"../configs/edge.yaml", "../configs/tls.yaml"} {
+	for _, f := range []string{"../configs/edge.yaml", "../configs/tls.yaml", "../configs/cluster-node1.yaml", "../configs/cluster-node2.yaml", "../configs/cluster-node3.yaml"} {
 		c, err := LoadConfig(f, nil)
 		if err != nil {
 			t.Fatalf("%s: %v", f, err)

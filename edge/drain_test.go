@@ -1,0 +1,67 @@
+package edge
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// TestGracefulDrain: on shutdown readiness turns 503 at once while requests
+// are still served through the drain delay, an in-flight request finishes,
+// and only then does the node stop accepting (rolling deploys drop nothing).
+func TestGracefulDrain(t *testing.T) {
+	o := newTestOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(600 * time.Millisecond)
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		io.WriteString(w, "ok")
+	})
+	n := newTestNode(t, o.srv.URL, nil, func(c *Config) {
+		c.Server.DrainDelay = Duration(400 * time.Millisecond)
+		c.Server.HealthPath = "/ready"
+	})
+	base := "http://" + n.Addr()
+	slow := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(base + "/slow") // a fresh connection: in flight during the drain
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(b) != "ok" {
+				err = &net.OpError{Op: "status " + resp.Status}
+			}
+		}
+		slow <- err
+	}()
+	waitFor(t, "the slow request to reach the origin", 5*time.Second, func() bool { return o.count("/slow") == 1 })
+
+	done := make(chan error, 1)
+	go func() { done <- n.Shutdown(context.Background()) }()
+	waitFor(t, "readiness to turn 503", 2*time.Second, func() bool {
+		r, _ := get(t, base+"/ready")
+		return r.StatusCode == http.StatusServiceUnavailable
+	})
+	// Still serving during the drain delay (DNS has not moved everyone yet).
+	if r, b := get(t, base+"/during-drain"); r.StatusCode != 200 || b != "ok" {
+		t.Errorf("request during the drain delay: %d %q, want 200", r.StatusCode, b)
+	}
+	if err := <-slow; err != nil {
+		t.Errorf("in-flight request failed during shutdown: %v", err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+	if c, err := net.DialTimeout("tcp", n.Addr(), time.Second); err == nil {
+		c.Close()
+		t.Errorf("still accepting connections after Shutdown")
+	}
+}

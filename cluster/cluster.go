@@ -116,7 +116,8 @@ type Config struct {
 	// OnChange is called (asynchronously, coalesced) after members joined,
 	// left, failed or changed metadata. It must not block for long.
 	OnChange func()
-	// Logger receives cluster and memberlist logs. Nil means slog.Default().
+	// Logger receives cluster and memberlist logs (memberlist's with
+	// source=memberlist). Nil means slog.Default().
 	Logger *slog.Logger
 
 	// Timing knobs, mostly for tests. Zero means memberlist.DefaultLANConfig's
@@ -225,7 +226,7 @@ func New(cfg Config) (*Cluster, error) {
 	}
 	c := &Cluster{
 		cfg:       cfg,
-		log:       cfg.Logger.With("component", "cluster"),
+		log:       cfg.Logger,
 		queue:     &memberlist.TransmitLimitedQueue{RetransmitMult: 2},
 		meta:      meta,
 		name:      cfg.NodeName,
@@ -293,6 +294,11 @@ func (cfg *Config) fill() error {
 	}
 	if cfg.PeerAddr == "" {
 		return bad("PeerAddr is required")
+	}
+	if host, _, err := net.SplitHostPort(cfg.PeerAddr); err == nil {
+		if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
+			return bad("PeerAddr %q is unspecified: other members could not reach it; advertise a routable address", cfg.PeerAddr)
+		}
 	}
 	switch len(cfg.SecretKey) {
 	case 0:

@@ -21,6 +21,8 @@ func TestNewValidatesConfig(t *testing.T) {
 		{"loopback without key", Config{NodeName: "a", BindAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:8080"}, ""},
 		{"missing PeerAddr", Config{NodeName: "a", BindAddr: "127.0.0.1:0"}, "PeerAddr"},
 		{"bad PeerAddr", Config{NodeName: "a", BindAddr: "127.0.0.1:0", PeerAddr: "nope"}, "PeerAddr"},
+		{"unspecified PeerAddr", Config{NodeName: "a", BindAddr: "127.0.0.1:0", PeerAddr: "[::]:8081"}, "PeerAddr"},
+		{"control character in NodeName", Config{NodeName: "a\nb", BindAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:8080"}, "NodeName"},
 		{"unspecified bind needs advertise", Config{NodeName: "a", BindAddr: "0.0.0.0:0", PeerAddr: "127.0.0.1:8080", SecretKey: key}, "AdvertiseAddr"},
 		{"unspecified bind with advertise", Config{NodeName: "a", BindAddr: "0.0.0.0:0", AdvertiseAddr: "127.0.0.1", PeerAddr: "127.0.0.1:8080", SecretKey: key}, ""},
 		{"non-loopback seed needs key", Config{NodeName: "a", BindAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:8080", Seeds: []string{"10.0.0.1:7946"}}, "SecretKey"},

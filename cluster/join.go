@@ -115,8 +115,11 @@ func (c *Cluster) join() bool {
 		c.log.Info("joined cluster", "seeds", ok, "alive", c.Alive())
 	case err != nil && mismatch:
 		c.log.Error("cannot join cluster: secret key mismatch (this node's SecretKey differs from the seeds')", "err", err)
-	case err != nil:
+	case err != nil && c.Alive() <= 1:
 		c.log.Warn("cannot reach any seed; running alone and retrying", "err", err)
+	case err != nil:
+		// Still in a cluster: only the partition-healing re-join failed.
+		c.log.Info("periodic re-join: no seed answered", "err", err)
 	}
 	return ok > 0
 }

@@ -176,6 +176,7 @@ type Cluster struct {
 	peers map[string]*peer
 	down  map[string]time.Time // MarkDown deadlines
 	ring  atomic.Pointer[ring] // owner candidates, rebuilt under mu
+	alive atomic.Int32         // alive members in peers, updated with ring
 
 	pmu     sync.Mutex // guards tombs, waiters
 	tombs   map[string]*tomb
@@ -242,12 +243,15 @@ func New(cfg Config) (*Cluster, error) {
 		stop:      make(chan struct{}),
 	}
 	c.ring.Store(&ring{})
+	// Set before memberlist starts calling GetBroadcasts. Not ml.NumMembers:
+	// the queue is read on memberlist's send path, which must not re-enter
+	// memberlist's node lock.
+	c.queue.NumNodes = c.Alive
 	ml, err := c.createMemberlist()
 	if err != nil {
 		return nil, err
 	}
 	c.ml = ml
-	c.queue.NumNodes = ml.NumMembers
 	n := ml.LocalNode()
 	c.gossipAddr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 	for _, s := range cfg.Seeds {

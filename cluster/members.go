@@ -32,17 +32,7 @@ func (c *Cluster) Members() []Member {
 
 // Alive returns the number of alive members, this node included until it
 // leaves.
-func (c *Cluster) Alive() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, p := range c.peers {
-		if p.member.State == StateAlive {
-			n++
-		}
-	}
-	return n
-}
+func (c *Cluster) Alive() int { return int(c.alive.Load()) }
 
 // aliveNames returns the names of the other alive members.
 func (c *Cluster) aliveNames() []string {

@@ -62,7 +62,11 @@ func (c *Cluster) rebuildLocked() {
 			delete(c.down, name)
 		}
 	}
+	alive := 0
 	for name, p := range c.peers {
+		if p.member.State == StateAlive {
+			alive++
+		}
 		// Suspect members stay owners: suspicion is often a slow probe on a
 		// busy node, and moving keys on every false alarm would send misses
 		// to the origin. A member that really is down fails the forward and
@@ -87,6 +91,7 @@ func (c *Cluster) rebuildLocked() {
 		}
 	}
 	c.ring.Store(r)
+	c.alive.Store(int32(alive))
 }
 
 // candidates picks the shield region's members when any of them is usable,

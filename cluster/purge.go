@@ -214,10 +214,17 @@ func (c *Cluster) resend(p Purge, expected []string, w *waiter) {
 	}
 }
 
+// NewPurgeID returns a cluster-unique purge ID (node name, a random
+// per-process part and a sequence number), for callers that want to know the
+// ID before calling Purge, e.g. to return it from an admin API.
+func (c *Cluster) NewPurgeID() string {
+	return c.name + "-" + c.idBase + "-" + strconv.FormatUint(c.seq.Add(1), 36)
+}
+
 // prepare fills the generated fields and validates.
 func (c *Cluster) prepare(p *Purge) error {
 	if p.ID == "" {
-		p.ID = c.name + "-" + c.idBase + "-" + strconv.FormatUint(c.seq.Add(1), 36)
+		p.ID = c.NewPurgeID()
 	}
 	if p.At.IsZero() {
 		p.At = c.now()

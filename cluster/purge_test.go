@@ -181,6 +181,27 @@ func TestPurgeValidation(t *testing.T) {
 	}
 }
 
+func TestNewPurgeIDIsUniqueAcrossRestarts(t *testing.T) {
+	a := startNode(t, fastConfig("same"))
+	first := a.NewPurgeID()
+	if err := a.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	b := startNode(t, fastConfig("same")) // same name, new process state
+	seen := map[string]bool{first: true}
+	for range 100 {
+		id := b.NewPurgeID()
+		if seen[id] || !strings.HasPrefix(id, "same-") {
+			t.Fatalf("NewPurgeID() = %q: duplicate or without the node name (seen %d)", id, len(seen))
+		}
+		seen[id] = true
+	}
+	id := b.NewPurgeID()
+	if err := b.Purge(t.Context(), Purge{ID: id, Kind: KindURL, Value: "x"}); err != nil || b.appliedCount(id) != 1 {
+		t.Fatalf("Purge with a NewPurgeID: err %v, applied %d; want nil, 1", err, b.appliedCount(id))
+	}
+}
+
 func TestLargePurgeTravelsOverTCP(t *testing.T) {
 	nodes := startCluster(t, 3, nil)
 	long := "example.com/" + strings.Repeat("q", 4000) // too big for a gossip packet

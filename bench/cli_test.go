@@ -121,7 +121,8 @@ func TestRunCLICrowdOriginCounts(t *testing.T) {
 	if code != ExitOK {
 		t.Fatalf("exit %d: %s %s", code, stdout, stderr)
 	}
-	if !strings.Contains(stdout, "origin requests 40 (/a 20, /b 20)") || !strings.Contains(stdout, "hits 40, successful 40") {
+	if !strings.Contains(stdout, "crowd cold: burst of 40 requests within 1ms") ||
+		!strings.Contains(stdout, "origin requests 40 (/a 20, /b 20)") || !strings.Contains(stdout, "hits 40, successful 40") {
 		t.Errorf("stdout:\n%s\nwant 40 hits and 20 origin requests per object", stdout)
 	}
 }

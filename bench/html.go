@@ -20,7 +20,7 @@ import (
 // comparison charts and tables still cover every run.
 const maxChartedRuns = 24
 
-// Chart is one rendered chart of the HTML report.
+// chart is one rendered chart of the HTML report.
 type chart struct {
 	ID    string
 	Title string

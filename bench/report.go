@@ -50,6 +50,8 @@ func WriteText(w io.Writer, r *Result) error {
 	switch {
 	case sc.Connections > 0:
 		ew.printf("closed loop, %d connections, %v\n", sc.Connections, sc.Duration)
+	case sc.Duration <= 10*time.Millisecond: // a flash crowd
+		ew.printf("burst of %d requests within %v\n", r.Offered, sc.Duration)
 	case sc.From == sc.To:
 		ew.printf("%.0f req/s for %v\n", sc.From, sc.Duration)
 	default:

@@ -9,10 +9,12 @@
 //
 // Concurrency: every exported method of *Cluster is safe for concurrent use.
 // Owners and Owner read an immutable snapshot and never block on gossip.
-// Callbacks (Config.OnPurge, Config.OnChange) run on cluster goroutines and must
-// not block for long; OnChange is never called with an internal lock held, so
-// it may call back into the Cluster. New starts the background goroutines,
-// Close stops them and waits; Close is idempotent.
+// OnPurge runs on the caller's goroutine for a local purge and on memberlist's
+// receive goroutines for remote ones: it must not block for long and must not
+// call Purge, PurgeWait or Close (reading methods such as Owner are fine).
+// OnChange runs on its own goroutine without any lock held and may call any
+// method. New starts the background goroutines, Close stops them and waits;
+// Close is idempotent.
 package cluster
 
 import (
@@ -111,7 +113,8 @@ type Config struct {
 	// OnPurge is called exactly once per purge ID this node learns about, the
 	// local ones included, before Purge returns for a local purge, and never
 	// after Close returned. It must not block for long (remote purges are
-	// delivered on the gossip receive path) and must not call Close.
+	// delivered on the gossip receive path) and must not call Purge,
+	// PurgeWait or Close.
 	OnPurge func(Purge)
 	// OnChange is called (asynchronously, coalesced) after members joined,
 	// left, failed or changed metadata. It must not block for long.

@@ -15,7 +15,7 @@ import (
 
 // newCluster starts size nodes on loopback that join through the first one,
 // and waits until every node sees every member alive.
-func newCluster(t *testing.T, size int, originURL string, mutate func(i int, c *Config)) []*Node {
+func newCluster(t testing.TB, size int, originURL string, mutate func(i int, c *Config)) []*Node {
 	t.Helper()
 	nodes := make([]*Node, 0, size)
 	for i := 0; i < size; i++ {
@@ -326,4 +326,38 @@ func TestShieldHopForgeryRefused(t *testing.T) {
 	if r, _ := get(t, "http://"+n.Addr()+"/x"); r.StatusCode != 200 {
 		t.Errorf("node stopped serving after garbage: %d", r.StatusCode)
 	}
+}
+
+// BenchmarkClusterFlashCrowd reports origin requests per object when 3
+// nodes each get 50 concurrent cold requests for a new object (the issue's
+// "origin requests per object for a 3-node flash crowd"; want 1).
+func BenchmarkClusterFlashCrowd(b *testing.B) {
+	o := newTestOrigin(b, nil, func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond) // an origin that takes a moment
+		w.Header().Set("Cache-Control", "max-age=300")
+		io.WriteString(w, strings.Repeat("x", 16<<10))
+	})
+	nodes := newCluster(b, 3, o.srv.URL, nil)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		path := fmt.Sprintf("/crowd/%d", i)
+		var wg sync.WaitGroup
+		for _, n := range nodes {
+			for j := 0; j < 50; j++ {
+				wg.Add(1)
+				go func(url string) {
+					defer wg.Done()
+					req, _ := http.NewRequest(http.MethodGet, url, nil)
+					req.Host = "cdn.example"
+					if resp, err := crowdHTTP.Do(req); err == nil {
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+				}("http://" + n.Addr() + path)
+			}
+		}
+		wg.Wait()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(o.total.Load())/float64(b.N), "origin-requests/object")
 }

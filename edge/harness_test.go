@@ -169,7 +169,7 @@ func isHit(r *http.Response) bool {
 }
 
 // waitFor polls cond until it holds or the deadline passes (bounded).
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {

@@ -694,3 +694,56 @@ func TestMalformedRequestsKeepNodeUp(t *testing.T) {
 		t.Errorf("node not serving after bad input: %d %q", r.StatusCode, b)
 	}
 }
+
+// TestMalformedOriginHeaders: garbage in the origin's caching fields never
+// panics and errs on the safe side (RFC 9111 §4.2.1: invalid max-age is
+// stale; §1.2.2: huge delta-seconds clamp; §5.3: invalid Expires is expired).
+func TestMalformedOriginHeaders(t *testing.T) {
+	tests := []struct {
+		name   string
+		hdr    []string
+		stored bool
+	}{
+		{"invalid max-age is stale", []string{"Cache-Control: max-age=abc"}, false},
+		{"absurd max-age clamps and stores", []string{"Cache-Control: max-age=99999999999999999999999"}, true},
+		{"duplicate Cache-Control lines: most restrictive", []string{"Cache-Control: max-age=60", "Cache-Control: max-age=0"}, false},
+		{"invalid Expires is expired", []string{"Expires: 0"}, false},
+		{"garbage Cache-Control", []string{"Cache-Control: ,,;;==\"\"max-age"}, false},
+		{"negative Age", []string{"Cache-Control: max-age=60", "Age: -5"}, false},
+		{"Vary with empty members", []string{"Cache-Control: max-age=60", "Vary: , ,Accept"}, true},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := newTestOrigin(t, nil, static("x", tt.hdr...))
+			n := newTestNode(t, o.srv.URL, nil, nil)
+			url := fmt.Sprintf("http://%s/m%d", n.Addr(), i)
+			if r, b := warm(t, n, url); r.StatusCode != 200 || b != "x" {
+				t.Fatalf("first: %d %q", r.StatusCode, b)
+			}
+			r, _ := get(t, url)
+			if isHit(r) != tt.stored {
+				t.Errorf("second request hit = %v (Cache-Status %q), want %v", isHit(r), csOf(r), tt.stored)
+			}
+		})
+	}
+}
+
+func TestHostHeaderRewrite(t *testing.T) {
+	var host string
+	var mu sync.Mutex
+	o := newTestOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		host = r.Host
+		mu.Unlock()
+		io.WriteString(w, "ok")
+	})
+	for _, tc := range []struct{ mode, want string }{{"origin", strings.TrimPrefix(o.srv.URL, "http://")}, {"static.example", "static.example"}} {
+		n := newTestNode(t, o.srv.URL, nil, func(c *Config) { c.Origin.HostHeader = tc.mode })
+		get(t, "http://"+n.Addr()+"/h", "Host: shop.example")
+		mu.Lock()
+		if host != tc.want {
+			t.Errorf("host_header %q: origin saw Host %q, want %q", tc.mode, host, tc.want)
+		}
+		mu.Unlock()
+	}
+}

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -151,4 +153,35 @@ func TestMedianRuns(t *testing.T) {
 	if got[2].Name != "b rate" {
 		t.Errorf("third %s, want b rate", got[2].Name)
 	}
+}
+
+// TestCompareScript checks the make-bench script parses and documents
+// itself; running it needs the servers and takes minutes (see RESULTS.md).
+func TestCompareScript(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("bash not installed")
+	}
+	if out, err := exec.Command(bash, "-n", "compare.sh").CombinedOutput(); err != nil {
+		t.Fatalf("bash -n compare.sh: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bash, "compare.sh", "--help").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "BENCH_ROUNDS") || !strings.Contains(string(out), "Every process started is stopped on exit") {
+		t.Errorf("compare.sh --help: %v\n%s", err, out)
+	}
+	out, err = exec.Command(bash, "compare.sh", "--bogus").CombinedOutput()
+	if code := exitCode(err); code != 2 || !strings.Contains(string(out), "unknown argument") {
+		t.Errorf("compare.sh --bogus: exit %d, output %s; want 2 and a usage message", code, out)
+	}
+}
+
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -162,7 +164,16 @@ func TestProbeCLIOnce(t *testing.T) {
 			t.Errorf("up=%v: exit %d output %q %q, want %d and %q", tc.up, code, out.String(), errb.String(), tc.code, tc.want)
 		}
 	}
+	jsonPath := filepath.Join(t.TempDir(), "probe.json")
 	var out, errb bytes.Buffer
+	if code := ProbeCLI(context.Background(), []string{"--targets", target + "," + target + "?b", "--once", "--json", jsonPath}, &out, &errb); code != ExitViolated {
+		t.Errorf("down targets with --json: exit %d, want %d (%s)", code, ExitViolated, errb.String())
+	}
+	var doc struct{ Targets []TargetReport }
+	if b, err := os.ReadFile(jsonPath); err != nil || json.Unmarshal(b, &doc) != nil || len(doc.Targets) != 2 || doc.Targets[0].State != "down" {
+		t.Errorf("probe json report %+v: %v", doc, err)
+	}
+	out.Reset()
 	if code := ProbeCLI(context.Background(), []string{"--once"}, &out, &errb); code != ExitUsage {
 		t.Errorf("no targets: exit %d, want %d", code, ExitUsage)
 	}

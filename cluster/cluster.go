@@ -199,6 +199,8 @@ type Cluster struct {
 	stop    chan struct{}
 	wg      sync.WaitGroup
 
+	closeDone chan struct{} // closed when Close has finished
+
 	lmu    sync.Mutex // guards left, closed (memberlist panics on Leave after Shutdown)
 	left   bool
 	closed bool
@@ -244,6 +246,7 @@ func New(cfg Config) (*Cluster, error) {
 		sendq:     make(chan send, sendQueueLen),
 		changed:   make(chan struct{}, 1),
 		stop:      make(chan struct{}),
+		closeDone: make(chan struct{}),
 	}
 	c.ring.Store(&ring{})
 	// Set before memberlist starts calling GetBroadcasts. Not ml.NumMembers:
@@ -512,8 +515,10 @@ func (c *Cluster) Close() error {
 	c.lmu.Lock()
 	if c.closed {
 		c.lmu.Unlock()
+		<-c.closeDone // a concurrent Close returns only once shutdown is complete
 		return nil
 	}
+	defer close(c.closeDone)
 	var errs []error
 	if !c.left {
 		c.left = true

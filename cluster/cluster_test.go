@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -301,11 +302,19 @@ func TestLeaveMovesOwnershipAndCloseIsIdempotent(t *testing.T) {
 			t.Fatalf("Owner(%s) = %s after it left", key, o.Name)
 		}
 	}
-	if err := leaver.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
+	var wg sync.WaitGroup
+	for i := range 3 { // concurrent and repeated Close calls all succeed
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := leaver.Close(); err != nil {
+				t.Errorf("Close #%d: %v", i, err)
+			}
+		}()
 	}
+	wg.Wait()
 	if err := leaver.Close(); err != nil {
-		t.Fatalf("second Close: %v", err)
+		t.Fatalf("Close after Close: %v", err)
 	}
 	if err := leaver.Leave(time.Second); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Leave after Close: got %v, want ErrClosed", err)

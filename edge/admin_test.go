@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestAdminStatsAndPurge(t *testing.T) {
@@ -105,5 +106,22 @@ func TestReadinessAndDrain(t *testing.T) {
 	}
 	if r, b := get(t, "http://"+n.AdminAddr()+"/readyz"); r.StatusCode != 503 || !strings.Contains(b, "unreachable") {
 		t.Errorf("origin down, nothing cached: %d %s, want 503", r.StatusCode, b)
+	}
+}
+
+// TestPurgeOutlivesTombstone: an entry nobody requests while its tombstone
+// lives must stay purged after the tombstone expires (the sweep makes purges
+// permanent).
+func TestPurgeOutlivesTombstone(t *testing.T) {
+	o := newTestOrigin(t, nil, static("x", "Cache-Control: max-age=600"))
+	n := newTestNode(t, o.srv.URL, nil, func(c *Config) { c.Cache.PurgeTTL = Duration(2 * time.Second) })
+	url := "http://" + n.Addr() + "/quiet/a"
+	warm(t, n, url)
+	if _, err := n.Purge("prefix", n.Addr()+"/quiet/", false, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the tombstone to expire", 10*time.Second, func() bool { return n.purges.Len() == 0 })
+	if r, _ := get(t, url); isHit(r) {
+		t.Errorf("purged entry served as a fresh hit after its tombstone expired: %q", csOf(r))
 	}
 }

@@ -66,6 +66,7 @@ type Node struct {
 	fillsWG           sync.WaitGroup // background fills and revalidations
 
 	now          func() time.Time // the clock; injectable for tests
+	stopMaint    chan struct{} // closed by Shutdown: ends the maintenance loop
 	draining     atomic.Bool
 	originFails  atomic.Int64 // consecutive upstream failures (readiness)
 	shutdownOnce sync.Once
@@ -243,6 +244,9 @@ func (n *Node) Start() error {
 			return err
 		}
 	}
+	n.stopMaint = make(chan struct{})
+	n.serveWG.Add(1)
+	go n.maintain()
 	n.log.Info("edge node started", "name", n.name, "listen", ln.Addr().String(), "tls", n.TLSAddr(),
 		"admin", n.AdminAddr(), "origin", n.cfg.Origin.URL, "cache_max_bytes", n.cfg.Cache.MaxBytes.String(), "version", Version)
 	return nil
@@ -297,6 +301,9 @@ func (n *Node) shutdown(ctx context.Context) error {
 		case <-time.After(d):
 		case <-ctx.Done():
 		}
+	}
+	if n.stopMaint != nil {
+		close(n.stopMaint)
 	}
 	var errs []error
 	if n.peers != nil {
@@ -364,6 +371,33 @@ func (n *Node) closeParts() {
 	}
 	if n.store != nil {
 		n.store.Close()
+	}
+}
+
+// maintain makes purges permanent before their tombstones expire: every
+// half purge TTL it applies the tombstones to every resident entry (an entry
+// nobody asked for since the purge would otherwise become servable again
+// when its tombstone is dropped), then drops expired tombstones.
+func (n *Node) maintain() {
+	defer n.serveWG.Done()
+	defer n.recoverBackground("maintenance")
+	every := n.cfg.Cache.PurgeTTL.D() / 2
+	if every < time.Second {
+		every = time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stopMaint:
+			return
+		case <-t.C:
+			inv, del := n.store.Sweep(n.purges)
+			pruned := n.purges.Prune(n.now())
+			if inv+del+pruned > 0 {
+				n.log.Debug("purge sweep", "invalidated", inv, "deleted", del, "tombstones_dropped", pruned)
+			}
+		}
 	}
 }
 

@@ -66,7 +66,7 @@ type Node struct {
 	fillsWG           sync.WaitGroup // background fills and revalidations
 
 	now          func() time.Time // the clock; injectable for tests
-	stopMaint    chan struct{} // closed by Shutdown: ends the maintenance loop
+	stopMaint    chan struct{}    // closed by Shutdown: ends the maintenance loop
 	draining     atomic.Bool
 	originFails  atomic.Int64 // consecutive upstream failures (readiness)
 	shutdownOnce sync.Once

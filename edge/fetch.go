@@ -38,6 +38,7 @@ func (n *Node) fetch(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry,
 		return
 	}
 	n.stats.coalesced.Add(1)
+	st.joined = true
 	wctx, cancel := context.WithTimeout(context.Background(), n.cfg.Origin.HeaderTimeout.D()+n.cfg.Origin.ConnectTimeout.D()+time.Second)
 	head, err := f.Wait(wctx)
 	cancel()
@@ -271,6 +272,9 @@ func (n *Node) serveFlight(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Fli
 	st.num = append(st.num[:0], '0')
 	resp.Header.SetBytesV("Age", st.num)
 	st.cs = n.appendCacheStatus(st.cs[:0], csFwd, p.fwd, p.status, e.TTL(now), p.stored)
+	if st.joined {
+		st.cs = append(st.cs, "; collapsed"...)
+	}
 	resp.Header.SetBytesV("Cache-Status", st.cs)
 	if notModified(&ctx.Request.Header, e) {
 		resp.SetStatusCode(fasthttp.StatusNotModified)

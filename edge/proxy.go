@@ -28,6 +28,7 @@ type reqState struct {
 	get    func(name []byte) []byte // st.peek bound once, so VariantKey gets no new closure
 	hop    bool                     // a shield hop from a cluster peer: never forwarded again
 	purged bool                     // the stored response was purged or invalidated
+	joined bool                     // waited on another request's fetch (RFC 9211 "collapsed")
 }
 
 func (st *reqState) peek(name []byte) []byte { return st.hdr.PeekBytes(name) }
@@ -98,7 +99,7 @@ func (n *Node) serveCacheable(ctx *fasthttp.RequestCtx, hop bool) {
 	st := statePool.Get().(*reqState)
 	defer statePool.Put(st)
 	st.hdr = &ctx.Request.Header
-	st.hop, st.purged = hop, false
+	st.hop, st.purged, st.joined = hop, false, false
 	st.key = n.appendKey(st.key[:0], &ctx.Request)
 	requestMeta(&st.req, &ctx.Request)
 	if hop && len(ctx.Request.Header.Peek(revalidateHeader)) > 0 {

@@ -130,6 +130,9 @@ func TestCoalescing200ConcurrentColdRequests(t *testing.T) {
 	if got := o.count("/cold"); got != 1 {
 		t.Fatalf("origin saw %d requests for 200 concurrent cold requests, want exactly 1", got)
 	}
+	if s := n.Stats(); s.CoalescedWaiters != clients-1 || s.OriginFetches != 1 {
+		t.Errorf("stats: %d coalesced waiters, %d origin fetches; want %d and 1", s.CoalescedWaiters, s.OriginFetches, clients-1)
+	}
 	if r, _ := get(t, url); !isHit(r) {
 		t.Errorf("after the flight: Cache-Status %q, want hit", csOf(r))
 	}

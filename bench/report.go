@@ -76,8 +76,12 @@ func WriteText(w io.Writer, r *Result) error {
 		tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "    t\toffered/s\tachieved/s\tp50\tp95\tp99\tmax\terrors\t")
 		for _, b := range sample(r.Timeline, 30) {
+			p50, p95, p99, mx := "-", "-", "-", "-" // no request scheduled in the bucket got an answer
+			if b.Max > 0 {
+				p50, p95, p99, mx = fmtDur(b.P50), fmtDur(b.P95), fmtDur(b.P99), fmtDur(b.Max)
+			}
 			fmt.Fprintf(tw, "    %s\t%.0f\t%.0f\t%s\t%s\t%s\t%s\t%d\t\n", b.Start.Round(time.Millisecond), b.OfferedRate, b.AchievedRate,
-				fmtDur(b.P50), fmtDur(b.P95), fmtDur(b.P99), fmtDur(b.Max), b.ErrorCount())
+				p50, p95, p99, mx, b.ErrorCount())
 		}
 		tw.Flush()
 	}

@@ -139,7 +139,8 @@ type Config struct {
 	// wrapTransport is a test hook that wraps the gossip transport (used to
 	// simulate partitions). Nil in production.
 	wrapTransport func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
-	// now is a test hook for the clock of tombstone expiry. Nil means time.Now.
+	// now is a test hook for the clock of tombstone expiry and of departed
+	// member retention. Nil means time.Now.
 	now func() time.Time
 }
 

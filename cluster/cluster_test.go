@@ -349,3 +349,34 @@ func TestNoGoroutineLeak(t *testing.T) {
 		return len(leaked) == 0, fmt.Sprintf("%d goroutines left after Close:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
 	})
 }
+
+func TestDepartedMembersAreForgotten(t *testing.T) {
+	var clock fakeClock
+	clock.set(time.Now())
+	cfg := fastConfig("n00")
+	cfg.now = clock.now
+	a := startNode(t, cfg)
+	b := startNode(t, fastConfig("n01", a.GossipAddr()))
+	waitAlive(t, []*node{a, b}, 2)
+	if err := b.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	eventually(t, 5*time.Second, func() (bool, string) {
+		m := memberNamed(a.Members(), "n01")
+		return m.State == StateLeft, fmt.Sprintf("n01 is %q, want left", m.State)
+	})
+	tests := []struct {
+		advance time.Duration
+		want    int
+	}{
+		{departedRetention - time.Minute, 2}, // still listed
+		{2 * time.Minute, 1},                 // forgotten; the alive self stays
+	}
+	for _, tt := range tests {
+		clock.add(tt.advance)
+		a.forgetDeparted()
+		if got := a.Members(); len(got) != tt.want {
+			t.Fatalf("after +%v: members %v, want %d", tt.advance, names(got), tt.want)
+		}
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -94,7 +93,7 @@ func (c *Cluster) setPeer(n *memberlist.Node, state string) {
 	if old != nil && state == StateDead && old.member.State == StateLeft {
 		m.State = StateLeft // it told us it was leaving: not a failure
 	}
-	c.peers[n.Name] = &peer{node: node, member: m, since: time.Now()}
+	c.peers[n.Name] = &peer{node: node, member: m, since: c.now()}
 	c.rebuildLocked()
 	c.mu.Unlock()
 	c.log.Info("member "+m.State, "member", m.Name, "gossip", m.GossipAddr, "peer", m.PeerAddr, "region", m.Region)
@@ -110,7 +109,7 @@ func (c *Cluster) markLeft(name string) {
 	ok = ok && name != c.name && p.member.State != StateLeft
 	if ok {
 		p.member.State = StateLeft
-		p.since = time.Now()
+		p.since = c.now()
 		c.rebuildLocked()
 	}
 	c.mu.Unlock()
@@ -121,7 +120,7 @@ func (c *Cluster) markLeft(name string) {
 
 // forgetDeparted drops members that have been dead or left for a long time.
 func (c *Cluster) forgetDeparted() {
-	cutoff := time.Now().Add(-departedRetention)
+	cutoff := c.now().Add(-departedRetention)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for name, p := range c.peers {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/edgeshield/edgeshield/cache"
@@ -132,24 +133,40 @@ func (n *Node) forwardRequest(ctx *fasthttp.RequestCtx, method string, cacheable
 // of unstoredResponseHeaders, and not the targeted cache-control field meant
 // for this cache alone (RFC 9213 §2.1).
 func (n *Node) storedHeaders(h []origin.Field) []cache.Field {
-	var conn []byte
-	for _, f := range h {
-		if http.CanonicalHeaderKey(f.Name) == "Connection" {
-			conn = []byte(f.Value)
-		}
-	}
+	conn := connectionValue(h)
 	out := make([]cache.Field, 0, len(h))
 	for _, f := range h {
-		name := []byte(f.Name)
-		if inList(hopHeaders, name) || connectionListed(conn, name) || inList(unstoredResponseHeaders, name) {
-			continue
+		if n.endToEnd([]byte(f.Name), conn, false) {
+			out = append(out, cache.Field{Name: []byte(http.CanonicalHeaderKey(f.Name)), Value: []byte(f.Value)})
 		}
-		if n.cfg.Cache.TargetedField != "" && bytes.EqualFold(name, []byte(n.cfg.Cache.TargetedField)) {
-			continue
-		}
-		out = append(out, cache.Field{Name: []byte(http.CanonicalHeaderKey(f.Name)), Value: []byte(f.Value)})
 	}
 	return out
+}
+
+// endToEnd reports whether a response field goes on to clients: not
+// hop-by-hop (RFC 9110 §7.6.1, including fields named in Connection, whose
+// value is conn), not one of unstoredResponseHeaders, not the targeted
+// cache-control field meant for this cache (RFC 9213 §2.1). Set-Cookie
+// passes only withCookies (a response not shared with other clients).
+func (n *Node) endToEnd(name, conn []byte, withCookies bool) bool {
+	if inList(hopHeaders, name) || connectionListed(conn, name) {
+		return false
+	}
+	if inList(unstoredResponseHeaders, name) && !(withCookies && bytes.EqualFold(name, []byte("Set-Cookie"))) {
+		return false
+	}
+	return n.cfg.Cache.TargetedField == "" || !bytes.EqualFold(name, []byte(n.cfg.Cache.TargetedField))
+}
+
+// connectionValue joins every Connection field line (RFC 9110 §7.6.1).
+func connectionValue(h []origin.Field) []byte {
+	var conn []byte
+	for _, f := range h {
+		if strings.EqualFold(f.Name, "Connection") {
+			conn = append(append(conn, ','), f.Value...)
+		}
+	}
+	return conn
 }
 
 // header returns the values of name in h (case-insensitive).

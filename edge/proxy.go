@@ -499,24 +499,11 @@ func (n *Node) setBodyStream(ctx *fasthttp.RequestCtx, resp *origin.Response) {
 // copyResponseHeaders copies end-to-end fields to the client response.
 // withCookies keeps Set-Cookie (only for responses not shared with others).
 func (n *Node) copyResponseHeaders(r *fasthttp.Response, h []origin.Field, withCookies bool) {
-	var conn []byte
+	conn := connectionValue(h)
 	for _, f := range h {
-		if bytes.EqualFold([]byte(f.Name), []byte("Connection")) {
-			conn = []byte(f.Value)
+		if n.endToEnd([]byte(f.Name), conn, withCookies) {
+			r.Header.Add(f.Name, f.Value)
 		}
-	}
-	for _, f := range h {
-		name := []byte(f.Name)
-		if inList(hopHeaders, name) || connectionListed(conn, name) {
-			continue
-		}
-		if inList(unstoredResponseHeaders, name) && !(withCookies && bytes.EqualFold(name, []byte("Set-Cookie"))) {
-			continue
-		}
-		if n.cfg.Cache.TargetedField != "" && bytes.EqualFold(name, []byte(n.cfg.Cache.TargetedField)) {
-			continue
-		}
-		r.Header.Add(f.Name, f.Value)
 	}
 	r.Header.AddBytesKV(strVia, n.viaBytes)
 }

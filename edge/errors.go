@@ -35,6 +35,7 @@ func statusFor(err error) int {
 func (n *Node) writeError(ctx *fasthttp.RequestCtx, err error) {
 	status := statusFor(err)
 	n.stats.errors.Add(1)
+	n.log.Warn("upstream failed", "status", status, "method", string(ctx.Method()), "uri", string(ctx.RequestURI()), "err", err)
 	ctx.Response.Reset()
 	ctx.Response.Header.AddBytesKV(strVia, n.viaBytes)
 	cs := n.appendCacheStatus(nil, csFwd, fwdURIMiss, 0, 0, false)

@@ -87,7 +87,6 @@ func (n *Node) lead(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Flight, st
 		if stale != nil && n.serveStaleOnError(ctx, st, stale, err) {
 			return
 		}
-		n.log.Warn("origin fetch failed", "key", string(st.key), "err", err)
 		n.writeError(ctx, err)
 		return
 	}

@@ -1,0 +1,45 @@
+# Edgeshield edge node image: a static binary on an empty base.
+#
+# There is no compiler stage on purpose: the binary is built on the host with
+# CGO_ENABLED=0 (so it runs without libc) and the build needs no registry, so
+# the image can be made on machines that cannot pull images. `make image` does:
+#
+#   CGO_ENABLED=0 go build -trimpath -ldflags '…' -o bin/image/edgeshield ./cmd/edgeshield
+#   cp /etc/ssl/certs/ca-certificates.crt bin/image/     # roots for https origins and ACME
+#   docker build -t edgeshield:latest .
+#
+# Run (every config key can be set as EDGESHIELD_<PATH>, see configs/edge.yaml):
+#
+#   docker run --rm -p 8080:8080 edgeshield:latest                     # demo origin built in
+#   docker run --rm -p 8080:8080 -e EDGESHIELD_ORIGIN_URL=https://origin.example.com edgeshield:latest
+#   docker run --rm -v $PWD/configs:/etc/edgeshield:ro -e EDGESHIELD_CONFIG=/etc/edgeshield/edge.yaml …
+#
+# configs/docker-compose.yml runs a 3-node cluster in front of the demo origin.
+FROM scratch
+
+# Root certificates: Go reads /etc/ssl/certs/ca-certificates.crt; a scratch
+# image has none, and without them every https origin and ACME CA fails.
+COPY bin/image/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY bin/image/edgeshield /edgeshield
+
+# The built-in default listens on 127.0.0.1, which is unreachable from outside
+# a container. The admin listener stays on loopback unless you set
+# EDGESHIELD_ADMIN_LISTEN and, with it, EDGESHIELD_ADMIN_TOKEN (required off
+# loopback).
+ENV EDGESHIELD_LISTEN=0.0.0.0:8080
+
+# nobody:nogroup. Every default port is above 1024, so no capability is needed.
+# tls.storage must point to a writable volume when TLS is on (the image has no
+# writable directory of its own).
+USER 65534:65534
+
+# 8080 public HTTP, 8443 HTTPS (tls.mode), 9090 admin, 7946 gossip (TCP and
+# UDP, memberlist), 7947 peer listener for shield hops.
+EXPOSE 8080 8443 9090 7946/tcp 7946/udp 7947
+
+# SIGTERM starts the graceful drain (readiness 503, server.drain_delay, leave
+# the cluster, finish in-flight requests). Give `docker stop -t` at least
+# drain_delay plus the longest request.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/edgeshield"]
+CMD ["run"]

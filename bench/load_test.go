@@ -190,7 +190,9 @@ func TestOverloadIsCountedNotDelayed(t *testing.T) {
 	if res.Sent+over != res.Offered {
 		t.Errorf("sent %d + overload %d != offered %d", res.Sent, over, res.Offered)
 	}
-	if res.Latency.Max > 300*time.Millisecond {
+	// A request that waited for a slot would take at least two service
+	// times (400 ms); one that was sent at once takes one (200 ms).
+	if res.Latency.Max >= 400*time.Millisecond {
 		t.Errorf("max latency %v: sent requests were delayed instead of dropped", res.Latency.Max)
 	}
 }
@@ -262,8 +264,10 @@ func TestRushTimelineShowsRamp(t *testing.T) {
 		if got := res.Timeline[i].OfferedRate; !within(got, want, 0.03) {
 			t.Errorf("bucket %d offered %.1f/s, want %.0f ±3%%", i, got, want)
 		}
-		if got := res.Timeline[i].AchievedRate; !within(got, want, 0.1) {
-			t.Errorf("bucket %d achieved %.1f/s, want %.0f ±10%%", i, got, want)
+		// Achieved counts completions, which a scheduling hiccup of the
+		// (shared) test machine shifts across the bucket boundary: looser.
+		if got := res.Timeline[i].AchievedRate; !within(got, want, 0.2) {
+			t.Errorf("bucket %d achieved %.1f/s, want %.0f ±20%%", i, got, want)
 		}
 	}
 	if res.Offered != 300 {

@@ -8,9 +8,11 @@ package main
 // unless CI=true.
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -198,108 +200,178 @@ func (l *load) stop() {
 }
 
 // TestDockerPartitionPurge: an edge cut off from the cluster network misses a
-// purge and keeps serving its copy (it cannot know); once reconnected and
-// back in its peers' view it applies the tombstone from push/pull state and
-// never serves the purged copy again.
+// purge and keeps serving its copy (it cannot know); after reconnection it
+// applies the tombstone from push/pull state by itself (periodic re-join
+// every 2s) and serves a fresh fetch.
+//
+//   - "detected": the cut is long enough for both sides to count each other
+//     out. The edge comes back only through a re-join, whose push/pull
+//     carries the tombstones, so from the moment its /cluster shows its peers
+//     again it must never serve the purged copy.
+//   - "brief": purge and reconnect before failure detection notices. The edge
+//     never saw its peers go, so there is no such moment; it must stop
+//     serving the purged copy within a bounded time.
 func TestDockerPartitionPurge(t *testing.T) {
-	c := startCluster(t, dcOptions{edges: 3})
-	const obj = "/dyn/purge-me"
-	path := obj + "?size=256&h.Cache-Control=max-age%3D300"
-	cut, via := c.edges[2], c.edges[0]
+	for _, tc := range []struct {
+		name     string
+		detected bool
+	}{
+		{"detected", true},
+		{"brief", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := startCluster(t, dcOptions{edges: 3})
+			const obj = "/dyn/purge-me"
+			path := obj + "?size=256&h.Cache-Control=max-age%3D300"
+			cut, via := c.edges[2], c.edges[0]
 
-	for _, e := range c.edges {
-		c.waitFor(e.name+" to hold "+obj, 20*time.Second, func() (bool, string) {
-			resp, _, err := c.get(e, path)
-			if err != nil {
-				return false, err.Error()
+			for _, e := range c.edges {
+				c.waitFor(e.name+" to hold "+obj, 20*time.Second, func() (bool, string) {
+					resp, _, err := c.get(e, path)
+					if err != nil {
+						return false, err.Error()
+					}
+					return isHit(resp.Header.Get("Cache-Status")), resp.Header.Get("Cache-Status")
+				})
 			}
-			return isHit(resp.Header.Get("Cache-Status")), resp.Header.Get("Cache-Status")
+
+			c.disconnect(cut)
+			if tc.detected {
+				c.waitFor(cut.name+" to lose its peers", 45*time.Second, func() (bool, string) {
+					v, err := c.view(cut)
+					return err == nil && v.Alive == 1, fmt.Sprintf("%+v %v", v, err)
+				})
+				c.waitFor(via.name+" to lose "+cut.name, 45*time.Second, func() (bool, string) {
+					v, err := c.view(via)
+					return err == nil && v.state(cut.name) != "alive", fmt.Sprintf("%+v %v", v, err)
+				})
+			}
+			st, body, err := c.adminDo(http.MethodPost, via, "/purge?wait=2s&url="+url.QueryEscape("http://"+testHost+path))
+			if err != nil || st != 200 {
+				t.Fatalf("purge: status %d %q %v", st, body, err)
+			}
+			var res struct{ Confirmed, Missing []string }
+			if err := json.Unmarshal([]byte(body), &res); err != nil {
+				t.Fatalf("purge answer %q: %v", body, err)
+			}
+			if slices.Contains(res.Confirmed, cut.name) {
+				t.Fatalf("purge answer %s: the cut-off %s confirmed it; the partition did not hold", body, cut.name)
+			}
+			if !tc.detected && !slices.Contains(res.Missing, cut.name) {
+				t.Errorf("purge answer %s: got missing %v, want %s listed (alive but unreachable)", body, res.Missing, cut.name)
+			}
+			if resp, _, err := c.get(c.edges[1], path); err != nil || isHit(resp.Header.Get("Cache-Status")) {
+				t.Fatalf("connected edge after the purge: got %s %v, want a refetch", cacheStatus(resp), err)
+			}
+			// The cut-off edge cannot know about the purge.
+			resp, _, err := c.get(cut, path)
+			if err != nil || !isHit(resp.Header.Get("Cache-Status")) {
+				t.Fatalf("cut-off edge: got %s %v, want its pre-purge hit", cacheStatus(resp), err)
+			}
+
+			c.connect(cut)
+			reconnected := time.Now()
+			confirmed := !tc.detected // brief: it never lost its peers
+			deadline := reconnected.Add(30 * time.Second)
+			for i := 0; time.Now().Before(deadline); i++ { // bounded by the deadline
+				if !confirmed {
+					v, err := c.view(cut)
+					confirmed = err == nil && v.Alive == 3
+					if !confirmed {
+						time.Sleep(20 * time.Millisecond)
+						continue
+					}
+					t.Logf("reconnection confirmed in %s's /cluster after %s", cut.name, time.Since(reconnected).Round(time.Millisecond))
+				}
+				resp, _, err := c.get(cut, path)
+				if err != nil {
+					t.Fatalf("cut-off edge after reconnection: %v", err)
+				}
+				cs := resp.Header.Get("Cache-Status")
+				if isHit(cs) {
+					if tc.detected {
+						t.Fatalf("reconnected edge served the purged copy (Cache-Status %q, Age %s) after it saw the cluster again",
+							cs, resp.Header.Get("Age"))
+					}
+					time.Sleep(20 * time.Millisecond)
+					continue
+				}
+				t.Logf("reconnected edge refetched %s after reconnecting: Cache-Status %q",
+					time.Since(reconnected).Round(time.Millisecond), cs)
+				return
+			}
+			t.Fatalf("%s still served the purged copy (or did not rejoin) 30s after reconnecting", cut.name)
 		})
 	}
-
-	c.disconnect(cut)
-	// Purge only once both sides noticed the partition: otherwise gossip
-	// could still carry the purge across.
-	c.waitFor(cut.name+" to lose its peers", 45*time.Second, func() (bool, string) {
-		v, err := c.view(cut)
-		return err == nil && v.Alive == 1, fmt.Sprintf("%+v %v", v, err)
-	})
-	c.waitFor(via.name+" to lose "+cut.name, 45*time.Second, func() (bool, string) {
-		v, err := c.view(via)
-		return err == nil && v.state(cut.name) != "alive", fmt.Sprintf("%+v %v", v, err)
-	})
-	st, body, err := c.adminDo("POST", via, "/purge?wait=2s&url="+url.QueryEscape("http://"+testHost+path))
-	if err != nil || st != 200 {
-		t.Fatalf("purge: status %d %q %v", st, body, err)
-	}
-	if resp, _, err := c.get(c.edges[1], path); err != nil || isHit(resp.Header.Get("Cache-Status")) {
-		t.Fatalf("connected edge after the purge: got %v %v, want a refetch", cacheStatus(resp), err)
-	}
-	// The cut-off edge cannot know about the purge.
-	resp, _, err := c.get(cut, path)
-	if err != nil || !isHit(resp.Header.Get("Cache-Status")) {
-		t.Fatalf("cut-off edge: got %v %v, want its pre-purge hit", cacheStatus(resp), err)
-	}
-
-	c.connect(cut)
-	confirmed := false
-	deadline := time.Now().Add(30 * time.Second)
-	for i := 0; time.Now().Before(deadline); i++ { // bounded by the deadline
-		if !confirmed {
-			v, err := c.view(cut)
-			confirmed = err == nil && v.Alive == 3
-			if !confirmed {
-				time.Sleep(20 * time.Millisecond)
-				continue
-			}
-			t.Logf("reconnection confirmed in %s's /cluster after %d polls", cut.name, i)
-		}
-		resp, _, err := c.get(cut, path)
-		if err != nil {
-			t.Fatalf("cut-off edge after reconnection: %v", err)
-		}
-		cs := resp.Header.Get("Cache-Status")
-		if isHit(cs) {
-			t.Fatalf("reconnected edge served the purged copy (Cache-Status %q, Age %s) after it saw the cluster again",
-				cs, resp.Header.Get("Age"))
-		}
-		t.Logf("reconnected edge refetched: Cache-Status %q", cs)
-		return
-	}
-	t.Fatalf("%s did not see 3 members alive within 30s of reconnecting", cut.name)
 }
 
-// TestDockerRestartRejoins: an edge restarted under the same name (graceful
-// `docker restart`, and crash + start) is alive again in every peer's view.
+// TestDockerRestartRejoins: an edge restarted under the same name is alive
+// again in every member's view and owns keys again: after a graceful
+// `docker restart` (it left the cluster first), and after a crash that its
+// peers noticed (killed, declared dead, then started; the case memberlist's
+// DeadNodeReclaimTime exists for).
 func TestDockerRestartRejoins(t *testing.T) {
 	c := startCluster(t, dcOptions{edges: 3})
 	for _, tc := range []struct {
-		name  string
-		edge  int
-		steps [][]string
+		name     string
+		edge     int
+		down     []string // docker command taking the edge down
+		waitDead bool     // wait until the peers count it out before starting it
+		up       []string // docker command bringing it back; nil if down did
 	}{
-		{"restart", 1, [][]string{{"restart", "-t", "20"}}},
-		{"kill and start", 2, [][]string{{"kill", "--signal", "KILL"}, {"start"}}},
+		{name: "restart", edge: 1, down: []string{"restart", "-t", "20"}},
+		{name: "crash", edge: 2, down: []string{"kill", "--signal", "KILL"}, waitDead: true, up: []string{"start"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := c.edges[tc.edge]
+			other := c.edges[(tc.edge+1)%len(c.edges)]
 			startedBefore := c.mustDocker(time.Minute, "inspect", "-f", "{{.State.StartedAt}}", e.container)
-			for _, s := range tc.steps {
-				c.mustDocker(time.Minute, append(s, e.container)...)
+			c.mustDocker(time.Minute, append(tc.down, e.container)...)
+			if tc.waitDead {
+				c.waitFor(other.name+" to count "+e.name+" out", 60*time.Second, func() (bool, string) {
+					v, err := c.view(other)
+					return err == nil && v.state(e.name) != "alive", fmt.Sprintf("%+v %v", v, err)
+				})
+			}
+			if tc.up != nil {
+				c.mustDocker(time.Minute, append(tc.up, e.container)...)
 			}
 			if got := c.mustDocker(time.Minute, "inspect", "-f", "{{.State.StartedAt}}", e.container); got == startedBefore {
 				t.Fatalf("%s: start time unchanged (%s); the container was not restarted", e.container, got)
 			}
 			c.readPorts(e) // published ports change on restart
-			for _, other := range c.edges {
-				c.waitFor(other.name+" to see "+e.name+" alive", 60*time.Second, func() (bool, string) {
-					v, err := c.view(other)
+			for _, n := range c.edges {
+				c.waitFor(n.name+" to see "+e.name+" alive", 60*time.Second, func() (bool, string) {
+					v, err := c.view(n)
 					return err == nil && v.Alive == 3 && v.state(e.name) == "alive", fmt.Sprintf("%+v %v", v, err)
 				})
 			}
-			resp, _, err := c.get(e, "/dyn/after-restart?h.Cache-Control=max-age%3D60")
+			// The new process owns keys again: a miss for one of them on
+			// another edge is served through it (its counters start at 0).
+			var path string
+			for i := 0; i < 500 && path == ""; i++ { // ~1/3 of the candidates qualify
+				p := fmt.Sprintf("/dyn/rejoin-%s-%d?size=64&h.Cache-Control=max-age%%3D60", tc.name, i)
+				owner, err := c.owner(other, p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if owner == e.name {
+					path = p
+				}
+			}
+			if path == "" {
+				t.Fatalf("%s owns none of 500 keys in %s's view", e.name, other.name)
+			}
+			resp, _, err := c.get(other, path)
 			if err != nil || resp.StatusCode != 200 {
-				t.Fatalf("restarted edge: got %s %v, want 200", cacheStatus(resp), err)
+				t.Fatalf("GET %s on %s: got %s %v, want 200", path, other.name, cacheStatus(resp), err)
+			}
+			s, err := c.stats(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if hops, _ := s["shield_hops_served"].(float64); hops < 1 {
+				t.Errorf("restarted %s: got %v shield hops served, want the forwarded miss for %s", e.name, hops, path)
 			}
 		})
 	}

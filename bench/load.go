@@ -298,7 +298,6 @@ type run struct {
 }
 
 type job struct {
-	seq uint64
 	url string
 	at  time.Time // intended send time
 }
@@ -424,7 +423,7 @@ func (rn *run) openLoop(ctx context.Context) error {
 		} else if n%scheduleCtxCheckMod == 0 && ctx.Err() != nil {
 			return ctx.Err()
 		}
-		rn.dispatch(job{seq: n, url: rn.cfg.Targets.Pick(n, rnd), at: at})
+		rn.dispatch(job{url: rn.cfg.Targets.Pick(n, rnd), at: at})
 	}
 }
 
@@ -483,7 +482,7 @@ func (rn *run) closedLoop(ctx context.Context) error {
 				}
 				n := seq.Add(1) - 1
 				rn.timeline.at(now.Sub(rn.start)).offered.Add(1)
-				w.do(job{seq: n, url: rn.cfg.Targets.Pick(n, rnd), at: now})
+				w.do(job{url: rn.cfg.Targets.Pick(n, rnd), at: now})
 			}
 		})
 	}

@@ -159,7 +159,7 @@ type TLSConfig struct {
 	DisableTLSALPNChallenge bool             `yaml:"disable_tls_alpn_challenge"`
 	RenewalWindowRatio      float64          `yaml:"renewal_window_ratio"`
 	RenewCheckInterval      Duration         `yaml:"renew_check_interval"`
-	ReloadInterval          Duration         `yaml:"reload_interval"`
+	ReloadInterval          SignedDuration   `yaml:"reload_interval"` // negative: no polling (SIGHUP still reloads)
 	InternalLifetime        Duration         `yaml:"internal_lifetime"`
 	OnDemand                *OnDemandConfig  `yaml:"on_demand"`
 	Certificates            []CertFileConfig `yaml:"certificates"`

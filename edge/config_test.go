@@ -156,3 +156,13 @@ func TestDocumentedConfigLoads(t *testing.T) {
 		}
 	}
 }
+
+func TestSignedDuration(t *testing.T) {
+	c, err := ParseConfig([]byte("tls:\n  reload_interval: -1s\n"), "x.yaml")
+	if err != nil || c.TLS.ReloadInterval.D() != -time.Second {
+		t.Fatalf("reload_interval -1s: got %v, %v; want -1s (negative disables polling)", c.TLS.ReloadInterval.D(), err)
+	}
+	if _, err := ParseConfig([]byte("origin:\n  header_timeout: -1s\n"), "x.yaml"); err == nil {
+		t.Errorf("negative header_timeout accepted")
+	}
+}

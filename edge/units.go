@@ -108,3 +108,25 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 
 // String implements fmt.Stringer.
 func (d Duration) String() string { return time.Duration(d).String() }
+
+// SignedDuration is a Duration that may be negative, for the keys where a
+// negative value means "off" (tls.reload_interval).
+type SignedDuration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *SignedDuration) UnmarshalYAML(n *yaml.Node) error {
+	v := strings.TrimSpace(n.Value)
+	neg := strings.HasPrefix(v, "-")
+	var u Duration
+	if err := u.UnmarshalYAML(&yaml.Node{Kind: n.Kind, Value: strings.TrimPrefix(v, "-"), Line: n.Line}); err != nil {
+		return err
+	}
+	*d = SignedDuration(u)
+	if neg {
+		*d = -*d
+	}
+	return nil
+}
+
+// D returns the value as a time.Duration.
+func (d SignedDuration) D() time.Duration { return time.Duration(d) }

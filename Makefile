@@ -6,7 +6,7 @@ LDFLAGS := -s -w -X github.com/edgeshield/edgeshield/edge.Version=$(VERSION)
 # Race-enabled tests of every package; fuzz seed corpora (testdata/fuzz) run as ordinary tests.
 TESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build run test vet fmt-check bench fuzz clean
+.PHONY: all build run test vet fmt-check bench fuzz image clean
 
 all: build
 
@@ -30,6 +30,13 @@ fmt-check:
 # Side-by-side comparison with nginx and Varnish (see bench/RESULTS.md).
 bench: build
 	bash bench/compare.sh
+
+# Docker image FROM scratch with a host-built static binary (no registry needed).
+image:
+	mkdir -p bin/image
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/image/edgeshield ./cmd/edgeshield
+	cp /etc/ssl/certs/ca-certificates.crt bin/image/
+	docker build -t edgeshield:latest .
 
 # Short coverage-guided fuzzing of the parsers (the seed corpora also run in `make test`).
 fuzz:

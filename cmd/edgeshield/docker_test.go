@@ -78,11 +78,12 @@ func TestDockerFlashCrowd(t *testing.T) {
 // survivors stop counting the victim as alive within a bounded time.
 func TestDockerOwnerLossUnderLoad(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		args []string // docker command applied to the victim
+		name                  string
+		args                  []string // docker command applied to the victim
+		expectForwardFailures bool
 	}{
-		{"kill", []string{"kill", "--signal", "KILL"}},
-		{"stop", []string{"stop", "-t", "20"}},
+		{"kill", []string{"kill", "--signal", "KILL"}, true},
+		{"stop", []string{"stop", "-t", "20"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := startCluster(t, dcOptions{edges: 3})
@@ -127,6 +128,22 @@ func TestDockerOwnerLossUnderLoad(t *testing.T) {
 			}
 			if l.ok.Load() == before {
 				t.Fatalf("no request completed after the victim went away; the load loop did not run")
+			}
+			var fwdFailures float64
+			for _, s := range survivors {
+				st, err := c.stats(s)
+				if err != nil {
+					t.Fatal(err)
+				}
+				f, _ := st["peer_forward_failures"].(float64)
+				fwdFailures += f
+			}
+			t.Logf("%s: survivors' peer forward failures (absorbed by failover): %v", tc.name, fwdFailures)
+			// A killed peer cannot say goodbye: until gossip notices, some
+			// forwards to it must have failed and been retried elsewhere.
+			// None means the test never exercised the failover it is about.
+			if tc.expectForwardFailures && fwdFailures == 0 {
+				t.Errorf("got 0 failed forwards to the killed owner, want some (the load did not reach it after the kill)")
 			}
 			for _, s := range survivors {
 				c.waitFor(s.name+" to drop "+victimName, 30*time.Second, func() (bool, string) {

@@ -17,13 +17,16 @@
 #
 # Cases: plain HTTP keep-alive hits of 1 KiB, 64 KiB and 1 MiB; HTTPS
 # keep-alive 1 KiB hits (same ECDSA P-256 certificate and key on both, TLS
-# 1.3 with TLS_AES_128_GCM_SHA256 on both); HTTPS full handshakes per second
-# (wrk with "Connection: close": every request is a new TLS connection, and
-# wrk offers no session to resume).
+# 1.3 with TLS_AES_128_GCM_SHA256 on both); HTTPS resumed handshakes per
+# second (tls-hs: wrk with "Connection: close": every request is a new TLS
+# connection, but wrk keeps its SSL object and resumes the session with the
+# server's TLS 1.3 ticket — checked with nginx's $ssl_session_reused); HTTPS
+# full handshakes per second (tls-full: HS_CLIENTS [4] parallel
+# `openssl s_time -new` clients, a new session every connection, no request).
 #
 # Environment (defaults in brackets): EDGE_BIN [bin/edgeshield, built with
 # make build when unset], DURATION [10s], CONNS [64], REPEAT [3], CASES [all:
-# "1k 64k 1m tls-1k tls-hs"], ports ORIGIN_PORT [28081] EDGE_PORT [28080]
+# "1k 64k 1m tls-1k tls-hs tls-full"], HS_CLIENTS [4], ports ORIGIN_PORT [28081] EDGE_PORT [28080]
 # EDGE_TLS_PORT [28443] ADMIN_PORT [29090] NGINX_PORT [28090] NGINX_TLS_PORT
 # [28453], OUT [bench/out/wrk] for the raw wrk outputs and the table, PRIO
 # [as root: "nice -n -15"].
@@ -39,7 +42,8 @@ ROOT=$PWD
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 REPEAT=${REPEAT:-3}
-CASES=${CASES:-"1k 64k 1m tls-1k tls-hs"}
+CASES=${CASES:-"1k 64k 1m tls-1k tls-hs tls-full"}
+HS_CLIENTS=${HS_CLIENTS:-4}
 ORIGIN_PORT=${ORIGIN_PORT:-28081}
 EDGE_PORT=${EDGE_PORT:-28080}
 EDGE_TLS_PORT=${EDGE_TLS_PORT:-28443}
@@ -171,7 +175,7 @@ NGINX_PID=$LAST_PID
 wait_port "$NGINX_PORT" "$NGINX_PID" nginx
 wait_port "$NGINX_TLS_PORT" "$NGINX_PID" nginx
 
-declare -A URLPATH=([1k]=/bench/1k.bin [64k]=/bench/64k.bin [1m]=/bench/1m.bin [tls-1k]=/bench/1k.bin [tls-hs]=/bench/1k.bin)
+declare -A URLPATH=([1k]=/bench/1k.bin [64k]=/bench/64k.bin [1m]=/bench/1m.bin [tls-1k]=/bench/1k.bin [tls-hs]=/bench/1k.bin [tls-full]=/bench/1k.bin)
 declare -A PORT_OF=([edge]=$EDGE_PORT [nginx]=$NGINX_PORT)
 declare -A TLSPORT_OF=([edge]=$EDGE_TLS_PORT [nginx]=$NGINX_TLS_PORT)
 declare -A PID_OF=([edge]=$EDGE_PID [nginx]=$NGINX_PID)
@@ -221,6 +225,10 @@ WRK_CMDS=()
 run() {
 	local srv=$1 c=$2 rep=$3 url raw t0 t1 s0 s1 rps p50 p99 tr cpu
 	local -a extra=()
+	if [ "$c" = tls-full ]; then
+		run_full_handshakes "$srv" "$rep"
+		return 0
+	fi
 	url=$(url_of "$srv" "$c")
 	[ "$c" != tls-hs ] || extra=(-H "Connection: close")
 	raw=$OUT/$c-$srv-$rep.txt
@@ -244,6 +252,31 @@ run() {
 	echo "$rps $p50 $p99 $tr $cpu $eff" >>"$TMP/$srv-$c.dat"
 }
 
+# run_full_handshakes SERVER REP: HS_CLIENTS parallel `openssl s_time -new`
+# clients on core 1 (each connection a full TLS handshake, then closed);
+# handshakes/s = their connections over the measured wall time.
+run_full_handshakes() {
+	local srv=$1 rep=$2 t0 t1 s0 s1 i total rps cpu eff secs=${DURATION%s}
+	local -a pids=()
+	local cmd=($PRIO taskset -c 1 openssl s_time -connect "127.0.0.1:${TLSPORT_OF[$srv]}" -new -time "$secs")
+	[ "$rep" != 1 ] || WRK_CMDS+=("$(printf '%q ' "${cmd[@]}")  # x $HS_CLIENTS in parallel")
+	t0=$(cpu_ticks "${PID_OF[$srv]}")
+	s0=$(date +%s%N)
+	for i in $(seq 1 "$HS_CLIENTS"); do
+		"${cmd[@]}" >"$OUT/tls-full-$srv-$rep.$i.txt" 2>&1 &
+		pids+=($!)
+	done
+	for i in "${pids[@]}"; do wait "$i" || true; done
+	s1=$(date +%s%N)
+	t1=$(cpu_ticks "${PID_OF[$srv]}")
+	total=$(cat "$OUT"/tls-full-"$srv"-"$rep".*.txt | awk '/connections in .* real seconds/{n+=$1} END{print n+0}')
+	rps=$(awk -v n="$total" -v ns=$((s1 - s0)) 'BEGIN{printf "%.2f", n/(ns/1e9)}')
+	cpu=$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v ns=$((s1 - s0)) 'BEGIN{printf "%.0f", 100*t/hz/(ns/1e9)}')
+	eff=$(awk -v r="$rps" -v c="$cpu" 'BEGIN{ if (c+0 > 0) printf "%.0f", r*100/c; else print 0 }')
+	log "  $srv tls-full #$rep: $total full handshakes, ${rps}/s, server CPU ${cpu}%"
+	echo "$rps - - - $cpu $eff" >>"$TMP/$srv-tls-full.dat"
+}
+
 # median SERVER CASE COLUMN
 median() {
 	local f=$TMP/$1-$2.dat
@@ -261,8 +294,9 @@ for c in $CASES; do
 done
 
 declare -A LABEL=([1k]="1 KiB hit" [64k]="64 KiB hit" [1m]="1 MiB hit"
-	[tls-1k]="HTTPS 1 KiB hit (keep-alive)" [tls-hs]="HTTPS full handshakes (Connection: close)")
-declare -A TARGET=([1k]=2 [64k]=1 [1m]=1 [tls-1k]=1.5 [tls-hs]=)
+	[tls-1k]="HTTPS 1 KiB hit (keep-alive)" [tls-hs]="HTTPS resumed handshakes + 1 KiB (wrk, Connection: close)"
+	[tls-full]="HTTPS full handshakes (openssl s_time -new, $HS_CLIENTS clients)")
+declare -A TARGET=([1k]=2 [64k]=1 [1m]=1 [tls-1k]=1.5 [tls-hs]= [tls-full]=)
 
 {
 	echo "| case | edge req/s | nginx req/s | edge/nginx | target | edge p50 / p99 ms | nginx p50 / p99 ms | edge MiB/s | nginx MiB/s | edge CPU | nginx CPU | edge / nginx req per CPU-s |"

@@ -121,7 +121,7 @@ func (n *Node) startCluster() error {
 		BindAddr:       cc.Bind,
 		AdvertiseAddr:  cc.Advertise,
 		PeerAddr:       peerAddr,
-		PublicAddr:     n.Addr(),
+		PublicAddr:     advertised(n.Addr(), cc.Advertise, cc.Bind, peerAddr),
 		Region:         cc.Region,
 		Version:        Version,
 		Seeds:          cc.Seeds,
@@ -166,6 +166,22 @@ func (n *Node) Cluster() *cluster.Cluster {
 		return nil
 	}
 	return n.peers.c
+}
+
+// advertised turns a listener address bound to the unspecified address
+// ("[::]:8080") into one peers can reach, using the host of the first
+// specified address among hints (gossip advertise, bind, peer address).
+func advertised(addr string, hints ...string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || (host != "" && !net.ParseIP(host).IsUnspecified()) {
+		return addr
+	}
+	for _, h := range hints {
+		if hh, _, err := net.SplitHostPort(h); err == nil && hh != "" && !net.ParseIP(hh).IsUnspecified() {
+			return net.JoinHostPort(hh, port)
+		}
+	}
+	return addr
 }
 
 func (p *peerSet) sign(dst []byte, name string, ts int64, method, host, uri string) []byte {

@@ -361,3 +361,20 @@ func BenchmarkClusterFlashCrowd(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(o.total.Load())/float64(b.N), "origin-requests/object")
 }
+
+func TestAdvertised(t *testing.T) {
+	tests := []struct {
+		addr, want string
+		hints      []string
+	}{
+		{"127.0.0.1:8080", "127.0.0.1:8080", nil},
+		{"[::]:8080", "10.0.0.2:8080", []string{"", "0.0.0.0:7946", "10.0.0.2:7947"}},
+		{"0.0.0.0:8080", "10.0.0.1:8080", []string{"10.0.0.1:7946"}},
+		{"[::]:8080", "[::]:8080", []string{"0.0.0.0:7946"}},
+	}
+	for _, tt := range tests {
+		if got := advertised(tt.addr, tt.hints...); got != tt.want {
+			t.Errorf("advertised(%q, %q) = %q, want %q", tt.addr, tt.hints, got, tt.want)
+		}
+	}
+}

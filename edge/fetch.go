@@ -111,7 +111,7 @@ func (n *Node) lead(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Flight, st
 	}
 
 	meta := n.responseMeta(resp.Status, resp.Header)
-	storable, reason := n.policy.Storable(&st.req, &meta)
+	storable, reason := n.storable(&st.req, &meta, resp.Header)
 	tooBig := resp.ContentLength > int64(n.cfg.Cache.MaxObjectSize)
 	if !storable || tooBig {
 		// Not shared: the waiters fetch on their own, and later requests
@@ -407,7 +407,7 @@ func (n *Node) revalidateInBackground(ctx *fasthttp.RequestCtx, st *reqState, st
 			return
 		}
 		meta := n.responseMeta(resp.Status, resp.Header)
-		ok, _ := n.policy.Storable(&req, &meta)
+		ok, _ := n.storable(&req, &meta, resp.Header)
 		if !ok || resp.ContentLength > int64(n.cfg.Cache.MaxObjectSize) || resp.Status >= 500 {
 			drainBody(resp.Body)
 			f.Release(origin.ErrPass)
@@ -441,6 +441,26 @@ func addValidators(r *origin.Request, e *cache.Entry) {
 	if len(e.LastModified) > 0 {
 		r.Header = append(r.Header, origin.Field{Name: "If-Modified-Since", Value: string(e.LastModified)})
 	}
+}
+
+// storable decides whether a response fetched for req is kept. The fetch is
+// always a GET, even for a HEAD client (HEAD is answered from the stored
+// GET), so the policy sees GET. A response that would be stale at once and
+// carries no validator or stale-* allowance is not kept either: it could
+// never answer a request, only send every one back to the origin.
+func (n *Node) storable(req *cache.RequestMeta, meta *cache.ResponseMeta, h []origin.Field) (bool, string) {
+	get := *req
+	get.Method = "GET"
+	ok, reason := n.policy.Storable(&get, meta)
+	if !ok {
+		return false, reason
+	}
+	if lifetime, _ := n.policy.FreshnessLifetime(meta); lifetime <= 0 &&
+		meta.CC.StaleWhileRevalidate <= 0 && meta.CC.StaleIfError <= 0 &&
+		header1(h, "ETag") == "" && header1(h, "Last-Modified") == "" {
+		return false, cache.ReasonNoFreshness
+	}
+	return true, ""
 }
 
 // newEntry builds the entry for a storable response (body set later).

@@ -750,3 +750,48 @@ func TestHostHeaderRewrite(t *testing.T) {
 		mu.Unlock()
 	}
 }
+
+// TestHeadMissThenHit: a HEAD miss fetches (and stores) the GET, so the
+// next HEAD and GET are hits (RFC 9110 §9.3.2) — not hit-for-pass.
+func TestHeadMissThenHit(t *testing.T) {
+	o := newTestOrigin(t, nil, static("body", "Cache-Control: max-age=60"))
+	n := newTestNode(t, o.srv.URL, nil, nil)
+	url := "http://" + n.Addr() + "/head"
+	r, b := do(t, http.MethodHead, url)
+	if r.StatusCode != 200 || b != "" || r.ContentLength != 4 {
+		t.Fatalf("HEAD miss: %d %q length %d", r.StatusCode, b, r.ContentLength)
+	}
+	waitFor(t, "fill", 5*time.Second, func() bool { return n.flights.Len() == 0 })
+	if r, _ := do(t, http.MethodHead, url); !isHit(r) {
+		t.Errorf("second HEAD: Cache-Status %q, want hit", csOf(r))
+	}
+	if r, b := get(t, url); !isHit(r) || b != "body" {
+		t.Errorf("GET after HEAD: %q %q, want a hit with the body", csOf(r), b)
+	}
+	if got := o.total.Load(); got != 1 {
+		t.Errorf("origin saw %d requests, want 1", got)
+	}
+}
+
+// TestUselessResponsesNotStored: a 404 with no freshness, validators or
+// stale allowance is not stored stale (it would send every request to the
+// origin as a "revalidation"); with a Last-Modified it is heuristically fresh.
+func TestUselessResponsesNotStored(t *testing.T) {
+	o := newTestOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/lm" {
+			w.Header().Set("Last-Modified", time.Now().Add(-100*time.Hour).UTC().Format(http.TimeFormat))
+		}
+		w.WriteHeader(http.StatusNotFound)
+	})
+	n := newTestNode(t, o.srv.URL, nil, nil)
+	for i := 0; i < 3; i++ {
+		r, _ := warm(t, n, "http://"+n.Addr()+"/bare")
+		if strings.Contains(csOf(r), "stored") {
+			t.Errorf("bare 404 stored: %q", csOf(r))
+		}
+	}
+	warm(t, n, "http://"+n.Addr()+"/lm")
+	if r, _ := get(t, "http://"+n.Addr()+"/lm"); !isHit(r) {
+		t.Errorf("404 with Last-Modified: %q, want a heuristic hit (RFC 9111 §4.2.2)", csOf(r))
+	}
+}

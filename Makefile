@@ -34,9 +34,10 @@ bench: build
 # Docker image FROM scratch with a host-built static binary (no registry needed).
 image:
 	mkdir -p bin/image
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/image/edgeshield ./cmd/edgeshield
+	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/image/edgeshield ./cmd/edgeshield
+	@test -s /etc/ssl/certs/ca-certificates.crt || { echo "no CA bundle at /etc/ssl/certs/ca-certificates.crt (apt-get install ca-certificates)"; exit 1; }
 	cp /etc/ssl/certs/ca-certificates.crt bin/image/
-	docker build -t edgeshield:latest .
+	docker build -t edgeshield:$(VERSION) -t edgeshield:latest .
 
 # Short coverage-guided fuzzing of the parsers (the seed corpora also run in `make test`).
 fuzz:

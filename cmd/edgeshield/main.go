@@ -2,7 +2,7 @@
 // bench harness and the uptime probe.
 //
 //	edgeshield run [--config FILE] [--origin URL] [--listen ADDR] [--admin ADDR]
-//	edgeshield origin [--listen ADDR] [--root DIR] [--latency D]
+//	edgeshield origin [--listen ADDR] [--root DIR] [--latency D] [--fault SPEC]…
 //	edgeshield bench <steady|rush|capacity> [flags]
 //	edgeshield probe --targets URL[,URL…] [flags]
 //	edgeshield version
@@ -165,10 +165,18 @@ func runOrigin(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	listen := fs.String("listen", "127.0.0.1:8081", "listen address")
 	root := fs.String("root", "", "serve this directory instead of the embedded sample site")
 	latency := fs.Duration("latency", 0, "added latency per response")
+	var faults []demo.Fault
+	fs.Func("fault", "inject a fault, repeatable: e.g. 'prefix=/img/,status=503,rate=0.1', 'prefix=/api/,delay=250ms', 'reset,rate=0.01'", func(v string) error {
+		f, err := demo.ParseFault(v)
+		if err == nil {
+			faults = append(faults, f)
+		}
+		return err
+	})
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	srv, err := demo.New(demo.Config{Root: *root, Latency: *latency, Logger: edge.NewLogger(edge.LogConfig{Level: "info"}, stderr)})
+	srv, err := demo.New(demo.Config{Root: *root, Latency: *latency, Faults: faults, Logger: edge.NewLogger(edge.LogConfig{Level: "info"}, stderr)})
 	if err != nil {
 		fmt.Fprintln(stderr, "edgeshield origin:", err)
 		return 1

@@ -90,3 +90,10 @@ func TestRunDemo(t *testing.T) {
 		t.Fatal("run did not stop")
 	}
 }
+
+func TestOriginBadFault(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := runOrigin(context.Background(), []string{"--fault", "status=abc"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "fault") {
+		t.Errorf("bad --fault: exit %d, stderr %q; want 2 naming the flag", code, errb.String())
+	}
+}

@@ -191,6 +191,8 @@ start_varnish() {
 	sed -e "s|@ORIGIN_HOST@|127.0.0.1|g" -e "s|@ORIGIN_PORT@|$ORIGIN_PORT|g" \
 		bench/compare/default.vcl >"$dir/default.vcl"
 	chmod 644 "$dir/default.vcl"
+	# thread_pool_min=50 (default 100) per pool: fewer idle threads on the one
+	# pinned core; the pools still grow to thread_pool_max under load.
 	start varnish 0 varnishd -F -a "127.0.0.1:$VARNISH_PORT" -f "$dir/default.vcl" \
 		-s malloc,1G -n "$dir/work" -p thread_pool_min=50
 	wait_port $VARNISH_PORT "$LAST_PID"

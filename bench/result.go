@@ -82,7 +82,7 @@ type Quantile struct {
 	Latency time.Duration `json:"latency_ns"`
 }
 
-var reportedQuantiles = []float64{1, 5, 10, 25, 50, 75, 90, 95, 97.5, 99, 99.5, 99.9, 99.99, 99.999, 100}
+var reportedQuantiles = [...]float64{1, 5, 10, 25, 50, 75, 90, 95, 97.5, 99, 99.5, 99.9, 99.99, 99.999, 100}
 
 // Bucket is one interval of the timeline. Offered, OK, Errors and the
 // latency percentiles belong to the requests *scheduled* in the interval, so

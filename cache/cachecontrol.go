@@ -206,22 +206,11 @@ func minDelta(cur, n int64) int64 {
 // parseDelta parses delta-seconds = 1*DIGIT (RFC 9111 §1.2.2), clamping at
 // 2^31. Signs, fractions and empty strings are invalid.
 func parseDelta(b []byte) (int64, bool) {
-	if len(b) == 0 {
+	n, ok := parseDigits(b)
+	if !ok {
 		return 0, false
 	}
-	var n int64
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		if n < maxDeltaSeconds {
-			n = n*10 + int64(c-'0')
-		}
-	}
-	if n > maxDeltaSeconds {
-		n = maxDeltaSeconds
-	}
-	return n, true
+	return min(n, maxDeltaSeconds), true
 }
 
 func isOWS(c byte) bool { return c == ' ' || c == '\t' }

@@ -245,12 +245,13 @@ func (n *Node) handlePeer(ctx *fasthttp.RequestCtx) {
 }
 
 // upstreamOwner fetches a cacheable miss: from the key's owner when that is
-// another member, else from the origin. A peer that refuses, resets or times
+// another member, else (and always when originOnly: shield hops, origin
+// flights) from the origin. A peer that refuses, resets or times
 // out is marked down at once and the next owner in rendezvous order is
 // tried, then the origin: a client never sees a peer's failure.
-func (n *Node) upstreamOwner(ctx context.Context, key, host []byte, hop, purged bool, req *origin.Request) (*origin.Response, error) {
+func (n *Node) upstreamOwner(ctx context.Context, key, host []byte, originOnly, purged bool, req *origin.Request) (*origin.Response, error) {
 	p := n.peers
-	if p == nil || hop {
+	if p == nil || originOnly {
 		return n.upstream(ctx, host, req)
 	}
 	var buf [8]cluster.Member

@@ -378,3 +378,45 @@ func TestAdvertised(t *testing.T) {
 		}
 	}
 }
+
+// TestShieldHopNeverWaitsOnAForward: a shield hop arriving at a node that is
+// itself forwarding the same key to another owner (membership views briefly
+// disagree) goes to the origin instead of joining that forward, so two
+// nodes can never wait on each other.
+func TestShieldHopNeverWaitsOnAForward(t *testing.T) {
+	gate := make(chan struct{})
+	var once sync.Once
+	o := newTestOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		<-gate
+		w.Header().Set("Cache-Control", "max-age=60")
+		io.WriteString(w, "ok")
+	})
+	t.Cleanup(func() { once.Do(func() { close(gate) }) })
+	nodes := newCluster(t, 2, o.srv.URL, nil)
+	// Find a path owned by node-1, so node-0 forwards it.
+	var path string
+	for i := 0; i < 1000 && path == ""; i++ {
+		p := fmt.Sprintf("/loop/%d", i)
+		if m, _ := nodes[0].Cluster().Owner([]byte("cdn.example" + p)); m.Name == "node-1" {
+			path = p
+		}
+	}
+	if path == "" {
+		t.Fatal("no key owned by node-1")
+	}
+	done := make(chan struct{}, 2)
+	go func() { // public request on node-0: a forward flight to node-1
+		get(t, "http://"+nodes[0].Addr()+path, "Host: cdn.example")
+		done <- struct{}{}
+	}()
+	waitFor(t, "node-1 to reach the origin", 10*time.Second, func() bool { return o.count(path) == 1 })
+	go func() { // a hop to node-0 for the same key, as if node-1 thought node-0 owned it
+		sig := nodes[1].peers.sign(nil, "node-1", time.Now().Unix(), "GET", "cdn.example", path)
+		get(t, "http://"+nodes[0].PeerAddr()+path, "Host: cdn.example", shieldHopHeader+": "+string(sig))
+		done <- struct{}{}
+	}()
+	waitFor(t, "the hop to go to the origin rather than wait on node-0's forward", 10*time.Second, func() bool { return o.count(path) == 2 })
+	once.Do(func() { close(gate) })
+	<-done
+	<-done
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/edgeshield/edgeshield/cache"
@@ -17,11 +18,12 @@ import (
 // waiter as Head.Meta: the entry being built (headers, status, times) and
 // whether it will be stored.
 type pending struct {
-	entry  *cache.Entry // Body not yet set
-	vkey   []byte       // variant key the leader's request selected (nil without Vary)
-	stored bool
-	status int // origin status, for Cache-Status fwd-status
-	fwd    string
+	primary []byte       // primary cache key (the flight's key may differ: see flightKey)
+	entry   *cache.Entry // Body not yet set
+	vkey    []byte       // variant key the leader's request selected (nil without Vary)
+	stored  bool
+	status  int // origin status, for Cache-Status fwd-status
+	fwd     string
 }
 
 // discardWindow bounds memory per flight once a body outgrows the max object
@@ -32,7 +34,7 @@ const discardWindow = 1 << 20
 // coalescer: the first request for a key leads ONE upstream fetch; everyone
 // else reads the same body as it arrives.
 func (n *Node) fetch(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, fwd string) {
-	f, leader := n.flights.Join(string(st.key))
+	f, leader := n.flights.Join(n.flightKey(st.key, st.hop))
 	if leader {
 		n.lead(ctx, st, f, stale, fwd)
 		return
@@ -68,6 +70,28 @@ func (n *Node) fetch(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry,
 	n.serveFlight(ctx, st, f, p, head.ContentLength)
 }
 
+// flightKey is the coalescing key of a fetch. In a cluster, a fetch that
+// will be forwarded to another owner gets its own flight, apart from the
+// one that goes to the origin (which shield hops and the owner's own
+// clients share): a shield hop must never wait on a flight that is itself
+// waiting on a peer, or two nodes whose membership views briefly disagree
+// would wait on each other until the timeout.
+func (n *Node) flightKey(key []byte, hop bool) string {
+	if hop || n.peers == nil {
+		return string(key)
+	}
+	if m, ok := n.peers.c.Owner(key); ok && !m.Self {
+		return string(key) + fwdFlightSuffix
+	}
+	return string(key)
+}
+
+const fwdFlightSuffix = "\x00fwd"
+
+// forwards reports whether a flight may go to a peer; an origin flight
+// never does, even if ownership changed since it was created.
+func forwards(f *origin.Flight) bool { return strings.HasSuffix(f.Key(), fwdFlightSuffix) }
+
 // lead performs the upstream fetch for a flight until the response headers
 // are known, decides whether the response is shared and stored, and hands
 // the body copy to a goroutine that outlives this client.
@@ -78,12 +102,12 @@ func (n *Node) lead(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Flight, st
 	}
 	n.stats.originFetches.Add(1)
 	reqTime := n.now()
-	resp, err := n.upstreamOwner(context.Background(), st.key, ctx.Request.Header.Host(), st.hop, st.purged, oreq)
+	resp, err := n.upstreamOwner(context.Background(), st.key, ctx.Request.Header.Host(), !forwards(f), st.purged, oreq)
 	respTime := n.now()
 	if err != nil {
 		n.stats.originErrors.Add(1)
 		f.Release(err)
-		n.flights.Forget(string(st.key), f)
+		n.flights.Forget(f.Key(), f)
 		if stale != nil && n.serveStaleOnError(ctx, st, stale, err) {
 			return
 		}
@@ -105,7 +129,7 @@ func (n *Node) lead(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Flight, st
 		drainBody(resp.Body)
 		err := &statusError{status: resp.Status}
 		f.Release(err)
-		n.flights.Forget(string(st.key), f)
+		n.flights.Forget(f.Key(), f)
 		n.serveStaleOnError(ctx, st, stale, err)
 		return
 	}
@@ -117,7 +141,7 @@ func (n *Node) lead(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Flight, st
 		// Not shared: the waiters fetch on their own, and later requests
 		// skip the queue for a while (hit-for-pass) unless it was only size.
 		f.Release(origin.ErrPass)
-		n.flights.Forget(string(st.key), f)
+		n.flights.Forget(f.Key(), f)
 		if !storable {
 			n.hfp.add(st.key, respTime)
 		}
@@ -140,7 +164,7 @@ func (n *Node) lead(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Flight, st
 	}
 
 	e := n.newEntry(st.key, resp.Status, resp.Header, &meta, reqTime, respTime)
-	p := &pending{entry: e, stored: true, status: resp.Status, fwd: fwd}
+	p := &pending{primary: e.Key, entry: e, stored: true, status: resp.Status, fwd: fwd}
 	if e.Vary != nil {
 		st.vkey = cache.VariantKey(st.vkey[:0], st.key, e.Vary, st.get)
 		p.vkey = append([]byte(nil), st.vkey...)
@@ -218,7 +242,7 @@ func (n *Node) fill(f *origin.Flight, p *pending, resp *origin.Response) {
 		return
 	}
 	p.entry.Body = body
-	n.storeEntry([]byte(key), p.entry)
+	n.storeEntry(p.primary, p.entry)
 }
 
 // publishEntry completes a flight from an entry that already has its body
@@ -229,10 +253,10 @@ func (n *Node) publishEntry(f *origin.Flight, key []byte, e *cache.Entry, fwd st
 		vkey = e.Key // a refreshed variant keeps its variant key
 	}
 	n.storeEntry(key, e)
-	f.Publish(origin.Head{Status: e.Status, ContentLength: int64(len(e.Body)), Meta: &pending{entry: e, vkey: vkey, stored: true, status: fasthttp.StatusNotModified, fwd: fwd}})
+	f.Publish(origin.Head{Status: e.Status, ContentLength: int64(len(e.Body)), Meta: &pending{primary: key, entry: e, vkey: vkey, stored: true, status: fasthttp.StatusNotModified, fwd: fwd}})
 	_, _ = f.Write(e.Body)
 	f.Finish(nil)
-	n.flights.Forget(string(key), f)
+	n.flights.Forget(f.Key(), f)
 }
 
 // storeEntry puts e in the store. With Vary, e.Key is its variant key and a
@@ -375,7 +399,7 @@ func (s *sectionReader) Close() error { return s.rc.Close() }
 func (n *Node) revalidateInBackground(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry) {
 	key := append([]byte(nil), st.key...)
 	hop, purged := st.hop, st.purged
-	f, leader := n.flights.Join(string(key))
+	f, leader := n.flights.Join(n.flightKey(key, hop))
 	if !leader {
 		return
 	}
@@ -392,12 +416,12 @@ func (n *Node) revalidateInBackground(ctx *fasthttp.RequestCtx, st *reqState, st
 		n.stats.originFetches.Add(1)
 		n.stats.backgroundRevalidations.Add(1)
 		reqTime := n.now()
-		resp, err := n.upstreamOwner(context.Background(), key, host, hop, purged, oreq)
+		resp, err := n.upstreamOwner(context.Background(), key, host, !forwards(f), purged, oreq)
 		respTime := n.now()
 		if err != nil {
 			n.stats.originErrors.Add(1)
 			f.Release(err)
-			n.flights.Forget(string(key), f)
+			n.flights.Forget(f.Key(), f)
 			return
 		}
 		if resp.Status == fasthttp.StatusNotModified {
@@ -411,11 +435,11 @@ func (n *Node) revalidateInBackground(ctx *fasthttp.RequestCtx, st *reqState, st
 		if !ok || resp.ContentLength > int64(n.cfg.Cache.MaxObjectSize) || resp.Status >= 500 {
 			drainBody(resp.Body)
 			f.Release(origin.ErrPass)
-			n.flights.Forget(string(key), f)
+			n.flights.Forget(f.Key(), f)
 			return
 		}
 		e := n.newEntry(key, resp.Status, resp.Header, &meta, reqTime, respTime)
-		p := &pending{entry: e, stored: true, status: resp.Status, fwd: fwdStale}
+		p := &pending{primary: key, entry: e, stored: true, status: resp.Status, fwd: fwdStale}
 		if e.Vary != nil {
 			p.vkey = stale.Key // the stale variant was selected by the same request
 			e.Key = stale.Key

@@ -161,7 +161,7 @@ func FuzzValidators(f *testing.F) {
 		NotModifiedSince(a, b)
 		ParseHTTPDate(a)
 		// Any well-formed strong entity-tag matches itself both ways.
-		if len(b) > 0 && bytes.IndexAny(b, "\"\x00") < 0 {
+		if len(b) > 0 && !bytes.ContainsAny(b, "\"\x00") {
 			tag := append(append([]byte{'"'}, b...), '"')
 			if !ETagMatch(tag, tag) || !IfRangeMatches(tag, tag, nil) {
 				t.Fatalf("strong tag %q does not match itself: ETagMatch %v IfRangeMatches %v",

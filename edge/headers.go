@@ -252,9 +252,7 @@ func surrogateKeys(h []origin.Field) [][]byte {
 	var out [][]byte
 	for _, name := range []string{"Surrogate-Key", "Cache-Tag"} {
 		for _, v := range header(h, name) {
-			for _, tok := range bytes.FieldsFunc([]byte(v), func(r rune) bool { return r == ' ' || r == ',' || r == '\t' }) {
-				out = append(out, tok)
-			}
+			out = append(out, bytes.FieldsFunc([]byte(v), func(r rune) bool { return r == ' ' || r == ',' || r == '\t' })...)
 		}
 	}
 	return out

@@ -246,10 +246,9 @@ func (n *Node) writeEntryHeaders(resp *fasthttp.Response, e *cache.Entry) {
 }
 
 var (
-	strVia          = []byte("Via")
-	strIfNoneMatch  = []byte("If-None-Match")
-	strIfModSince   = []byte("If-Modified-Since")
-	strAcceptRanges = []byte("Accept-Ranges")
+	strVia         = []byte("Via")
+	strIfNoneMatch = []byte("If-None-Match")
+	strIfModSince  = []byte("If-Modified-Since")
 )
 
 // notModified evaluates the client's conditional GET against the stored

@@ -6,7 +6,7 @@ LDFLAGS := -s -w -X github.com/edgeshield/edgeshield/edge.Version=$(VERSION)
 # Race-enabled tests of every package; fuzz seed corpora (testdata/fuzz) run as ordinary tests.
 TESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build run test vet fmt-check bench fuzz image clean
+.PHONY: all build run test vet lint fmt-check bench fuzz image clean
 
 all: build
 
@@ -17,8 +17,15 @@ build:
 run: build
 	./$(BIN) run
 
-test: fmt-check vet
+test: fmt-check vet lint
 	$(GO) test $(TESTFLAGS) ./...
+
+# staticcheck (pinned; .ci/run installs it). Skipped with a message when missing, outside CI.
+STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || ls $$($(GO) env GOPATH)/bin/staticcheck 2>/dev/null)
+lint:
+	@if [ -n "$(STATICCHECK)" ]; then echo "$(STATICCHECK) ./..."; $(STATICCHECK) ./...; \
+	elif [ "$$CI" = "true" ]; then echo "staticcheck missing (go install honnef.co/go/tools/cmd/staticcheck@v0.8.2)"; exit 1; \
+	else echo "lint: staticcheck not installed, skipped (go install honnef.co/go/tools/cmd/staticcheck@v0.8.2)"; fi
 
 vet:
 	$(GO) vet ./...

@@ -70,27 +70,8 @@ if [ "$(nproc)" -lt 2 ]; then
 	exit 2
 fi
 
-if [ -z "${EDGE_BIN:-}" ]; then
-	make -s build >&2
-	EDGE_BIN=$ROOT/bin/edgeshield
-fi
-
-TMP=$(mktemp -d /tmp/edgeshield-wrk.XXXXXX)
-PIDS=()
-cleanup() {
-	local pid i
-	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-	for pid in "${PIDS[@]}"; do
-		for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { printf '# %s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+# shellcheck source=bench/wrk/lib.sh
+source "$ROOT/bench/wrk/lib.sh"
 
 # start NAME CORE CMD...: CMD must exec the server (nice, taskset and env
 # do), so that $! is the server's own pid. The origin runs without $PRIO.
@@ -101,26 +82,6 @@ start() {
 	$prio taskset -c "$core" "$@" >"$TMP/$name.log" 2>&1 &
 	LAST_PID=$!
 	PIDS+=("$LAST_PID")
-}
-
-port_free() {
-	if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-		echo "hits-vs-nginx.sh: 127.0.0.1:$1 is already in use" >&2
-		return 1
-	fi
-}
-
-# wait_port PORT PID NAME: until 127.0.0.1:PORT accepts (10 s) or PID exits.
-wait_port() {
-	local port=$1 pid=$2 name=$3 i
-	for i in $(seq 1 100); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-		if ! kill -0 "$pid" 2>/dev/null; then break; fi
-		sleep 0.1
-	done
-	echo "hits-vs-nginx.sh: $name did not listen on $port; its log:" >&2
-	cat "$TMP/$name.log" >&2 || true
-	exit 1
 }
 
 # cpu_ticks PID: user+system clock ticks of PID and its direct children

@@ -35,45 +35,11 @@ EDGE_PORT=${EDGE_PORT:-28280}
 ADMIN_PORT=${ADMIN_PORT:-29290}
 EXTRA_ENV=${EXTRA_ENV:-}
 
-if [ -z "${EDGE_BIN:-}" ]; then
-	make -s build >&2
-	EDGE_BIN=$ROOT/bin/edgeshield
-fi
-
-TMP=$(mktemp -d /tmp/edgeshield-rss.XXXXXX)
-PIDS=()
-cleanup() {
-	local pid i
-	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-	for pid in "${PIDS[@]}"; do
-		for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { printf '# %s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-
-wait_port() {
-	local port=$1 pid=$2 name=$3 i
-	for i in $(seq 1 100); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-		if ! kill -0 "$pid" 2>/dev/null; then break; fi
-		sleep 0.1
-	done
-	echo "rss.sh: $name did not listen on $port; its log:" >&2
-	cat "$TMP/$name.log" >&2 || true
-	exit 1
-}
+# shellcheck source=bench/wrk/lib.sh
+source "$ROOT/bench/wrk/lib.sh"
 
 for p in $ORIGIN_PORT $EDGE_PORT $ADMIN_PORT; do
-	if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-		echo "rss.sh: 127.0.0.1:$p is already in use" >&2
-		exit 1
-	fi
+	port_free "$p"
 done
 
 "$EDGE_BIN" origin --listen "127.0.0.1:$ORIGIN_PORT" >"$TMP/origin.log" 2>&1 &

@@ -125,3 +125,25 @@ func TestPurgeOutlivesTombstone(t *testing.T) {
 		t.Errorf("purged entry served as a fresh hit after its tombstone expired: %q", csOf(r))
 	}
 }
+
+// TestTagPurgeAfterRevalidation: an entry refreshed by a 304 keeps the
+// surrogate keys of the stored response, so tag purges still find it.
+func TestTagPurgeAfterRevalidation(t *testing.T) {
+	o := newTestOrigin(t, nil, static("x", "Cache-Control: max-age=600", `ETag: "t"`, "Surrogate-Key: shelf"))
+	n := newTestNode(t, o.srv.URL, nil, nil)
+	url := "http://" + n.Addr() + "/tagged"
+	warm(t, n, url)
+	// A client's no-cache makes the node revalidate: the origin answers 304.
+	if r, _ := warm(t, n, url, "Cache-Control: no-cache"); !strings.Contains(csOf(r), "fwd-status=304") {
+		t.Fatalf("expected a 304 revalidation, got %q", csOf(r))
+	}
+	if r, _ := get(t, url); !isHit(r) {
+		t.Fatalf("refreshed entry not a hit: %q", csOf(r))
+	}
+	if _, err := n.Purge("tag", "shelf", false, 0); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := get(t, url); isHit(r) {
+		t.Errorf("tag purge missed the refreshed entry: %q", csOf(r))
+	}
+}

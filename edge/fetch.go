@@ -107,7 +107,6 @@ func (n *Node) lead(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Flight, st
 	if err != nil {
 		n.stats.originErrors.Add(1)
 		f.Release(err)
-		n.flights.Forget(f.Key(), f)
 		if stale != nil && n.serveStaleOnError(ctx, st, stale, err) {
 			return
 		}
@@ -129,7 +128,6 @@ func (n *Node) lead(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Flight, st
 		drainBody(resp.Body)
 		err := &statusError{status: resp.Status}
 		f.Release(err)
-		n.flights.Forget(f.Key(), f)
 		n.serveStaleOnError(ctx, st, stale, err)
 		return
 	}
@@ -141,7 +139,6 @@ func (n *Node) lead(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Flight, st
 		// Not shared: the waiters fetch on their own, and later requests
 		// skip the queue for a while (hit-for-pass) unless it was only size.
 		f.Release(origin.ErrPass)
-		n.flights.Forget(f.Key(), f)
 		if !storable {
 			n.hfp.add(st.key, respTime)
 		}
@@ -421,7 +418,6 @@ func (n *Node) revalidateInBackground(ctx *fasthttp.RequestCtx, st *reqState, st
 		if err != nil {
 			n.stats.originErrors.Add(1)
 			f.Release(err)
-			n.flights.Forget(f.Key(), f)
 			return
 		}
 		if resp.Status == fasthttp.StatusNotModified {
@@ -435,7 +431,6 @@ func (n *Node) revalidateInBackground(ctx *fasthttp.RequestCtx, st *reqState, st
 		if !ok || resp.ContentLength > int64(n.cfg.Cache.MaxObjectSize) || resp.Status >= 500 {
 			drainBody(resp.Body)
 			f.Release(origin.ErrPass)
-			n.flights.Forget(f.Key(), f)
 			return
 		}
 		e := n.newEntry(key, resp.Status, resp.Header, &meta, reqTime, respTime)
@@ -489,60 +484,40 @@ func (n *Node) storable(req *cache.RequestMeta, meta *cache.ResponseMeta, h []or
 
 // newEntry builds the entry for a storable response (body set later).
 func (n *Node) newEntry(key []byte, status int, h []origin.Field, meta *cache.ResponseMeta, reqTime, respTime time.Time) *cache.Entry {
-	lifetime, _ := n.policy.FreshnessLifetime(meta)
 	e := &cache.Entry{
-		Key:            append([]byte(nil), key...),
-		Status:         status,
-		Header:         n.storedHeaders(h),
-		RequestTime:    reqTime,
-		ResponseTime:   respTime,
-		InitialAge:     cache.InitialAge(meta.AgeHeader, meta.Date, reqTime, respTime),
-		Lifetime:       lifetime,
-		SWR:            seconds(meta.CC.StaleWhileRevalidate),
-		SIE:            seconds(meta.CC.StaleIfError),
-		MustRevalidate: meta.CC.MustRevalidate || meta.CC.ProxyRevalidate || meta.CC.SMaxAge >= 0,
-		NoCache:        meta.CC.NoCache,
-		ETag:           []byte(header1(h, "ETag")),
-		LastModified:   []byte(header1(h, "Last-Modified")),
-		Vary:           varyNames(h),
-		SurrogateKeys:  surrogateKeys(h),
-		StoredAt:       reqTime, // a purge issued during the fetch must cover it
+		Key:           append([]byte(nil), key...),
+		Status:        status,
+		Header:        n.storedHeaders(h),
+		Vary:          varyNames(h),
+		SurrogateKeys: surrogateKeys(h),
+		StoredAt:      reqTime, // a purge issued during the fetch must cover it
 	}
-	if len(e.ETag) == 0 {
-		e.ETag = nil
+	if v := header1(h, "ETag"); v != "" {
+		e.ETag = []byte(v)
 	}
-	if len(e.LastModified) == 0 {
-		e.LastModified = nil
+	if v := header1(h, "Last-Modified"); v != "" {
+		e.LastModified = []byte(v)
 	}
+	e.SetFreshness(n.policy.Freshness(meta, reqTime, respTime))
 	return e
 }
 
 // refreshed applies a 304's fields to a stale entry (RFC 9111 §4.3.4) and
-// recomputes its freshness; the stored entry itself is never mutated.
+// recomputes its freshness from the merged fields; the stored entry itself
+// is never mutated. Surrogate keys and Vary stay those of the stored response.
 func (n *Node) refreshed(stale *cache.Entry, h304 []origin.Field, reqTime, respTime time.Time) *cache.Entry {
 	updates := n.storedHeaders(h304)
-	merged := make([]cache.Field, 0, len(stale.Header)+len(updates))
+	// The freshness of the merged response: stored fields the 304 does not
+	// replace, the 304's fields, and its Date and Age (not stored fields).
+	all := make([]origin.Field, 0, len(stale.Header)+len(h304))
 	for _, f := range stale.Header {
 		if !hasField(updates, f.Name) {
-			merged = append(merged, f)
+			all = append(all, origin.Field{Name: string(f.Name), Value: string(f.Value)})
 		}
 	}
-	merged = append(merged, updates...)
-	all := make([]origin.Field, 0, len(merged)+2)
-	for _, f := range merged {
-		all = append(all, origin.Field{Name: string(f.Name), Value: string(f.Value)})
-	}
-	// Date and Age of the 304 govern the new age (they are not stored fields).
-	for _, name := range []string{"Date", "Age"} {
-		if v := header1(h304, name); v != "" {
-			all = append(all, origin.Field{Name: name, Value: v})
-		}
-	}
+	all = append(all, h304...)
 	meta := n.responseMeta(stale.Status, all)
-	e := n.newEntry(stale.Key, stale.Status, all, &meta, reqTime, respTime)
-	e.Body = stale.Body
-	e.Vary = stale.Vary
-	return e
+	return stale.WithUpdatedHeaders(updates, n.policy.Freshness(&meta, reqTime, respTime))
 }
 
 func hasField(h []cache.Field, name []byte) bool {
@@ -565,13 +540,6 @@ func (n *Node) serveStaleOnError(ctx *fasthttp.RequestCtx, st *reqState, stale *
 	n.log.Warn("origin failed; serving stale", "key", string(st.key), "err", err)
 	n.writeEntry(ctx, st, stale, now, csStaleErr, statusFor(err))
 	return true
-}
-
-func seconds(v int64) time.Duration {
-	if v < 0 {
-		return -1
-	}
-	return time.Duration(v) * time.Second
 }
 
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }

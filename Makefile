@@ -19,6 +19,8 @@ run: build
 
 test: fmt-check vet lint
 	$(GO) test $(TESTFLAGS) ./...
+	# Package edge again with every stored body in a memory file (off-heap).
+	$(GO) test $(TESTFLAGS) ./edge -args -edge.offheap-min=1
 
 # staticcheck (pinned; .ci/run installs it). Skipped with a message when missing, outside CI.
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || ls $$($(GO) env GOPATH)/bin/staticcheck 2>/dev/null)

@@ -22,7 +22,11 @@ type Entry struct {
 	// Header holds the end-to-end fields to replay (the edge already removed
 	// hop-by-hop fields, Age, Set-Cookie, ...).
 	Header []Field
-	Body   []byte // full body; immutable once stored
+	Body   []byte // full body; immutable once stored; nil when Blob holds it
+	// Blob, when set, holds the body outside the heap instead of Body. The
+	// entry owns one reference: Store.Set takes it over and releases it when
+	// the entry leaves the store. Readers Acquire their own.
+	Blob *Blob
 	// ETag and LastModified are the validators (also present in Header).
 	ETag, LastModified        []byte
 	RequestTime, ResponseTime time.Time
@@ -50,6 +54,14 @@ type Entry struct {
 	invalidated atomic.Bool
 	// purgeGen caches a negative Purges.Check result, see Purges.gen.
 	purgeGen atomic.Uint64
+}
+
+// BodyLen is the length of the stored body, wherever it is kept.
+func (e *Entry) BodyLen() int {
+	if e.Blob != nil {
+		return int(e.Blob.Size())
+	}
+	return len(e.Body)
 }
 
 // Freshness is the time-dependent part of an Entry, computed from a response
@@ -118,7 +130,7 @@ func (e *Entry) Invalidated() bool { return e.invalidated.Load() }
 // Cost returns the approximate bytes e occupies: body, header fields, key,
 // validators, vary and surrogate keys plus a fixed overhead.
 func (e *Entry) Cost() int64 {
-	n := int64(entryOverhead + len(e.Body) + len(e.Key) + len(e.ETag) + len(e.LastModified))
+	n := int64(entryOverhead + e.BodyLen() + len(e.Key) + len(e.ETag) + len(e.LastModified))
 	for _, f := range e.Header {
 		n += int64(len(f.Name) + len(f.Value) + 48) // two slice headers
 	}
@@ -245,8 +257,10 @@ func UsableOnError(e *Entry, req *RequestMeta, now time.Time, maxStale time.Dura
 // times and freshness; compute it with Policy.Freshness from the merged
 // response (the 304's Cache-Control when it sent one, else the stored one).
 // StoredAt becomes f.RequestTime: a successful validation confirms the body,
-// so soft purges issued before the validation request no longer apply. Key, Status, Body, Vary and
-// SurrogateKeys are shared with e (they are immutable).
+// so soft purges issued before the validation request no longer apply. Key,
+// Status, Body, Vary and SurrogateKeys are shared with e (they are
+// immutable). A Blob is shared too: the new entry takes its own reference,
+// so the caller must hold one on e's Blob (it panics otherwise).
 //
 // h is copied, so it may point into request or response buffers that are
 // reused after the call. The caller should pass the 304's header already
@@ -256,11 +270,15 @@ func (e *Entry) WithUpdatedHeaders(h []Field, f Freshness) *Entry {
 		Key:           e.Key,
 		Status:        e.Status,
 		Body:          e.Body,
+		Blob:          e.Blob,
 		ETag:          e.ETag,
 		LastModified:  e.LastModified,
 		Vary:          e.Vary,
 		SurrogateKeys: e.SurrogateKeys,
 		StoredAt:      f.RequestTime,
+	}
+	if n.Blob != nil {
+		n.Blob.Retain() // the new entry's own reference
 	}
 	n.SetFreshness(f)
 	size := 0

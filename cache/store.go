@@ -95,6 +95,9 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 		OnExit: func(e *Entry) {
 			if e != nil {
 				s.entries.Add(-1)
+				if e.Blob != nil {
+					e.Blob.Release()
+				}
 			}
 		},
 	})
@@ -122,25 +125,33 @@ func (s *Store) Get(key []byte) *Entry {
 // Set stores e under e.Key with cost e.Cost(). It returns false when the set
 // was dropped (contention or an entry larger than MaxBytes); true means it
 // was buffered and may still be refused by the admission policy. e must not
-// be modified afterwards. Replacing an existing key takes effect at once and
+// be modified afterwards. Set takes over e's Blob reference: it is released
+// when the entry leaves the store (evicted, refused, replaced, deleted), or
+// at once when Set returns false. Replacing an existing key takes effect at once and
 // adjusts the byte accounting; ristretto does not evict on replacement, so a
 // larger replacement can exceed MaxBytes until the next new entry is admitted.
 // Two Sets of a new key in quick succession (before Wait) may keep the first
 // entry: ristretto treats the second as a duplicate admission. A cache may
 // serve either response, so this costs at most one extra revalidation.
 func (s *Store) Set(e *Entry) bool {
-	if e == nil || s.closed.Load() {
+	if e == nil {
+		return false
+	}
+	if s.closed.Load() {
+		e.releaseBlob()
 		return false
 	}
 	cost := e.Cost()
 	if cost > s.maxBytes {
 		s.rejected.Add(1)
+		e.releaseBlob()
 		return false
 	}
 	// Count before Set: OnExit for this value can run before Set returns.
 	s.entries.Add(1)
 	if !s.c.Set(e.Key, e, cost) {
 		s.entries.Add(-1)
+		e.releaseBlob()
 		return false
 	}
 	s.sets.Add(1)
@@ -227,4 +238,10 @@ func (s *Store) Sweep(p *Purges) (invalidated, deleted int) {
 		s.Delete(k)
 	}
 	return invalidated, len(doomed)
+}
+
+func (e *Entry) releaseBlob() {
+	if e.Blob != nil {
+		e.Blob.Release()
+	}
 }

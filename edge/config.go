@@ -102,6 +102,14 @@ type CacheConfig struct {
 	MaxHeuristic Duration `yaml:"max_heuristic"`
 	// PurgeTTL is how long purge tombstones are kept. Default 10m.
 	PurgeTTL Duration `yaml:"purge_ttl"`
+	// OffheapMinSize: stored bodies at least this large are kept outside
+	// the Go heap, each in a memory file (Linux memfd), and sent to plain
+	// HTTP clients with sendfile(2), without a copy through user space.
+	// Default 128KiB (at 64 KiB a copy costs no more than sendfile's page
+	// handling, measured in bench/RESULTS.md); 0 keeps every body on the heap. Each such body holds a
+	// file descriptor; at most half the open-file limit is used this way,
+	// larger bodies beyond that stay on the heap.
+	OffheapMinSize Size `yaml:"offheap_min_size"`
 }
 
 // ServerConfig holds public listener limits.
@@ -495,6 +503,9 @@ func (c *Config) Validate(file string, src []byte) error {
 	}
 	if c.Cache.MaxObjectSize <= 0 || c.Cache.MaxObjectSize > c.Cache.MaxBytes {
 		return bad("cache.max_object_size", "must be positive and at most cache.max_bytes (%s), got %s", c.Cache.MaxBytes, c.Cache.MaxObjectSize)
+	}
+	if c.Cache.OffheapMinSize < 0 {
+		return bad("cache.offheap_min_size", "must be 0 (off) or a size, got %s", c.Cache.OffheapMinSize)
 	}
 	if c.Cache.HeuristicFraction < 0 || c.Cache.HeuristicFraction > 1 {
 		return bad("cache.heuristic_fraction", "must be between 0 and 1, got %v", c.Cache.HeuristicFraction)

@@ -118,6 +118,11 @@ func (n *Node) lead(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Flight, st
 		drainBody(resp.Body)
 		fresh := n.refreshed(stale, resp.Header, reqTime, respTime)
 		n.stats.revalidated.Add(1)
+		if fresh.Blob != nil {
+			// The store owns fresh's own reference once published.
+			fresh.Blob.Retain()
+			defer fresh.Blob.Release()
+		}
 		n.publishEntry(f, st.key, fresh, fwdStale)
 		n.writeEntry(ctx, st, fresh, n.now(), csRevalidated, fasthttp.StatusNotModified)
 		return
@@ -238,8 +243,24 @@ func (n *Node) fill(f *origin.Flight, p *pending, resp *origin.Response) {
 	if !ok {
 		return
 	}
-	p.entry.Body = body
+	n.setBody(p.entry, body)
 	n.storeEntry(p.primary, p.entry)
+}
+
+// setBody gives a new entry its body: in a memory file when it is large
+// enough (cache.offheap_min_size) and one can be made, else on the heap.
+func (n *Node) setBody(e *cache.Entry, body []byte) {
+	if minSize := int(n.cfg.Cache.OffheapMinSize); minSize > 0 && len(body) >= minSize {
+		b, err := n.blobs.New(body)
+		if err == nil {
+			e.Blob = b
+			return
+		}
+		if !errors.Is(err, cache.ErrBlobUnsupported) && !errors.Is(err, cache.ErrBlobLimit) {
+			n.log.Warn("keeping body on the heap", "key", string(e.Key), "err", err)
+		}
+	}
+	e.Body = body
 }
 
 // publishEntry completes a flight from an entry that already has its body
@@ -249,12 +270,30 @@ func (n *Node) publishEntry(f *origin.Flight, key []byte, e *cache.Entry, fwd st
 	if e.Vary != nil {
 		vkey = e.Key // a refreshed variant keeps its variant key
 	}
+	if e.Blob != nil {
+		// storeEntry hands e's reference to the store, which may let it go
+		// at once; this one keeps the body readable until it is copied.
+		e.Blob.Retain()
+		defer e.Blob.Release()
+	}
 	n.storeEntry(key, e)
-	f.Publish(origin.Head{Status: e.Status, ContentLength: int64(len(e.Body)), Meta: &pending{primary: key, entry: e, vkey: vkey, stored: true, status: fasthttp.StatusNotModified, fwd: fwd}})
-	_, _ = f.Write(e.Body)
-	f.Finish(nil)
+	f.Publish(origin.Head{Status: e.Status, ContentLength: int64(e.BodyLen()), Meta: &pending{primary: key, entry: e, vkey: vkey, stored: true, status: fasthttp.StatusNotModified, fwd: fwd}})
+	if e.Blob != nil {
+		r := e.Blob.NewReader(0, e.Blob.Size(), nil)
+		_, err := io.Copy(flightWriter{f}, r)
+		r.Close()
+		f.Finish(err)
+	} else {
+		_, _ = f.Write(e.Body)
+		f.Finish(nil)
+	}
 	n.flights.Forget(f.Key(), f)
 }
+
+// flightWriter hides Flight's other methods from io.Copy.
+type flightWriter struct{ f *origin.Flight }
+
+func (w flightWriter) Write(p []byte) (int, error) { return w.f.Write(p) }
 
 // storeEntry puts e in the store. With Vary, e.Key is its variant key and a
 // marker under the primary key names the Vary fields (RFC 9111 §4.1). The
@@ -351,7 +390,7 @@ func (n *Node) serveFlight(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Fli
 		n.writeError(ctx, err)
 		return
 	}
-	if !n.writeRanges(ctx, st, e, full, rh) {
+	if !n.writeRanges(ctx, st, e, storedBody{b: full}, rh) {
 		resp.SetBodyRaw(full)
 	}
 }
@@ -406,9 +445,15 @@ func (n *Node) revalidateInBackground(ctx *fasthttp.RequestCtx, st *reqState, st
 	var req cache.RequestMeta
 	requestMeta(&req, &ctx.Request)
 	req.CC.Reset() // the client's directives do not govern a background refresh
+	if stale.Blob != nil {
+		stale.Blob.Retain() // the request's reference ends with its handler
+	}
 	n.fillsWG.Add(1)
 	go func() {
 		defer n.fillsWG.Done()
+		if stale.Blob != nil {
+			defer stale.Blob.Release()
+		}
 		defer n.recoverBackground("revalidate")
 		n.stats.originFetches.Add(1)
 		n.stats.backgroundRevalidations.Add(1)

@@ -48,7 +48,9 @@ func TestFreshHitAllocatesNothing(t *testing.T) {
 		t.Skip("allocation counts are meaningless under -race (sync.Pool drops items); `go test ./edge` checks this")
 	}
 	o := newTestOrigin(t, nil, static(string(make([]byte, 1024)), "Cache-Control: max-age=3600", "Content-Type: application/octet-stream", `ETag: "x"`))
-	n := newTestNode(t, o.srv.URL, nil, nil)
+	// The heap path: a memory-file body costs a stream per hit (and is
+	// only used for large bodies, whose sending dwarfs it).
+	n := newTestNode(t, o.srv.URL, nil, func(c *Config) { c.Cache.OffheapMinSize = 0 })
 	ctx := warmHit(t, n, "/1k")
 	allocs := testing.AllocsPerRun(1000, func() {
 		ctx.Response.Reset()
@@ -61,7 +63,7 @@ func TestFreshHitAllocatesNothing(t *testing.T) {
 
 func BenchmarkFreshHit1K(b *testing.B) {
 	o := newTestOrigin(b, nil, static(string(make([]byte, 1024)), "Cache-Control: max-age=3600", "Content-Type: application/octet-stream"))
-	n := newTestNode(b, o.srv.URL, nil, nil)
+	n := newTestNode(b, o.srv.URL, nil, func(c *Config) { c.Cache.OffheapMinSize = 0 })
 	ctx := warmHit(b, n, "/1k")
 	b.ReportAllocs()
 	b.ResetTimer()

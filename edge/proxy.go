@@ -26,6 +26,7 @@ type reqState struct {
 	cs     []byte // Cache-Status value
 	hdr    *fasthttp.RequestHeader
 	get    func(name []byte) []byte // st.peek bound once, so VariantKey gets no new closure
+	held   *cache.Blob              // reference held on the looked-up entry's body, released after the handler
 	hop    bool                     // a shield hop from a cluster peer: never forwarded again
 	purged bool                     // the stored response was purged or invalidated
 	joined bool                     // waited on another request's fetch (RFC 9211 "collapsed")
@@ -97,7 +98,7 @@ func (n *Node) recoverPanic(ctx *fasthttp.RequestCtx) {
 // flow). hop marks a shield hop from a peer: its misses go to the origin.
 func (n *Node) serveCacheable(ctx *fasthttp.RequestCtx, hop bool) {
 	st := statePool.Get().(*reqState)
-	defer statePool.Put(st)
+	defer releaseState(st)
 	st.hdr = &ctx.Request.Header
 	st.hop, st.purged, st.joined = hop, false, false
 	st.key = n.appendKey(st.key[:0], &ctx.Request)
@@ -110,6 +111,15 @@ func (n *Node) serveCacheable(ctx *fasthttp.RequestCtx, hop bool) {
 	now := n.now()
 
 	e, varyMiss := n.lookup(st)
+	if e != nil && e.Blob != nil {
+		// The body must stay readable while this request (and anything it
+		// starts) uses the entry, even if the store lets it go meanwhile.
+		if e.Blob.Acquire() {
+			st.held = e.Blob
+		} else {
+			e = nil // evicted between Get and now: a miss
+		}
+	}
 	if e != nil {
 		switch cache.Use(e, &st.req, now) {
 		case cache.ServeFresh, cache.ServeStale:
@@ -147,6 +157,16 @@ func (n *Node) serveCacheable(ctx *fasthttp.RequestCtx, hop bool) {
 		return
 	}
 	n.fetch(ctx, st, e, fwd)
+}
+
+// releaseState drops the request's body reference and recycles st.
+func releaseState(st *reqState) {
+	if st.held != nil {
+		st.held.Release()
+		st.held = nil
+	}
+	st.hdr = nil
+	statePool.Put(st)
 }
 
 // lookup finds the stored response for the request: the entry under the
@@ -229,12 +249,50 @@ func (n *Node) writeEntry(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entry
 	resp.SetStatusCode(e.Status)
 	if e.Status == fasthttp.StatusOK && ctx.IsGet() {
 		if rh := ctx.Request.Header.Peek("Range"); len(rh) > 0 {
-			if n.writeRanges(ctx, st, e, e.Body, rh) {
+			if n.writeRanges(ctx, st, e, entryBody(e), rh) {
 				return
 			}
 		}
 	}
-	resp.SetBodyRaw(e.Body)
+	setBody(ctx, entryBody(e), 0, e.BodyLen())
+}
+
+// storedBody is a stored body, on the heap or in a memory file (whose reference
+// the caller holds while the response is built).
+type storedBody struct {
+	b    []byte
+	blob *cache.Blob
+}
+
+func entryBody(e *cache.Entry) storedBody { return storedBody{b: e.Body, blob: e.Blob} }
+
+func (b storedBody) size() int64 {
+	if b.blob != nil {
+		return b.blob.Size()
+	}
+	return int64(len(b.b))
+}
+
+// appendRange appends bytes [start, end] (inclusive) to dst.
+func (b storedBody) appendRange(dst []byte, start, end int64) ([]byte, error) {
+	if b.blob == nil {
+		return append(dst, b.b[start:end+1]...), nil
+	}
+	n := len(dst)
+	dst = append(dst, make([]byte, end-start+1)...)
+	_, err := b.blob.ReadAt(dst[n:], start)
+	return dst, err
+}
+
+// setBody makes bytes [off, off+length) the response body. A memory-file
+// body becomes a stream that holds its own reference until fasthttp has
+// written it, and goes out with sendfile on a plain TCP connection.
+func setBody(ctx *fasthttp.RequestCtx, b storedBody, off int64, length int) {
+	if b.blob == nil {
+		ctx.Response.SetBodyRaw(b.b[off : off+int64(length)])
+		return
+	}
+	ctx.Response.SetBodyStream(b.blob.NewReader(off, int64(length), ctx.Conn()), length)
 }
 
 func (n *Node) writeEntryHeaders(resp *fasthttp.Response, e *cache.Entry) {
@@ -304,15 +362,15 @@ func (n *Node) appendCacheStatus(dst []byte, cs cacheStatus, fwd string, fwdStat
 }
 
 // writeRanges answers a Range request from the full body of e (body is
-// e.Body, or the whole body of a flight that just completed). It reports
+// e's, or the whole body of a flight that just completed). It reports
 // false when the Range header is to be ignored (syntax it does not
 // understand, or If-Range not matching: RFC 9110 §14.2, §13.1.5), so the
 // caller sends 200.
-func (n *Node) writeRanges(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entry, body []byte, rh []byte) bool {
+func (n *Node) writeRanges(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entry, body storedBody, rh []byte) bool {
 	if ir := ctx.Request.Header.Peek("If-Range"); len(ir) > 0 && !cache.IfRangeMatches(ir, e.ETag, e.LastModified) {
 		return false
 	}
-	size := int64(len(body))
+	size := body.size()
 	rs, err := cache.ParseRange(st.ranges[:0], rh, size)
 	st.ranges = rs[:0]
 	resp := &ctx.Response
@@ -334,15 +392,18 @@ func (n *Node) writeRanges(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entr
 		st.num = append(st.num, '/')
 		st.num = strconv.AppendInt(st.num, size, 10)
 		resp.Header.SetBytesV("Content-Range", st.num)
-		resp.SetBodyRaw(body[r.Start : r.End+1])
+		setBody(ctx, body, r.Start, int(r.Len()))
 		return true
 	}
-	n.writeMultipart(resp, body, rs)
+	if err := n.writeMultipart(resp, body, rs); err != nil {
+		resp.Header.Del("Content-Type")
+		n.writeError(ctx, err)
+	}
 	return true
 }
 
 // writeMultipart sends multipart/byteranges (RFC 9110 §14.6).
-func (n *Node) writeMultipart(resp *fasthttp.Response, full []byte, rs []cache.ByteRange) {
+func (n *Node) writeMultipart(resp *fasthttp.Response, full storedBody, rs []cache.ByteRange) error {
 	ct := resp.Header.ContentType()
 	boundary := strconv.FormatUint(uint64(time.Now().UnixNano()), 36) + "edgeshield"
 	var total int64
@@ -359,8 +420,11 @@ func (n *Node) writeMultipart(resp *fasthttp.Response, full []byte, rs []cache.B
 			body = append(body, ct...)
 			body = append(body, "\r\n"...)
 		}
-		body = fmt.Appendf(body, "Content-Range: bytes %d-%d/%d\r\n\r\n", r.Start, r.End, len(full))
-		body = append(body, full[r.Start:r.End+1]...)
+		body = fmt.Appendf(body, "Content-Range: bytes %d-%d/%d\r\n\r\n", r.Start, r.End, full.size())
+		var err error
+		if body, err = full.appendRange(body, r.Start, r.End); err != nil {
+			return fmt.Errorf("read stored body: %w", err)
+		}
 	}
 	body = append(body, "\r\n--"...)
 	body = append(body, boundary...)
@@ -368,6 +432,7 @@ func (n *Node) writeMultipart(resp *fasthttp.Response, full []byte, rs []cache.B
 	resp.SetStatusCode(fasthttp.StatusPartialContent)
 	resp.Header.SetContentType("multipart/byteranges; boundary=" + boundary)
 	resp.SetBodyRaw(body)
+	return nil
 }
 
 // hitForPass remembers keys whose responses were not cacheable, so requests

@@ -24,10 +24,19 @@ type counters struct {
 
 // Stats is the JSON document of GET /stats.
 type Stats struct {
-	Node                    string  `json:"node"`
-	Entries                 int64   `json:"entries"`
-	Bytes                   int64   `json:"bytes"`
-	MaxBytes                int64   `json:"max_bytes"`
+	Node     string `json:"node"`
+	Entries  int64  `json:"entries"`
+	Bytes    int64  `json:"bytes"`
+	MaxBytes int64  `json:"max_bytes"`
+	// OffheapObjects and OffheapBytes count the bodies kept in memory files
+	// (cache.offheap_min_size), including evicted ones still being sent;
+	// SendfileBytes is how much of them went out with sendfile(2);
+	// OffheapLeaked counts bodies the garbage collector had to close (a
+	// reference never released: a bug worth reporting if it is not 0).
+	OffheapObjects          int64   `json:"offheap_objects"`
+	OffheapBytes            int64   `json:"offheap_bytes"`
+	SendfileBytes           uint64  `json:"sendfile_bytes"`
+	OffheapLeaked           uint64  `json:"offheap_leaked"`
 	Requests                uint64  `json:"requests"`
 	Hits                    uint64  `json:"hits"`
 	Misses                  uint64  `json:"misses"`
@@ -78,6 +87,8 @@ func (n *Node) Stats() Stats {
 		Tombstones:              n.purges.Len(),
 		Draining:                n.draining.Load(),
 	}
+	bs := n.blobs.Stats()
+	s.OffheapObjects, s.OffheapBytes, s.SendfileBytes, s.OffheapLeaked = bs.Files, bs.Bytes, bs.SendfileBytes, bs.Leaked
 	if p := n.peers; p != nil {
 		s.ClusterAlive = p.c.Alive()
 		s.PeerForwards = p.forwards.Load()

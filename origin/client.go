@@ -124,6 +124,13 @@ type Client struct {
 	calls  sync.Map // *fasthttp.Request → *call, so the transport finds the per-request state
 	pool   sync.Pool
 	closed atomic.Bool
+	// slots admits at most MaxConns exchanges at once (a token from Do to
+	// putCall), so fasthttp always finds an idle connection or room to
+	// dial one and never has to queue: its queue can miss a connection
+	// released between its pool check and the waiter's registration, and
+	// the request then waits out MaxConnWaitTimeout although a connection
+	// is idle (valyala/fasthttp#2391, open in v1.74.0).
+	slots chan struct{}
 
 	// Idle-connection expiry (see janitor): busy counts exchanges in
 	// progress, lastDone is when the last one ended (UnixNano).
@@ -170,6 +177,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		c.tls = tlsConfig(cfg.TLS, u.Hostname())
 	}
 	c.pool.New = func() any { return new(call) }
+	c.slots = make(chan struct{}, cfg.MaxConns)
 	c.stop = make(chan struct{})
 	c.lastDone.Store(time.Now().UnixNano())
 	c.hc = &fasthttp.HostClient{
@@ -186,10 +194,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		// before any response byte) and retryIfErr (method and error kind).
 		MaxIdemponentCallAttempts: 2,
 		RetryIfErr:                retryIfErr,
-		MaxConns:                  cfg.MaxConns,
-		MaxConnWaitTimeout:        cfg.MaxConnWait,
-		MaxIdleConnDuration:       cfg.MaxIdleConnDuration,
-		ReadBufferSize:            cfg.MaxHeaderBytes,
+		// The same cap as slots; fasthttp's own wait stays as a backstop for
+		// a connection still being torn down when its slot is reused.
+		MaxConns:            cfg.MaxConns,
+		MaxConnWaitTimeout:  cfg.MaxConnWait,
+		MaxIdleConnDuration: cfg.MaxIdleConnDuration,
+		ReadBufferSize:      cfg.MaxHeaderBytes,
 		// The body is never buffered whole by the client: see transport.
 		StreamResponseBody: true,
 		// LIFO keeps the most recently used connections busy, so that idle
@@ -305,6 +315,9 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, ctxError(err)
 	}
+	if err := c.acquireSlot(ctx); err != nil {
+		return nil, err
+	}
 	c.busy.Add(1) // until putCall
 	cl := c.pool.Get().(*call)
 	cl.ctx = ctx
@@ -321,6 +334,26 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 		return nil, classify(fmt.Errorf("%s %s: %w", req.Method, c.addr, err))
 	}
 	return c.response(cl), nil
+}
+
+// acquireSlot waits up to MaxConnWait for one of the MaxConns exchange
+// slots; putCall gives it back.
+func (c *Client) acquireSlot(ctx context.Context) error {
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	t := time.NewTimer(c.cfg.MaxConnWait)
+	defer t.Stop()
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	case <-t.C:
+		return fmt.Errorf("%w: %s: all %d connections busy for %s", ErrBusy, c.addr, c.cfg.MaxConns, c.cfg.MaxConnWait)
+	case <-ctx.Done():
+		return ctxError(ctx.Err())
+	}
 }
 
 func ctxError(err error) error {
@@ -444,6 +477,7 @@ func (c *Client) putCall(cl *call) {
 	c.pool.Put(cl)
 	c.lastDone.Store(time.Now().UnixNano())
 	c.busy.Add(-1)
+	<-c.slots
 }
 
 // retryIfErr is the policy half of the single retry (the transport decides

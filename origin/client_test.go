@@ -10,10 +10,12 @@ import (
 	"net"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/edgeshield/edgeshield/internal/testnet"
 	"github.com/valyala/fasthttp"
 )
 
@@ -362,10 +364,7 @@ func TestClientNoRetryOnTimeout(t *testing.T) {
 
 // TestClientErrors maps upstream misbehaviour to the sentinels.
 func TestClientErrors(t *testing.T) {
-	// A port nobody listens on: listen, note the port, close.
-	ln := listenLoopback(t)
-	refusedURL := "http://" + ln.Addr().String()
-	ln.Close()
+	refusedURL := "http://" + testnet.RefusedAddr(t)
 
 	script := func(write string) func(c net.Conn, _ int) {
 		return func(c net.Conn, _ int) {
@@ -839,4 +838,39 @@ func BenchmarkClientDo(b *testing.B) {
 			resp.Body.Close()
 		}
 	})
+}
+
+// TestClientContended: many more callers than connections, each waiting its
+// turn in the client's slots (which keep them out of fasthttp's own
+// connection queue, see Client.slots). Every request must succeed, within
+// the connection cap. It does not reproduce fasthttp#2391 on demand: that
+// window is too narrow to hit reliably.
+func TestClientContended(t *testing.T) {
+	url, _ := startFastServer(t, func(ctx *fasthttp.RequestCtx) { ctx.SetBody(ctx.Path()) })
+	c := newTestClient(t, ClientConfig{URL: url, MaxConns: 2, MaxConnWait: 2 * time.Second})
+	const callers, each = 64, 40
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range each {
+				uri := fmt.Sprintf("/w%d-%d", i, j)
+				_, body, err := get(t, c, uri)
+				if err != nil || body != uri {
+					if failed.Add(1) <= 3 {
+						t.Errorf("%s: %q, %v", uri, body, err)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		t.Fatalf("%d of %d requests failed", n, callers*each)
+	}
+	if got := c.Conns(); got > 2 {
+		t.Errorf("connections: got %d, want <= MaxConns 2", got)
+	}
 }

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"flag"
 	"io"
 	"log/slog"
 	"net/http"
@@ -77,6 +78,12 @@ func (o *testOrigin) set(h http.HandlerFunc) {
 	o.mu.Unlock()
 }
 
+// offheapMin, when >= 0, overrides cache.offheap_min_size in every test
+// node. `make test` runs this package a second time with 1, so that every
+// behaviour here is also proven with all bodies in memory files (the
+// default keeps the small test bodies on the heap).
+var offheapMin = flag.Int("edge.offheap-min", -1, "cache.offheap_min_size for test nodes (-1: the default)")
+
 // newTestNode starts a node on loopback ports in front of originURL and
 // stops it when the test ends.
 func newTestNode(t testing.TB, originURL string, clock *testClock, mutate func(*Config)) *Node {
@@ -89,6 +96,9 @@ func newTestNode(t testing.TB, originURL string, clock *testClock, mutate func(*
 	cfg.Origin.HeaderTimeout = Duration(5 * time.Second)
 	cfg.Cache.MaxBytes = 64 << 20
 	cfg.Cache.MaxObjectSize = 8 << 20
+	if *offheapMin >= 0 {
+		cfg.Cache.OffheapMinSize = Size(*offheapMin)
+	}
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -105,8 +115,11 @@ func newTestNode(t testing.TB, originURL string, clock *testClock, mutate func(*
 	}
 	t.Cleanup(func() {
 		// fasthttp counts a keep-alive connection idle (closable by
-		// Shutdown) only 5 s after its last request; close ours first.
+		// Shutdown) only 5 s after its last request; close ours first,
+		// the cluster tests' client's too (under load, waiting those 5 s
+		// and more made a shutdown miss its deadline).
 		testHTTP.CloseIdleConnections()
+		crowdHTTP.CloseIdleConnections()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := n.Shutdown(ctx); err != nil {

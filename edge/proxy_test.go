@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgeshield/edgeshield/internal/testnet"
 )
 
 // static answers with a fixed body and headers, honouring If-None-Match.
@@ -211,7 +213,7 @@ func TestSetCookieNeverReplayed(t *testing.T) {
 	o := newTestOrigin(t, nil, static("x", "Cache-Control: max-age=60", "Set-Cookie: session=secret"))
 	n := newTestNode(t, o.srv.URL, nil, func(c *Config) { c.Cache.StoreSetCookie = true })
 	url := "http://" + n.Addr() + "/c"
-	r1, _ := get(t, url)
+	r1, _ := warm(t, n, url)
 	if r1.Header.Get("Set-Cookie") == "" {
 		t.Errorf("the client that caused the fetch should get its cookie")
 	}
@@ -298,7 +300,7 @@ func TestRevalidation304UpdatesStoredHeaders(t *testing.T) {
 	version = "2"
 	mu.Unlock()
 	clk.advance(11 * time.Second)
-	r, b := get(t, url)
+	r, b := warm(t, n, url)
 	if b != "body" || r.Header.Get("X-Version") != "2" {
 		t.Fatalf("after 304: body %q X-Version %q, want body and 2 (RFC 9111 §4.3.4)", b, r.Header.Get("X-Version"))
 	}
@@ -397,13 +399,7 @@ func TestMaxStaleOnErrorAndMustRevalidate(t *testing.T) {
 }
 
 func TestOriginErrors(t *testing.T) {
-	// A port nobody listens on: connection refused.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := "http://" + ln.Addr().String()
-	ln.Close()
+	dead := "http://" + testnet.RefusedAddr(t) // connection refused
 	n := newTestNode(t, dead, nil, nil)
 	r, b := get(t, "http://"+n.Addr()+"/x")
 	if r.StatusCode != http.StatusBadGateway || !strings.Contains(b, "refused") {

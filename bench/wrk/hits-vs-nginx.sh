@@ -23,13 +23,19 @@
 # server's TLS 1.3 ticket — checked with nginx's $ssl_session_reused); HTTPS
 # full handshakes per second (tls-full: HS_CLIENTS [4] parallel
 # `openssl s_time -new` clients, a new session every connection, no request).
+# The 1 KiB case also measures a reference: the same nginx answering 1 KiB
+# with `return 200` from memory, the cheapest response this machine gives.
+# Each row reports user and system CPU microseconds per request, so a ratio
+# that no server code can reach shows as system time alone over its budget.
 #
 # Environment (defaults in brackets): EDGE_BIN [bin/edgeshield, built with
 # make build when unset], DURATION [10s], CONNS [64], REPEAT [3], CASES [all:
 # "1k 64k 1m tls-1k tls-hs tls-full"], HS_CLIENTS [4], ports ORIGIN_PORT [28081] EDGE_PORT [28080]
 # EDGE_TLS_PORT [28443] ADMIN_PORT [29090] NGINX_PORT [28090] NGINX_TLS_PORT
 # [28453], OUT [bench/out/wrk] for the raw wrk outputs and the table, PRIO
-# [as root: "nice -n -15"].
+# [as root: "nice -n -15"], EDGE_ENV [""]: NAME=VALUE words for the edge's
+# environment, e.g. "EDGESHIELD_CACHE_OFFHEAP_MIN_SIZE=0" to serve every
+# body from the heap (copies) instead of memory files (sendfile).
 #
 # The server's CPU use during each run (from /proc/PID/stat, all its
 # processes) is reported next to its figures: near 100% means the server was
@@ -44,6 +50,7 @@ CONNS=${CONNS:-64}
 REPEAT=${REPEAT:-3}
 CASES=${CASES:-"1k 64k 1m tls-1k tls-hs tls-full"}
 HS_CLIENTS=${HS_CLIENTS:-4}
+EDGE_ENV=${EDGE_ENV:-}
 ORIGIN_PORT=${ORIGIN_PORT:-28081}
 EDGE_PORT=${EDGE_PORT:-28080}
 EDGE_TLS_PORT=${EDGE_TLS_PORT:-28443}
@@ -84,15 +91,16 @@ start() {
 	PIDS+=("$LAST_PID")
 }
 
-# cpu_ticks PID: user+system clock ticks of PID and its direct children
+# cpu_ticks PID: "USER SYSTEM" clock ticks of PID and its direct children
 # (nginx's master and worker).
 cpu_ticks() {
-	local total=0 p f
+	local u=0 s=0 p f
 	for p in $1 $(pgrep -P "$1" || true); do
 		f=$(cut -d' ' -f14,15 "/proc/$p/stat" 2>/dev/null) || continue
-		total=$((total + ${f% *} + ${f#* }))
+		u=$((u + ${f% *}))
+		s=$((s + ${f#* }))
 	done
-	echo "$total"
+	echo "$u $s"
 }
 
 for p in $ORIGIN_PORT $EDGE_PORT $EDGE_TLS_PORT $ADMIN_PORT $NGINX_PORT $NGINX_TLS_PORT; do
@@ -109,8 +117,9 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
 fill() {
 	sed -e "s|@DIR@|$2|g" -e "s|@PORT@|$3|g" -e "s|@TLS_PORT@|$4|g" \
 		-e "s|@ADMIN_PORT@|$ADMIN_PORT|g" -e "s|@ORIGIN@|127.0.0.1:$ORIGIN_PORT|g" \
-		-e "s|@CERT@|$TMP/cert.pem|g" -e "s|@KEY@|$TMP/key.pem|g" "$1"
+		-e "s|@CERT@|$TMP/cert.pem|g" -e "s|@KEY@|$TMP/key.pem|g" -e "s|@FLOOR_BODY@|$FLOOR_BODY|g" "$1"
 }
+FLOOR_BODY=$(head -c 1024 /dev/zero | tr '\0' x)
 
 log "demo origin on 127.0.0.1:$ORIGIN_PORT (core 1)"
 start origin 1 "$EDGE_BIN" origin --listen "127.0.0.1:$ORIGIN_PORT"
@@ -119,7 +128,8 @@ wait_port "$ORIGIN_PORT" "$LAST_PID" origin
 log "edgeshield on :$EDGE_PORT and https :$EDGE_TLS_PORT (core 0, GOMAXPROCS=1)"
 mkdir -p "$TMP/edge"
 fill bench/wrk/edge-tls.yaml.tmpl "$TMP/edge" "$EDGE_PORT" "$EDGE_TLS_PORT" >"$TMP/edge/edge.yaml"
-start edge 0 env GOMAXPROCS=1 "$EDGE_BIN" run --config "$TMP/edge/edge.yaml"
+# shellcheck disable=SC2086 # EDGE_ENV is a list of NAME=VALUE words
+start edge 0 env GOMAXPROCS=1 $EDGE_ENV "$EDGE_BIN" run --config "$TMP/edge/edge.yaml"
 EDGE_PID=$LAST_PID
 wait_port "$EDGE_PORT" "$EDGE_PID" edge
 wait_port "$EDGE_TLS_PORT" "$EDGE_PID" edge
@@ -137,11 +147,16 @@ wait_port "$NGINX_PORT" "$NGINX_PID" nginx
 wait_port "$NGINX_TLS_PORT" "$NGINX_PID" nginx
 
 declare -A URLPATH=([1k]=/bench/1k.bin [64k]=/bench/64k.bin [1m]=/bench/1m.bin [tls-1k]=/bench/1k.bin [tls-hs]=/bench/1k.bin [tls-full]=/bench/1k.bin)
-declare -A PORT_OF=([edge]=$EDGE_PORT [nginx]=$NGINX_PORT)
+# "floor" is a reference, not a contender: the same nginx answering a 1 KiB
+# `return 200` from its configuration (no cache lookup, no file, no
+# upstream): about the cheapest HTTP response this machine can produce, so
+# it shows how much of a 1 KiB hit's cost is the kernel's TCP work.
+declare -A PORT_OF=([edge]=$EDGE_PORT [nginx]=$NGINX_PORT [floor]=$NGINX_PORT)
 declare -A TLSPORT_OF=([edge]=$EDGE_TLS_PORT [nginx]=$NGINX_TLS_PORT)
-declare -A PID_OF=([edge]=$EDGE_PID [nginx]=$NGINX_PID)
+declare -A PID_OF=([edge]=$EDGE_PID [nginx]=$NGINX_PID [floor]=$NGINX_PID)
 
 url_of() { # SERVER CASE
+	[ "$1" != floor ] || { echo "http://127.0.0.1:$NGINX_PORT/__floor-1k"; return; }
 	case $2 in
 	tls-*) echo "https://127.0.0.1:${TLSPORT_OF[$1]}${URLPATH[$2]}" ;;
 	*) echo "http://127.0.0.1:${PORT_OF[$1]}${URLPATH[$2]}" ;;
@@ -181,10 +196,21 @@ to_mib() {
 HZ=$(getconf CLK_TCK)
 WRK_CMDS=()
 
-# run SERVER CASE REP: one wrk run; appends "rps p50 p99 mib cpu" to
-# $TMP/SERVER-CASE.dat (and requests per server CPU-second) and keeps the raw output in $OUT.
+# cpu_figures "U0 S0" "U1 S1" NS REQUESTS: "CPU% USER_US SYS_US": the
+# server's CPU share over NS nanoseconds, and its user and system CPU
+# microseconds per request.
+cpu_figures() {
+	awk -v a="$1" -v b="$2" -v ns="$3" -v n="$4" -v hz="$HZ" 'BEGIN{
+		split(a, x, " "); split(b, y, " ")
+		u = (y[1] - x[1]) / hz; s = (y[2] - x[2]) / hz
+		printf "%.0f %.2f %.2f\n", 100 * (u + s) / (ns / 1e9), (n > 0 ? 1e6 * u / n : 0), (n > 0 ? 1e6 * s / n : 0) }'
+}
+
+# run SERVER CASE REP: one wrk run; appends "rps p50 p99 mib cpu eff usr sys"
+# (eff: requests per server CPU-second; usr, sys: CPU microseconds per
+# request) to $TMP/SERVER-CASE.dat and keeps the raw output in $OUT.
 run() {
-	local srv=$1 c=$2 rep=$3 url raw t0 t1 s0 s1 rps p50 p99 tr cpu
+	local srv=$1 c=$2 rep=$3 url raw t0 t1 s0 s1 rps p50 p99 tr cpu usr sys
 	local -a extra=()
 	if [ "$c" = tls-full ]; then
 		run_full_handshakes "$srv" "$rep"
@@ -204,20 +230,20 @@ run() {
 	p50=$(to_ms "$(awk '$1=="50%"{print $2}' "$raw")")
 	p99=$(to_ms "$(awk '$1=="99%"{print $2}' "$raw")")
 	tr=$(to_mib "$(awk '/^Transfer\/sec:/{print $2}' "$raw")")
-	cpu=$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v ns=$((s1 - s0)) 'BEGIN{printf "%.0f", 100*t/hz/(ns/1e9)}')
+	read -r cpu usr sys < <(cpu_figures "$t0" "$t1" $((s1 - s0)) "$(awk '/ requests in /{print $1}' "$raw")")
 	if grep -Eq 'Non-2xx|Socket errors' "$raw"; then
 		log "  $srv $c #$rep: $(grep -E 'Non-2xx|Socket errors' "$raw" | tr -s ' ' | paste -sd';')"
 	fi
-	log "  $srv $c #$rep: ${rps} req/s p50 ${p50} ms p99 ${p99} ms ${tr} MiB/s server CPU ${cpu}%"
+	log "  $srv $c #$rep: ${rps} req/s p50 ${p50} ms p99 ${p99} ms ${tr} MiB/s server CPU ${cpu}% (${usr} µs user + ${sys} µs sys per request)"
 	eff=$(awk -v r="$rps" -v c="$cpu" 'BEGIN{ if (c+0 > 0) printf "%.0f", r*100/c; else print 0 }')
-	echo "$rps $p50 $p99 $tr $cpu $eff" >>"$TMP/$srv-$c.dat"
+	echo "$rps $p50 $p99 $tr $cpu $eff $usr $sys" >>"$TMP/$srv-$c.dat"
 }
 
 # run_full_handshakes SERVER REP: HS_CLIENTS parallel `openssl s_time -new`
 # clients on core 1 (each connection a full TLS handshake, then closed);
 # handshakes/s = their connections over the measured wall time.
 run_full_handshakes() {
-	local srv=$1 rep=$2 t0 t1 s0 s1 i total rps cpu eff secs=${DURATION%s}
+	local srv=$1 rep=$2 t0 t1 s0 s1 i total rps cpu usr sys eff secs=${DURATION%s}
 	local -a pids=()
 	local cmd=($PRIO taskset -c 1 openssl s_time -connect "127.0.0.1:${TLSPORT_OF[$srv]}" -new -time "$secs")
 	[ "$rep" != 1 ] || WRK_CMDS+=("$(printf '%q ' "${cmd[@]}")  # x $HS_CLIENTS in parallel")
@@ -232,10 +258,10 @@ run_full_handshakes() {
 	t1=$(cpu_ticks "${PID_OF[$srv]}")
 	total=$(cat "$OUT"/tls-full-"$srv"-"$rep".*.txt | awk '/connections in .* real seconds/{n+=$1} END{print n+0}')
 	rps=$(awk -v n="$total" -v ns=$((s1 - s0)) 'BEGIN{printf "%.2f", n/(ns/1e9)}')
-	cpu=$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v ns=$((s1 - s0)) 'BEGIN{printf "%.0f", 100*t/hz/(ns/1e9)}')
+	read -r cpu usr sys < <(cpu_figures "$t0" "$t1" $((s1 - s0)) "$total")
 	eff=$(awk -v r="$rps" -v c="$cpu" 'BEGIN{ if (c+0 > 0) printf "%.0f", r*100/c; else print 0 }')
 	log "  $srv tls-full #$rep: $total full handshakes, ${rps}/s, server CPU ${cpu}%"
-	echo "$rps - - - $cpu $eff" >>"$TMP/$srv-tls-full.dat"
+	echo "$rps - - - $cpu $eff $usr $sys" >>"$TMP/$srv-tls-full.dat"
 }
 
 # median SERVER CASE COLUMN
@@ -247,10 +273,11 @@ median() {
 
 for c in $CASES; do
 	[ -n "${URLPATH[$c]:-}" ] || { echo "hits-vs-nginx.sh: unknown case $c" >&2; exit 2; }
-	log "case $c: $REPEAT x (edge, nginx), $DURATION each, $CONNS connections"
+	log "case $c: $REPEAT x (edge, nginx$([ "$c" != 1k ] || echo ', nginx return 200 reference')), $DURATION each, $CONNS connections"
 	for rep in $(seq 1 "$REPEAT"); do
 		run edge "$c" "$rep"
 		run nginx "$c" "$rep"
+		[ "$c" != 1k ] || run floor "$c" "$rep"
 	done
 done
 
@@ -260,8 +287,8 @@ declare -A LABEL=([1k]="1 KiB hit" [64k]="64 KiB hit" [1m]="1 MiB hit"
 declare -A TARGET=([1k]=2 [64k]=1 [1m]=1 [tls-1k]=1.5 [tls-hs]= [tls-full]=)
 
 {
-	echo "| case | edge req/s | nginx req/s | edge/nginx | target | edge p50 / p99 ms | nginx p50 / p99 ms | edge MiB/s | nginx MiB/s | edge CPU | nginx CPU | edge / nginx req per CPU-s |"
-	echo "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+	echo "| case | edge req/s | nginx req/s | edge/nginx | target | edge p50 / p99 ms | nginx p50 / p99 ms | edge MiB/s | nginx MiB/s | edge CPU | nginx CPU | edge / nginx req per CPU-s | CPU µs per request, user + sys: edge / nginx |"
+	echo "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 	for c in $CASES; do
 		er=$(median edge "$c" 1)
 		nr=$(median nginx "$c" 1)
@@ -277,13 +304,24 @@ declare -A TARGET=([1k]=2 [64k]=1 [1m]=1 [tls-1k]=1.5 [tls-hs]= [tls-full]=)
 		ee=$(median edge "$c" 6)
 		ne=$(median nginx "$c" 6)
 		eratio=$(awk -v a="$ee" -v b="$ne" 'BEGIN{ if (b+0 > 0) printf "%.2f", a/b; else print "n/a" }')
-		printf '| %s | %.0f | %.0f | %s | %s | %s / %s | %s / %s | %s | %s | %s%% | %s%% | %s / %s = %s |\n' \
+		printf '| %s | %.0f | %.0f | %s | %s | %s / %s | %s / %s | %s | %s | %s%% | %s%% | %s / %s = %s | %s + %s / %s + %s |\n' \
 			"${LABEL[$c]}" "$er" "$nr" "$ratio" "$verdict" \
 			"$(median edge "$c" 2)" "$(median edge "$c" 3)" \
 			"$(median nginx "$c" 2)" "$(median nginx "$c" 3)" \
 			"$(median edge "$c" 4)" "$(median nginx "$c" 4)" \
-			"$(median edge "$c" 5)" "$(median nginx "$c" 5)" "$ee" "$ne" "$eratio"
+			"$(median edge "$c" 5)" "$(median nginx "$c" 5)" "$ee" "$ne" "$eratio" \
+			"$(median edge "$c" 7)" "$(median edge "$c" 8)" "$(median nginx "$c" 7)" "$(median nginx "$c" 8)"
 	done
+	if [ -s "$TMP/floor-1k.dat" ]; then
+		fr=$(median floor 1k 1)
+		nr=$(median nginx 1k 1)
+		echo
+		awk -v f="$fr" -v n="$nr" -v fu="$(median floor 1k 7)" -v fs="$(median floor 1k 8)" \
+			-v es="$(median edge 1k 8)" -v eu="$(median edge 1k 7)" 'BEGIN{
+			printf "Reference, 1 KiB: the same nginx answering `return 200` from memory (no cache lookup, no file) made %.0f req/s = %.2f× nginx proxy_cache, ", f, f / n
+			printf "at %s µs user + %s µs sys per request. The ≥ 2× target allows %.2f µs per request in all (1e6 / (2 × %.0f)); ", fu, fs, 1e6 / (2 * n), n
+			printf "the edge spends %s µs in the kernel alone (%s µs user).\n", es, eu }'
+	fi
 	echo
 	echo "Medians of $REPEAT alternating runs each (every column's median taken on its own)."
 	echo "Servers pinned to core 0 (edge: GOMAXPROCS=1; nginx: worker_processes 1), wrk and the idle origin on core 1."
@@ -295,7 +333,7 @@ declare -A TARGET=([1k]=2 [64k]=1 [1m]=1 [tls-1k]=1.5 [tls-hs]= [tls-full]=)
 	echo
 	echo '```'
 	echo "taskset -c 1 $EDGE_BIN origin --listen 127.0.0.1:$ORIGIN_PORT"
-	echo "$PRIO taskset -c 0 env GOMAXPROCS=1 $EDGE_BIN run --config edge.yaml   # bench/wrk/edge-tls.yaml.tmpl filled in"
+	echo "$PRIO taskset -c 0 env GOMAXPROCS=1 ${EDGE_ENV:+$EDGE_ENV }$EDGE_BIN run --config edge.yaml   # bench/wrk/edge-tls.yaml.tmpl filled in"
 	echo "$PRIO taskset -c 0 nginx -p DIR -c DIR/nginx.conf -e DIR/error.log      # bench/wrk/nginx.conf.tmpl filled in"
 	for cmd in "${WRK_CMDS[@]}"; do echo "$cmd"; done
 	echo '```'

@@ -74,19 +74,29 @@ func (c *Client) dial(addr string, timeout time.Duration) (net.Conn, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	nc, err := c.dialContextTLS(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &conn{Conn: nc}, nil
+}
+
+// dialContextTLS opens a connection to addr within ctx: TCP, plus the TLS
+// handshake for an https upstream. Failures are *dialError.
+func (c *Client) dialContextTLS(ctx context.Context, addr string) (net.Conn, error) {
 	raw, err := c.dialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, &dialError{err}
 	}
 	if c.tls == nil {
-		return &conn{Conn: raw}, nil
+		return raw, nil
 	}
 	tc := tls.Client(raw, c.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, &dialError{fmt.Errorf("tls handshake with %s: %w", addr, err)}
 	}
-	return &conn{Conn: tc}, nil
+	return tc, nil
 }
 
 // transport is the fasthttp.RoundTripper of a Client. fasthttp's own

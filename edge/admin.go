@@ -87,9 +87,6 @@ type Readiness struct {
 	Checks   map[string]string `json:"checks"`
 }
 
-// originDownAfter consecutive failed fetches mark the origin unreachable.
-const originDownAfter = 3
-
 // Ready reports whether the node should receive traffic: it is not draining,
 // and either the origin answers or there is cached content to serve stale.
 func (n *Node) Ready() Readiness {
@@ -110,16 +107,18 @@ func (n *Node) Ready() Readiness {
 			r.Checks["cluster"] = "running alone: " + detail
 		}
 	}
-	fails := n.originFails.Load()
-	entries := n.store.Stats().Entries
+	// A down origin with content cached still serves (stale): stay in DNS.
+	// With nothing cached every request would fail: let DNS send users to
+	// the next region. Active checks bring the node back without traffic.
+	hs := n.health.State()
 	switch {
-	case fails < originDownAfter:
+	case hs.Up:
 		r.Checks["origin"] = "ok"
-	case entries > 0:
-		r.Checks["origin"] = "failing; serving stale content"
+	case n.store.Stats().Entries > 0:
+		r.Checks["origin"] = "down (" + hs.LastError + "); serving stale content"
 	default:
 		r.Ready = false
-		r.Checks["origin"] = "unreachable and nothing cached"
+		r.Checks["origin"] = "down (" + hs.LastError + ") and nothing cached"
 	}
 	return r
 }

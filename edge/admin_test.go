@@ -100,12 +100,38 @@ func TestReadinessAndDrain(t *testing.T) {
 		t.Errorf("draining: %d %s, want 503 naming the drain", r.StatusCode, b)
 	}
 	n.draining.Store(false)
+}
+
+// TestReadinessPassiveOnly: with active checks off, fall consecutive failed
+// requests mark the origin down for readiness, yet every request is still
+// sent (nothing else would find out that it is back), and one success
+// brings it back.
+func TestReadinessPassiveOnly(t *testing.T) {
+	o := newTestOrigin(t, nil, static("x", "Cache-Control: no-store"))
+	addr := o.srv.Listener.Addr().String()
+	n := newTestNode(t, o.srv.URL, nil, func(c *Config) {
+		c.Origin.HealthCheck.Interval = 0
+		c.Origin.HealthCheck.Fall = 2
+	})
 	o.srv.Close()
-	for i := 0; i < originDownAfter; i++ {
-		get(t, "http://"+n.Addr()+"/miss")
+	for i := 0; i < 3; i++ {
+		r, _ := get(t, "http://"+n.Addr()+"/miss")
+		if r.StatusCode != 502 || !strings.Contains(csOf(r), "refused") {
+			t.Errorf("request %d with the origin gone: %d %q, want 502 naming the refusal (sent, not short-circuited)", i, r.StatusCode, csOf(r))
+		}
 	}
-	if r, b := get(t, "http://"+n.AdminAddr()+"/readyz"); r.StatusCode != 503 || !strings.Contains(b, "unreachable") {
+	if r, b := get(t, "http://"+n.AdminAddr()+"/readyz"); r.StatusCode != 503 || !strings.Contains(b, "nothing cached") {
 		t.Errorf("origin down, nothing cached: %d %s, want 503", r.StatusCode, b)
+	}
+	if s := n.Stats(); s.OriginUp || s.OriginShortCircuited != 0 || s.OriginChecks != 0 {
+		t.Errorf("stats: up=%v short-circuited=%d checks=%d, want down, 0, 0", s.OriginUp, s.OriginShortCircuited, s.OriginChecks)
+	}
+	restartOrigin(t, addr, static("x", "Cache-Control: no-store"))
+	if r, _ := get(t, "http://"+n.Addr()+"/miss"); r.StatusCode != 200 {
+		t.Fatalf("origin back: %d, want 200", r.StatusCode)
+	}
+	if r, b := get(t, "http://"+n.AdminAddr()+"/readyz"); r.StatusCode != 200 {
+		t.Errorf("after a successful request: %d %s, want ready", r.StatusCode, b)
 	}
 }
 

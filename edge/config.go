@@ -69,6 +69,30 @@ type OriginConfig struct {
 	MaxConnWait Duration `yaml:"max_conn_wait"`
 	// CAFile adds a PEM bundle to the roots trusted for an https origin.
 	CAFile string `yaml:"ca_file"`
+	// HealthCheck probes the origin in the background.
+	HealthCheck HealthCheckConfig `yaml:"health_check"`
+}
+
+// HealthCheckConfig is the active origin health check (origin.Health). With
+// it, a node whose origin is down answers misses at once (stale or 502)
+// instead of making every client wait for a failing connection, and its
+// readiness follows the origin back up even when no traffic arrives.
+type HealthCheckConfig struct {
+	// Interval between checks. 0 turns them off: the origin is then judged
+	// by real requests only and is always tried. Default 2s.
+	Interval Duration `yaml:"interval"`
+	// Timeout of one check, at most Interval. Default 1s.
+	Timeout Duration `yaml:"timeout"`
+	// Path, when set (e.g. "/healthz"), makes each check a GET of it that
+	// must answer 2xx or 3xx; "" only opens a connection (and the TLS
+	// handshake for https). Default "".
+	Path string `yaml:"path"`
+	// Fall consecutive failures, of checks or real requests, mark the
+	// origin down. Default 3.
+	Fall int `yaml:"fall"`
+	// Rise consecutive passing checks mark it up again; a real request that
+	// gets an answer does so at once. Default 2.
+	Rise int `yaml:"rise"`
 }
 
 // CacheConfig bounds the store and tunes policy.
@@ -493,6 +517,22 @@ func (c *Config) Validate(file string, src []byte) error {
 		}
 		if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
 			return bad("origin.url", "must not have a path or query, got %q", c.Origin.URL)
+		}
+	}
+	if hc := c.Origin.HealthCheck; hc.Interval < 0 {
+		return bad("origin.health_check.interval", "must be 0 (off) or positive, got %s", hc.Interval)
+	} else if hc.Interval > 0 {
+		if hc.Timeout <= 0 || hc.Timeout > hc.Interval {
+			return bad("origin.health_check.timeout", "must be positive and at most origin.health_check.interval (%s), got %s", hc.Interval, hc.Timeout)
+		}
+		if hc.Path != "" && (!strings.HasPrefix(hc.Path, "/") || strings.ContainsAny(hc.Path, " \t\r\n#")) {
+			return bad("origin.health_check.path", "want \"\" (connect only) or an origin-form path like /healthz, got %q", hc.Path)
+		}
+		if hc.Fall < 1 {
+			return bad("origin.health_check.fall", "must be at least 1, got %d", hc.Fall)
+		}
+		if hc.Rise < 1 {
+			return bad("origin.health_check.rise", "must be at least 1, got %d", hc.Rise)
 		}
 	}
 	if c.Origin.MaxConns <= 0 {

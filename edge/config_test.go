@@ -71,6 +71,10 @@ func TestConfigFileErrorsNameKeyAndLine(t *testing.T) {
 		{"unknown key in list item", "tls:\n  certificates:\n    - cert: a\n      kee: b\n", 4, "tls.certificates[0].kee", `did you mean "key"`},
 		{"unknown key in optional block", "tls:\n  on_demand:\n    allow: [a]\n    ratelimit: 3\n", 4, "tls.on_demand.ratelimit", `did you mean "rate_limit"`},
 		{"validation: tls storage", "tls:\n  mode: internal\n", 0, "tls.storage", "required"},
+		{"validation: check timeout > interval", "origin:\n  health_check:\n    interval: 1s\n    timeout: 2s\n", 4, "origin.health_check.timeout", "at most origin.health_check.interval"},
+		{"validation: check path", "origin:\n  health_check:\n    path: healthz\n", 3, "origin.health_check.path", "origin-form path"},
+		{"validation: check fall", "origin:\n  health_check:\n    fall: 0\n", 3, "origin.health_check.fall", "at least 1"},
+		{"validation: check interval", "origin:\n  health_check:\n    interval: -1s\n", 3, "origin.health_check.interval", "negative duration"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,7 +16,8 @@ func (e *statusError) Error() string { return "origin answered " + strconv.Itoa(
 
 // statusFor is the one place that maps upstream failures to the status the
 // client sees: a timeout is 504, a full connection pool 503, anything else
-// (refused, reset, malformed) 502 (RFC 9110 §15.6.3, §15.6.5).
+// (refused, reset, malformed, down by health check) 502 (RFC 9110 §15.6.3,
+// §15.6.5).
 func statusFor(err error) int {
 	var se *statusError
 	switch {
@@ -35,7 +36,13 @@ func statusFor(err error) int {
 func (n *Node) writeError(ctx *fasthttp.RequestCtx, err error) {
 	status := statusFor(err)
 	n.stats.errors.Add(1)
-	n.log.Warn("upstream failed", "status", status, "method", string(ctx.Method()), "uri", string(ctx.RequestURI()), "err", err)
+	if errors.Is(err, origin.ErrDown) {
+		// One line per request while the origin is down would flood the
+		// log; the transition itself is logged once at warn.
+		n.log.Debug("origin down; not sent", "status", status, "method", string(ctx.Method()), "uri", string(ctx.RequestURI()))
+	} else {
+		n.log.Warn("upstream failed", "status", status, "method", string(ctx.Method()), "uri", string(ctx.RequestURI()), "err", err)
+	}
 	ctx.Response.Reset()
 	ctx.Response.Header.AddBytesKV(strVia, n.viaBytes)
 	cs := n.appendCacheStatus(nil, csFwd, fwdURIMiss, 0, 0, false)
@@ -44,7 +51,10 @@ func (n *Node) writeError(ctx *fasthttp.RequestCtx, err error) {
 	cs = append(cs, '"')
 	ctx.Response.Header.SetBytesV("Cache-Status", cs)
 	ctx.Response.Header.Set("Cache-Control", "no-store")
-	ctx.Error(fasthttp.StatusMessage(status)+": "+errDetail(err)+"\n", status)
+	// Not ctx.Error: it resets the headers just set.
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("text/plain; charset=utf-8")
+	ctx.SetBodyString(fasthttp.StatusMessage(status) + ": " + errDetail(err) + "\n")
 }
 
 func errDetail(err error) string {
@@ -59,6 +69,8 @@ func errDetail(err error) string {
 		return "origin connection limit reached"
 	case errors.Is(err, origin.ErrBadResponse):
 		return "origin sent a malformed response"
+	case errors.Is(err, origin.ErrDown):
+		return "origin down (health checks failing)"
 	}
 	var se *statusError
 	if errors.As(err, &se) {

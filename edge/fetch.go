@@ -582,6 +582,13 @@ func (n *Node) serveStaleOnError(ctx *fasthttp.RequestCtx, st *reqState, stale *
 		return false
 	}
 	n.stats.staleServed.Add(1)
+	if errors.Is(err, origin.ErrDown) {
+		// Nothing was forwarded (RFC 9211: a hit, no fwd-status); the
+		// origin going down was logged once, when it happened.
+		n.log.Debug("origin down; serving stale", "key", string(st.key))
+		n.writeEntry(ctx, st, stale, now, csStaleDown, 0)
+		return true
+	}
 	n.log.Warn("origin failed; serving stale", "key", string(st.key), "err", err)
 	n.writeEntry(ctx, st, stale, now, csStaleErr, statusFor(err))
 	return true

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -50,8 +51,32 @@ type testOrigin struct {
 
 func newTestOrigin(t testing.TB, clock *testClock, h http.HandlerFunc) *testOrigin {
 	t.Helper()
+	return newTestOriginOn(t, nil, clock, h)
+}
+
+// restartOrigin starts a test origin on addr, the address of one the test
+// stopped, so that a node configured with it finds it back.
+func restartOrigin(t testing.TB, addr string, h http.HandlerFunc) *testOrigin {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	for i := 0; i < 50; i++ { // the old socket may linger briefly
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("restart origin on %s: %v", addr, err)
+	}
+	return newTestOriginOn(t, ln, nil, h)
+}
+
+// newTestOriginOn starts a test origin on ln (nil: a new loopback port).
+func newTestOriginOn(t testing.TB, ln net.Listener, clock *testClock, h http.HandlerFunc) *testOrigin {
+	t.Helper()
 	o := &testOrigin{clock: clock, handler: h, counts: map[string]int{}}
-	o.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	o.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		o.mu.Lock()
 		o.counts[r.URL.Path]++
 		h := o.handler
@@ -62,6 +87,11 @@ func newTestOrigin(t testing.TB, clock *testClock, h http.HandlerFunc) *testOrig
 		}
 		h(w, r)
 	}))
+	if ln != nil {
+		o.srv.Listener.Close()
+		o.srv.Listener = ln
+	}
+	o.srv.Start()
 	t.Cleanup(o.srv.Close)
 	return o
 }

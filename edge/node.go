@@ -52,6 +52,7 @@ type Node struct {
 	purges  *cache.Purges
 	policy  cache.Policy
 	origin  *origin.Client
+	health  *origin.Health // the origin's state, from checks and real requests
 	flights *origin.Group
 	hfp     hitForPass
 	stats   counters
@@ -69,7 +70,6 @@ type Node struct {
 	now          func() time.Time // the clock; injectable for tests
 	stopMaint    chan struct{}    // closed by Shutdown: ends the maintenance loop
 	draining     atomic.Bool
-	originFails  atomic.Int64 // consecutive upstream failures (readiness)
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
@@ -169,6 +169,10 @@ func New(cfg Config, opts Options) (*Node, error) {
 		return nil, &ConfigError{Key: "origin.url", Msg: err.Error()}
 	}
 	n.origin = client
+	if n.health, err = n.newHealth(); err != nil {
+		n.closeParts()
+		return nil, &ConfigError{Key: "origin.health_check", Msg: err.Error()}
+	}
 
 	n.public = n.newPublicServer(n.handle)
 	n.admin = &fasthttp.Server{
@@ -371,6 +375,9 @@ func (n *Node) closeParts() {
 	if n.certs != nil {
 		n.certs.Close()
 	}
+	if n.health != nil {
+		n.health.Close()
+	}
 	if n.origin != nil {
 		n.origin.Close()
 	}
@@ -409,16 +416,43 @@ func (n *Node) maintain() {
 	}
 }
 
-// upstream sends a fetch to where misses go: today the origin; with a
-// cluster, the key's owner first.
+// upstream sends a fetch to the origin, unless its health check holds the
+// circuit open: then nothing is sent and the caller answers stale or 502 at
+// once. The outcome feeds the origin's health.
 func (n *Node) upstream(ctx context.Context, host []byte, req *origin.Request) (*origin.Response, error) {
-	resp, err := n.origin.Do(ctx, req)
-	if err != nil {
-		n.originFails.Add(1)
-		return nil, err
+	if n.health.Open() {
+		n.stats.originShortCircuited.Add(1)
+		return nil, origin.ErrDown
 	}
-	n.originFails.Store(0)
-	return resp, nil
+	resp, err := n.origin.Do(ctx, req)
+	n.health.Observe(err)
+	return resp, err
+}
+
+// newHealth starts the origin's health tracking (origin.health_check).
+func (n *Node) newHealth() (*origin.Health, error) {
+	hc := n.cfg.Origin.HealthCheck
+	host := ""
+	if h := n.cfg.Origin.HostHeader; h != "pass" && h != "origin" {
+		host = h
+	}
+	return origin.NewHealth(origin.HealthConfig{
+		Interval: hc.Interval.D(),
+		Timeout:  hc.Timeout.D(),
+		Rise:     hc.Rise,
+		Fall:     hc.Fall,
+		Check: func(ctx context.Context) error {
+			return n.origin.Check(ctx, hc.Path, host)
+		},
+		OnChange: func(up bool, cause error) {
+			if up {
+				n.log.Info("origin is up", "origin", n.cfg.Origin.URL)
+			} else {
+				n.log.Warn("origin is down; misses are answered from stale copies or with 502 until it passes its checks",
+					"origin", n.cfg.Origin.URL, "err", cause, "active_checks", hc.Interval > 0)
+			}
+		},
+	})
 }
 
 // badRequest answers requests fasthttp could not parse: 431 for oversized

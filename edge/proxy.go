@@ -217,6 +217,7 @@ const (
 	csStaleErr                       // served stale because the origin failed
 	csFwd                            // forwarded; see fwd
 	csRevalidated                    // forwarded as stale, origin said 304: refreshed entry served
+	csStaleDown                      // served stale without asking: the origin is down (health check)
 )
 
 // fwd values of Cache-Status (RFC 9211 §2.2).
@@ -331,7 +332,7 @@ func (n *Node) appendCacheStatus(dst []byte, cs cacheStatus, fwd string, fwdStat
 	switch cs {
 	case csHit:
 		dst = append(dst, "; hit"...)
-	case csHitStale:
+	case csHitStale, csStaleDown:
 		dst = append(dst, "; hit"...)
 	case csStaleErr:
 		dst = append(dst, "; fwd=stale"...)
@@ -357,6 +358,8 @@ func (n *Node) appendCacheStatus(dst []byte, cs cacheStatus, fwd string, fwdStat
 		dst = append(dst, `; detail="stale-while-revalidate"`...)
 	case csStaleErr:
 		dst = append(dst, `; detail="stale-if-error"`...)
+	case csStaleDown:
+		dst = append(dst, `; detail="stale-if-error; origin down"`...)
 	}
 	return dst
 }

@@ -16,6 +16,7 @@ type counters struct {
 	coalesced               atomic.Uint64 // requests that waited on another's fetch
 	originFetches           atomic.Uint64 // requests sent upstream
 	originErrors            atomic.Uint64 // upstream fetches that failed
+	originShortCircuited    atomic.Uint64 // origin fetches not sent: origin down (health check)
 	revalidated             atomic.Uint64 // 304s that refreshed a stale entry
 	backgroundRevalidations atomic.Uint64
 	errors                  atomic.Uint64 // 5xx answered because of upstream failure
@@ -33,27 +34,36 @@ type Stats struct {
 	// SendfileBytes is how much of them went out with sendfile(2);
 	// OffheapLeaked counts bodies the garbage collector had to close (a
 	// reference never released: a bug worth reporting if it is not 0).
-	OffheapObjects          int64   `json:"offheap_objects"`
-	OffheapBytes            int64   `json:"offheap_bytes"`
-	SendfileBytes           uint64  `json:"sendfile_bytes"`
-	OffheapLeaked           uint64  `json:"offheap_leaked"`
-	Requests                uint64  `json:"requests"`
-	Hits                    uint64  `json:"hits"`
-	Misses                  uint64  `json:"misses"`
-	HitRatio                float64 `json:"hit_ratio"`
-	StaleServed             uint64  `json:"stale_served"`
-	Passes                  uint64  `json:"passes"`
-	OriginFetches           uint64  `json:"origin_fetches"`
-	OriginErrors            uint64  `json:"origin_errors"`
-	CoalescedWaiters        uint64  `json:"coalesced_waiters"`
-	InFlight                int     `json:"in_flight"`
-	Revalidated             uint64  `json:"revalidated"`
-	BackgroundRevalidations uint64  `json:"background_revalidations"`
-	Errors                  uint64  `json:"errors"`
-	Evicted                 uint64  `json:"evicted"`
-	Rejected                uint64  `json:"rejected"`
-	Tombstones              int     `json:"purge_tombstones"`
-	Draining                bool    `json:"draining"`
+	OffheapObjects int64   `json:"offheap_objects"`
+	OffheapBytes   int64   `json:"offheap_bytes"`
+	SendfileBytes  uint64  `json:"sendfile_bytes"`
+	OffheapLeaked  uint64  `json:"offheap_leaked"`
+	Requests       uint64  `json:"requests"`
+	Hits           uint64  `json:"hits"`
+	Misses         uint64  `json:"misses"`
+	HitRatio       float64 `json:"hit_ratio"`
+	StaleServed    uint64  `json:"stale_served"`
+	Passes         uint64  `json:"passes"`
+	OriginFetches  uint64  `json:"origin_fetches"`
+	OriginErrors   uint64  `json:"origin_errors"`
+	// OriginUp is the origin's health (origin.health_check);
+	// OriginShortCircuited counts fetches not sent because it was down;
+	// OriginChecks / OriginCheckFailures count active checks and
+	// OriginDowns the transitions to down.
+	OriginUp                bool   `json:"origin_up"`
+	OriginShortCircuited    uint64 `json:"origin_short_circuited"`
+	OriginChecks            uint64 `json:"origin_checks"`
+	OriginCheckFailures     uint64 `json:"origin_check_failures"`
+	OriginDowns             uint64 `json:"origin_downs"`
+	CoalescedWaiters        uint64 `json:"coalesced_waiters"`
+	InFlight                int    `json:"in_flight"`
+	Revalidated             uint64 `json:"revalidated"`
+	BackgroundRevalidations uint64 `json:"background_revalidations"`
+	Errors                  uint64 `json:"errors"`
+	Evicted                 uint64 `json:"evicted"`
+	Rejected                uint64 `json:"rejected"`
+	Tombstones              int    `json:"purge_tombstones"`
+	Draining                bool   `json:"draining"`
 	// Cluster figures (zero without a cluster).
 	ClusterAlive        int    `json:"cluster_alive,omitempty"`
 	PeerForwards        uint64 `json:"peer_forwards"`
@@ -87,6 +97,9 @@ func (n *Node) Stats() Stats {
 		Tombstones:              n.purges.Len(),
 		Draining:                n.draining.Load(),
 	}
+	hs := n.health.State()
+	s.OriginUp, s.OriginShortCircuited = hs.Up, n.stats.originShortCircuited.Load()
+	s.OriginChecks, s.OriginCheckFailures, s.OriginDowns = hs.Checks, hs.CheckFailures, hs.Downs
 	bs := n.blobs.Stats()
 	s.OffheapObjects, s.OffheapBytes, s.SendfileBytes, s.OffheapLeaked = bs.Files, bs.Bytes, bs.SendfileBytes, bs.Leaked
 	if p := n.peers; p != nil {

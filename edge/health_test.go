@@ -1,0 +1,108 @@
+package edge
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fastChecks makes the origin health check quick enough for tests.
+func fastChecks(path string) func(*Config) {
+	return func(c *Config) {
+		c.Origin.HealthCheck = HealthCheckConfig{
+			Interval: Duration(50 * time.Millisecond), Timeout: Duration(50 * time.Millisecond),
+			Path: path, Fall: 2, Rise: 2,
+		}
+	}
+}
+
+// TestOriginDownAnswersAtOnce: once the origin fails its health checks,
+// requests are not sent to it: a stale copy is served (a hit, RFC 9211, no
+// fwd-status: nothing was forwarded), a miss or an unsafe request gets 502
+// naming the cause. Passing checks bring it back without any client request.
+func TestOriginDownAnswersAtOnce(t *testing.T) {
+	var sick atomic.Bool
+	clk := newTestClock()
+	o := newTestOrigin(t, clk, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" {
+			if sick.Load() {
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=10")
+		io.WriteString(w, "body of "+r.URL.Path)
+	})
+	n := newTestNode(t, o.srv.URL, clk, fastChecks("/health"))
+	base := "http://" + n.Addr()
+	warm(t, n, base+"/a")
+
+	sick.Store(true)
+	waitFor(t, "the origin to be marked down", 10*time.Second, func() bool { return !n.Stats().OriginUp })
+	clk.advance(20 * time.Second) // /a is now stale; max_stale_on_error allows it
+
+	r, b := get(t, base+"/a")
+	if r.StatusCode != 200 || b != "body of /a" {
+		t.Fatalf("stale copy while down: %d %q", r.StatusCode, b)
+	}
+	if cs := csOf(r); !strings.Contains(cs, "; hit") || strings.Contains(cs, "fwd") || !strings.Contains(cs, "origin down") {
+		t.Errorf("stale while down: Cache-Status %q, want a hit with detail origin down and no fwd", cs)
+	}
+	for _, tc := range []struct{ method, path string }{{"GET", "/b"}, {"HEAD", "/b"}, {"POST", "/c"}} {
+		r, _ := do(t, tc.method, base+tc.path)
+		if r.StatusCode != http.StatusBadGateway || !strings.Contains(csOf(r), "origin down") {
+			t.Errorf("%s %s while down: %d %q, want 502 naming origin down", tc.method, tc.path, r.StatusCode, csOf(r))
+		}
+	}
+	for _, p := range []string{"/a", "/b", "/c"} {
+		if got := o.count(p); got > 1 {
+			t.Errorf("origin saw %d requests for %s; want at most the warm-up one (nothing sent while down)", got, p)
+		}
+	}
+	if s := n.Stats(); s.OriginShortCircuited < 3 || s.OriginDowns != 1 || s.OriginCheckFailures < 2 {
+		t.Errorf("stats while down: short-circuited %d, downs %d, check failures %d", s.OriginShortCircuited, s.OriginDowns, s.OriginCheckFailures)
+	}
+	if r, b := get(t, "http://"+n.AdminAddr()+"/readyz"); r.StatusCode != 200 || !strings.Contains(b, "serving stale") {
+		t.Errorf("readiness while down with content cached: %d %s, want ready, serving stale", r.StatusCode, b)
+	}
+
+	sick.Store(false)
+	waitFor(t, "passing checks to bring the origin back", 10*time.Second, func() bool { return n.Stats().OriginUp })
+	if r, b := get(t, base+"/b"); r.StatusCode != 200 || b != "body of /b" {
+		t.Errorf("after recovery: %d %q, want the origin's answer", r.StatusCode, b)
+	}
+}
+
+// TestReadinessFollowsOriginWithoutTraffic: a node with nothing cached
+// whose origin goes away turns unready (geo-DNS sends users elsewhere),
+// and turns ready again when the origin returns, although no client
+// request arrives in between (with passive checks only, it would stay
+// unready forever: no traffic, no success).
+func TestReadinessFollowsOriginWithoutTraffic(t *testing.T) {
+	h := static("x", "Cache-Control: max-age=60")
+	o := newTestOrigin(t, nil, h)
+	addr := o.srv.Listener.Addr().String()
+	n := newTestNode(t, o.srv.URL, nil, fastChecks(""))
+	readyz := "http://" + n.AdminAddr() + "/readyz"
+	if r, b := get(t, readyz); r.StatusCode != 200 {
+		t.Fatalf("origin up: %d %s, want ready", r.StatusCode, b)
+	}
+	o.srv.Close()
+	waitFor(t, "readiness to fail with the origin gone", 10*time.Second, func() bool {
+		r, b := get(t, readyz)
+		return r.StatusCode == 503 && strings.Contains(b, "nothing cached") && strings.Contains(b, "refused")
+	})
+	checks := n.Stats().OriginChecks
+	restartOrigin(t, addr, h)
+	waitFor(t, "readiness to return with the origin", 10*time.Second, func() bool {
+		r, _ := get(t, readyz)
+		return r.StatusCode == 200
+	})
+	s := n.Stats()
+	if s.Requests != 0 || s.OriginChecks <= checks {
+		t.Errorf("recovered with %d client requests and %d checks (%d before the restart); want 0 requests, more checks", s.Requests, s.OriginChecks, checks)
+	}
+}

@@ -48,6 +48,8 @@ func TestGracefulDrain(t *testing.T) {
 	// Still serving during the drain delay (DNS has not moved everyone yet).
 	if r, b := get(t, base+"/during-drain"); r.StatusCode != 200 || b != "ok" {
 		t.Errorf("request during the drain delay: %d %q, want 200", r.StatusCode, b)
+	} else if !r.Close {
+		t.Errorf("response during the drain delay keeps the connection alive; want Connection: close so clients reconnect elsewhere")
 	}
 	if err := <-slow; err != nil {
 		t.Errorf("in-flight request failed during shutdown: %v", err)

@@ -67,6 +67,13 @@ func (n *Node) appendKey(dst []byte, req *fasthttp.Request) []byte {
 func (n *Node) handle(ctx *fasthttp.RequestCtx) {
 	defer n.recoverPanic(ctx)
 	n.stats.requests.Add(1)
+	if n.draining.Load() {
+		// Draining: each keep-alive client gets this answer and then a
+		// clean close, so its next request opens a new connection (which
+		// DNS or the balancer sends elsewhere) instead of racing the
+		// listener's shutdown on a reused one.
+		ctx.SetConnectionClose()
+	}
 	if n.healthPath != "" && string(ctx.Path()) == n.healthPath {
 		n.serveReadiness(ctx)
 		return

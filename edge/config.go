@@ -9,8 +9,10 @@ import (
 	"os"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 
+	"github.com/edgeshield/edgeshield/cache"
 	"gopkg.in/yaml.v3"
 )
 
@@ -134,6 +136,15 @@ type CacheConfig struct {
 	// file descriptor; at most half the open-file limit is used this way,
 	// larger bodies beyond that stay on the heap.
 	OffheapMinSize Size `yaml:"offheap_min_size"`
+	// AcceptEncodings are the content codings this cache asks the origin
+	// for, best first. A client's Accept-Encoding on a GET or HEAD is
+	// rewritten, before lookup, to the first of them it accepts (or removed
+	// when it accepts none), so "Vary: Accept-Encoding" stores one variant
+	// per coding rather than one per browser's spelling of the field (see
+	// cache.NegotiateEncoding). Default [br, gzip]; an empty list turns the
+	// rewrite off and the field passes through untouched. Tokens only,
+	// distinct, never "identity" or "*".
+	AcceptEncodings []string `yaml:"accept_encodings"`
 }
 
 // ServerConfig holds public listener limits.
@@ -466,18 +477,29 @@ func collectEnvPaths(v reflect.Value, prefix string, out map[string]reflect.Valu
 }
 
 // lineOf finds the line of a dotted key in a YAML document, for validation
-// errors raised after decoding. It returns 0 when the key is absent.
+// errors raised after decoding. A part may end in an index ("seeds[2]") to
+// point at one item of a list. It returns 0 when the key is absent.
 func lineOf(data []byte, key string) int {
 	var root yaml.Node
 	if yaml.Unmarshal(data, &root) != nil || len(root.Content) == 0 {
 		return 0
 	}
 	n := root.Content[0]
-	for _, part := range strings.Split(key, ".") {
+	parts := strings.Split(key, ".")
+	for pi, part := range parts {
+		idx := -1
+		if b := strings.IndexByte(part, '['); b > 0 && strings.HasSuffix(part, "]") {
+			i, err := strconv.Atoi(part[b+1 : len(part)-1])
+			if err != nil {
+				return 0
+			}
+			part, idx = part[:b], i
+		}
+		last := pi == len(parts)-1
 		found := false
 		for i := 0; n.Kind == yaml.MappingNode && i+1 < len(n.Content); i += 2 {
 			if n.Content[i].Value == part {
-				if part == key[strings.LastIndex(key, ".")+1:] && n.Content[i+1].Kind == yaml.ScalarNode {
+				if last && idx < 0 && n.Content[i+1].Kind == yaml.ScalarNode {
 					return n.Content[i].Line
 				}
 				n = n.Content[i+1]
@@ -487,6 +509,12 @@ func lineOf(data []byte, key string) int {
 		}
 		if !found {
 			return 0
+		}
+		if idx >= 0 {
+			if n.Kind != yaml.SequenceNode || idx >= len(n.Content) {
+				return 0
+			}
+			n = n.Content[idx]
 		}
 	}
 	return n.Line
@@ -546,6 +574,9 @@ func (c *Config) Validate(file string, src []byte) error {
 	}
 	if c.Cache.OffheapMinSize < 0 {
 		return bad("cache.offheap_min_size", "must be 0 (off) or a size, got %s", c.Cache.OffheapMinSize)
+	}
+	if i, err := cache.CheckEncodingPrefs(c.Cache.AcceptEncodings); err != nil {
+		return bad(fmt.Sprintf("cache.accept_encodings[%d]", i), "%v", err)
 	}
 	if c.Cache.HeuristicFraction < 0 || c.Cache.HeuristicFraction > 1 {
 		return bad("cache.heuristic_fraction", "must be between 0 and 1, got %v", c.Cache.HeuristicFraction)

@@ -4,9 +4,13 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 func TestParseSize(t *testing.T) {
@@ -75,6 +79,11 @@ func TestConfigFileErrorsNameKeyAndLine(t *testing.T) {
 		{"validation: check path", "origin:\n  health_check:\n    path: healthz\n", 3, "origin.health_check.path", "origin-form path"},
 		{"validation: check fall", "origin:\n  health_check:\n    fall: 0\n", 3, "origin.health_check.fall", "at least 1"},
 		{"validation: check interval", "origin:\n  health_check:\n    interval: -1s\n", 3, "origin.health_check.interval", "negative duration"},
+		{"validation: accept_encodings not a token", "cache:\n  accept_encodings: [br, \"g zip\"]\n", 2, "cache.accept_encodings[1]", "not a token"},
+		{"validation: accept_encodings repeat in a block list", "cache:\n  accept_encodings:\n    - gzip\n    - br\n    - x-gzip\n", 5, "cache.accept_encodings[2]", `"x-gzip" repeats "gzip"`},
+		{"validation: accept_encodings identity", "cache:\n  accept_encodings: [identity]\n", 2, "cache.accept_encodings[0]", "not a content coding"},
+		{"validation: accept_encodings star", "cache:\n  accept_encodings: [br, \"*\"]\n", 2, "cache.accept_encodings[1]", "not a content coding"},
+		{"accept_encodings scalar", "cache:\n  accept_encodings: gzip\n", 2, "cache.accept_encodings", "cannot unmarshal"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -169,4 +178,122 @@ func TestSignedDuration(t *testing.T) {
 	if _, err := ParseConfig([]byte("origin:\n  header_timeout: -1s\n"), "x.yaml"); err == nil {
 		t.Errorf("negative header_timeout accepted")
 	}
+}
+
+// TestEveryKeyDocumented: configs/edge.yaml documents every key, except the
+// tls and cluster blocks, which configs/tls.yaml and configs/cluster-node1.yaml
+// document (each checked against the keys of the built-in defaults).
+func TestEveryKeyDocumented(t *testing.T) {
+	keys := func(t *testing.T, file string) map[string]bool {
+		t.Helper()
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var root yaml.Node
+		if err := yaml.Unmarshal(data, &root); err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		out := map[string]bool{}
+		var walk func(n *yaml.Node, prefix string)
+		walk = func(n *yaml.Node, prefix string) {
+			for i := 0; n.Kind == yaml.MappingNode && i+1 < len(n.Content); i += 2 {
+				k := joinKey(prefix, n.Content[i].Value)
+				out[k] = true
+				walk(n.Content[i+1], k)
+			}
+		}
+		walk(root.Content[0], "")
+		return out
+	}
+	var fields func(typ reflect.Type, prefix string, out *[]string)
+	fields = func(typ reflect.Type, prefix string, out *[]string) {
+		for i := 0; i < typ.NumField(); i++ {
+			k := joinKey(prefix, strings.Split(typ.Field(i).Tag.Get("yaml"), ",")[0])
+			if ft := typ.Field(i).Type; ft.Kind() == reflect.Struct && !implementsUnmarshaler(reflect.New(ft).Elem()) {
+				fields(ft, k, out)
+				continue
+			}
+			*out = append(*out, k)
+		}
+	}
+	var all []string
+	fields(reflect.TypeOf(Config{}), "", &all)
+	edge := keys(t, "../configs/edge.yaml")
+	for _, k := range all {
+		if !strings.HasPrefix(k, "tls.") && !strings.HasPrefix(k, "cluster.") && !edge[k] {
+			t.Errorf("configs/edge.yaml does not document %s", k)
+		}
+	}
+	defaults := keys(t, "default.yaml")
+	for file, prefix := range map[string]string{"../configs/tls.yaml": "tls.", "../configs/cluster-node1.yaml": "cluster."} {
+		doc := keys(t, file)
+		for k := range defaults {
+			if strings.HasPrefix(k, prefix) && !doc[k] {
+				t.Errorf("%s does not document %s", file, k)
+			}
+		}
+	}
+	for _, k := range all {
+		if !strings.HasPrefix(k, "tls.") && !defaults[k] {
+			t.Errorf("default.yaml has no default for %s", k)
+		}
+	}
+}
+
+// TestAcceptEncodingsConfig: cache.accept_encodings defaults to [br, gzip],
+// and the environment sets it as it does every list key (cluster.seeds): a
+// YAML flow sequence.
+func TestAcceptEncodingsConfig(t *testing.T) {
+	if got := DefaultConfig().Cache.AcceptEncodings; !slices.Equal(got, []string{"br", "gzip"}) {
+		t.Errorf("default = %q, want [br gzip]", got)
+	}
+	path := filepath.Join(t.TempDir(), "edge.yaml")
+	if err := os.WriteFile(path, []byte("cache:\n  accept_encodings: [gzip]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		env  string // "" = none
+		want []string
+	}{
+		{"", []string{"gzip"}},
+		{"EDGESHIELD_CACHE_ACCEPT_ENCODINGS=[zstd, br, gzip]", []string{"zstd", "br", "gzip"}},
+		{"EDGESHIELD_CACHE_ACCEPT_ENCODINGS=[]", []string{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.env, func(t *testing.T) {
+			var env []string
+			if tt.env != "" {
+				env = []string{tt.env}
+			}
+			c, err := LoadConfig(path, env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(c.Cache.AcceptEncodings, tt.want) {
+				t.Errorf("accept_encodings = %q, want %q", c.Cache.AcceptEncodings, tt.want)
+			}
+			if err := c.Validate(path, nil); err != nil {
+				t.Errorf("Validate: %v", err)
+			}
+		})
+	}
+	t.Run("bad value from env", func(t *testing.T) {
+		c, err := LoadConfig("", []string{"EDGESHIELD_CACHE_ACCEPT_ENCODINGS=[br, BR]"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c.Validate("", nil)
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Key != "cache.accept_encodings[1]" || !strings.Contains(err.Error(), "repeats") {
+			t.Errorf("got %v, want a ConfigError for cache.accept_encodings[1] (repeats)", err)
+		}
+	})
+	t.Run("scalar from env", func(t *testing.T) {
+		_, err := LoadConfig("", []string{"EDGESHIELD_CACHE_ACCEPT_ENCODINGS=gzip"})
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Key != "EDGESHIELD_CACHE_ACCEPT_ENCODINGS" {
+			t.Errorf("got %v, want a ConfigError naming EDGESHIELD_CACHE_ACCEPT_ENCODINGS (lists are YAML: [gzip])", err)
+		}
+	})
 }

@@ -79,6 +79,49 @@ func connectionListed(conn, name []byte) bool {
 	return false
 }
 
+var strAcceptEncoding = []byte(fasthttp.HeaderAcceptEncoding)
+
+// normalizeAcceptEncoding rewrites a GET or HEAD request's Accept-Encoding to
+// the single coding of cache.accept_encodings that cache.NegotiateEncoding
+// picks, or removes it when the client accepts none of them (no
+// Accept-Encoding asks for identity). It runs before the variant key is built
+// and before the request is forwarded, so the origin chooses its coding from
+// the same value the response is stored under, and a response with
+// "Vary: Accept-Encoding" (RFC 9111 §4.1) is stored once per coding instead of
+// once per browser's spelling of the field. Varnish and Fastly do the same.
+//
+// Unsafe methods are left alone: their responses are never stored, so the
+// rewrite would only narrow what the origin may send (a client that takes
+// only zstd would lose it) and buy nothing. GET and HEAD are all rewritten,
+// including those that end up passed (uncacheable, hit-for-pass): whether a
+// response is stored is not known until it arrives, and one rule for every
+// lookup keeps the origin's view consistent.
+//
+// It is idempotent (a value it wrote is left as it is, without a write) and
+// allocation-free once the request's header buffers have grown, which the
+// fresh-hit path relies on.
+func (n *Node) normalizeAcceptEncoding(h *fasthttp.RequestHeader) {
+	if len(n.encodings) == 0 {
+		return // cache.accept_encodings: []: pass the field through
+	}
+	lines := h.PeekAll(fasthttp.HeaderAcceptEncoding)
+	if len(lines) == 0 {
+		return // absent: identity, as wanted
+	}
+	i := cache.NegotiateEncoding(lines, n.encodings)
+	switch {
+	case i < 0:
+		h.DelBytes(strAcceptEncoding)
+	case len(lines) == 1 && bytes.Equal(lines[0], n.encodings[i]):
+		// Already normalised: a repeat, or a client that sends exactly it.
+	default:
+		if len(lines) > 1 {
+			h.DelBytes(strAcceptEncoding) // SetCanonical replaces only the first line
+		}
+		h.SetCanonical(strAcceptEncoding, n.encodings[i])
+	}
+}
+
 // forwardRequest builds the origin request for a client request. cacheable
 // strips the client's range and conditional fields (see ownRequestHeaders);
 // validators from a stale entry are added by the caller.

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,7 @@ type Node struct {
 
 	viaBytes   []byte
 	healthPath string
+	encodings  [][]byte // cache.accept_encodings, lower-cased: the values normalizeAcceptEncoding writes
 
 	store   *cache.Store
 	blobs   *cache.Blobs // off-heap bodies (cache.offheap_min_size)
@@ -106,6 +108,9 @@ func New(cfg Config, opts Options) (*Node, error) {
 	n.via = "1.1 " + n.name + " (edgeshield)"
 	n.viaBytes = []byte(n.via)
 	n.healthPath = cfg.Server.HealthPath
+	for _, c := range cfg.Cache.AcceptEncodings {
+		n.encodings = append(n.encodings, []byte(strings.ToLower(c)))
+	}
 
 	store, err := cache.NewStore(cache.StoreConfig{MaxBytes: int64(cfg.Cache.MaxBytes)})
 	if err != nil {

@@ -85,6 +85,10 @@ func (n *Node) handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if ctx.IsGet() || ctx.IsHead() {
+		// Here, on the public listener only: it must precede the variant
+		// lookup and the forward, and shield hops arrive already normalised
+		// by the member that received the client's request.
+		n.normalizeAcceptEncoding(&ctx.Request.Header)
 		n.serveCacheable(ctx, false)
 		return
 	}

@@ -32,7 +32,8 @@ func statusFor(err error) int {
 }
 
 // writeError answers a failed upstream fetch with a short plain body.
-func (n *Node) writeError(ctx *fasthttp.RequestCtx, err error) {
+func (n *Node) writeError(ctx *fasthttp.RequestCtx, st *reqState, err error) {
+	st.out = outError
 	status := statusFor(err)
 	n.stats.errors.Add(1)
 	n.log.Warn("upstream failed", "status", status, "method", string(ctx.Method()), "uri", string(ctx.RequestURI()), "err", err)

@@ -54,6 +54,7 @@ type Node struct {
 	origin  *origin.Client
 	flights *origin.Group
 	hfp     hitForPass
+	latency requestDurations // the public listeners' response times (GET /metrics)
 	stats   counters
 	demo    *demo.Server // when origin.url is "demo"
 
@@ -67,6 +68,7 @@ type Node struct {
 	fillsWG           sync.WaitGroup // background fills and revalidations
 
 	now          func() time.Time // the clock; injectable for tests
+	realClock    bool             // now is time.Now (see requestTime)
 	stopMaint    chan struct{}    // closed by Shutdown: ends the maintenance loop
 	draining     atomic.Bool
 	originFails  atomic.Int64 // consecutive upstream failures (readiness)
@@ -90,7 +92,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: opts.Logger, now: opts.Clock}
 	if n.now == nil {
-		n.now = time.Now
+		n.now, n.realClock = time.Now, true
 	}
 	if n.log == nil {
 		n.log = NewLogger(cfg.Log, os.Stderr)

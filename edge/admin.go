@@ -19,13 +19,17 @@ import (
 //	GET  /healthz  liveness (the process serves requests)
 //	GET  /readyz   readiness (not draining; origin reachable or content cached)
 //	GET  /stats    JSON figures (see Stats)
+//	GET  /metrics  the same figures and the public listeners' response-time
+//	               histogram (edgeshield_request_duration_seconds{cache=…}),
+//	               Prometheus text format (metrics.go)
 //	GET  /tls      certificates: names, issuer, not-after, next renewal, last error
 //	GET  /tls/root.pem  the internal CA's root (tls.mode internal)
 //	POST /purge?url=…|prefix=…|tag=…[&hard=1][&wait=2s]
 //	GET  /cluster        members, state, region, addresses, owned share
 //	GET  /cluster/owner?url=…  the key's owners in rendezvous order
 //
-// When admin.token is set every request needs "Authorization: Bearer <token>".
+// When admin.token is set every request needs "Authorization: Bearer <token>";
+// Config.Validate requires it when admin.listen is not loopback.
 func (n *Node) handleAdmin(ctx *fasthttp.RequestCtx) {
 	defer n.recoverPanic(ctx)
 	if n.cfg.Admin.Token != "" && !n.authorized(ctx) {
@@ -40,6 +44,8 @@ func (n *Node) handleAdmin(ctx *fasthttp.RequestCtx) {
 		n.serveReadiness(ctx)
 	case "/stats":
 		writeJSON(ctx, fasthttp.StatusOK, n.Stats())
+	case "/metrics":
+		n.serveMetrics(ctx)
 	case "/cluster":
 		if n.peers == nil {
 			ctx.Error("no cluster configured\n", fasthttp.StatusNotFound)

@@ -241,7 +241,7 @@ func (n *Node) handlePeer(ctx *fasthttp.RequestCtx) {
 	if n.log.Enabled(context.Background(), slog.LevelDebug) {
 		n.log.Debug("shield hop", "from", from, "uri", string(ctx.Request.Header.RequestURI()))
 	}
-	n.serveCacheable(ctx, true)
+	n.serveCacheable(ctx, true, n.now())
 }
 
 // upstreamOwner fetches a cacheable miss: from the key's owner when that is

@@ -33,7 +33,8 @@ func statusFor(err error) int {
 }
 
 // writeError answers a failed upstream fetch with a short plain body.
-func (n *Node) writeError(ctx *fasthttp.RequestCtx, err error) {
+func (n *Node) writeError(ctx *fasthttp.RequestCtx, st *reqState, err error) {
+	st.out = outError
 	status := statusFor(err)
 	n.stats.errors.Add(1)
 	if errors.Is(err, origin.ErrDown) {

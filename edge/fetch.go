@@ -47,13 +47,13 @@ func (n *Node) fetch(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry,
 	if err != nil {
 		if errors.Is(err, origin.ErrPass) {
 			n.stats.passes.Add(1)
-			n.pass(ctx, methodString(ctx.Method()), fwd)
+			n.pass(ctx, st, methodString(ctx.Method()), fwd)
 			return
 		}
 		if stale != nil && n.serveStaleOnError(ctx, st, stale, err) {
 			return
 		}
-		n.writeError(ctx, err)
+		n.writeError(ctx, st, err)
 		return
 	}
 	p := head.Meta.(*pending)
@@ -63,7 +63,7 @@ func (n *Node) fetch(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry,
 		st.vkey = cache.VariantKey(st.vkey[:0], st.key, p.entry.Vary, st.get)
 		if !bytes.Equal(st.vkey, p.vkey) {
 			n.stats.passes.Add(1)
-			n.pass(ctx, methodString(ctx.Method()), fwdVaryMiss)
+			n.pass(ctx, st, methodString(ctx.Method()), fwdVaryMiss)
 			return
 		}
 	}
@@ -110,7 +110,7 @@ func (n *Node) lead(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Flight, st
 		if stale != nil && n.serveStaleOnError(ctx, st, stale, err) {
 			return
 		}
-		n.writeError(ctx, err)
+		n.writeError(ctx, st, err)
 		return
 	}
 
@@ -153,9 +153,10 @@ func (n *Node) lead(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Flight, st
 			// The whole object is not kept, so fetching it for one range
 			// would waste the origin's bandwidth: ask for the range itself.
 			drainBodyAsync(resp.Body)
-			n.pass(ctx, methodString(ctx.Method()), fwd)
+			n.pass(ctx, st, methodString(ctx.Method()), fwd)
 			return
 		}
+		st.out = outPass
 		r := &ctx.Response
 		r.SetStatusCode(resp.Status)
 		n.copyResponseHeaders(r, resp.Header, true)
@@ -310,6 +311,7 @@ func (n *Node) storeEntry(primary []byte, e *cache.Entry) {
 // serveFlight answers a client from a shared flight: the entry's headers now,
 // the body as it arrives.
 func (n *Node) serveFlight(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Flight, p *pending, contentLength int64) {
+	st.out = outMiss
 	e := p.entry
 	resp := &ctx.Response
 	var body io.ReadCloser
@@ -321,7 +323,7 @@ func (n *Node) serveFlight(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Fli
 		r, err := f.Reader()
 		if err != nil {
 			n.stats.passes.Add(1)
-			n.pass(ctx, methodString(ctx.Method()), p.fwd)
+			n.pass(ctx, st, methodString(ctx.Method()), p.fwd)
 			return
 		}
 		body = r
@@ -387,7 +389,7 @@ func (n *Node) serveFlight(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Fli
 		if err == nil {
 			err = errFlightIncomplete
 		}
-		n.writeError(ctx, err)
+		n.writeError(ctx, st, err)
 		return
 	}
 	if !n.writeRanges(ctx, st, e, storedBody{b: full}, rh) {

@@ -57,6 +57,7 @@ type Node struct {
 	health  *origin.Health // the origin's state, from checks and real requests
 	flights *origin.Group
 	hfp     hitForPass
+	latency requestDurations // the public listeners' response times (GET /metrics)
 	stats   counters
 	demo    *demo.Server // when origin.url is "demo"
 
@@ -70,6 +71,7 @@ type Node struct {
 	fillsWG           sync.WaitGroup // background fills and revalidations
 
 	now          func() time.Time // the clock; injectable for tests
+	realClock    bool             // now is time.Now (see requestTime)
 	stopMaint    chan struct{}    // closed by Shutdown: ends the maintenance loop
 	draining     atomic.Bool
 	shutdownOnce sync.Once
@@ -92,7 +94,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: opts.Logger, now: opts.Clock}
 	if n.now == nil {
-		n.now = time.Now
+		n.now, n.realClock = time.Now, true
 	}
 	if n.log == nil {
 		n.log = NewLogger(cfg.Log, os.Stderr)

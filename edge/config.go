@@ -231,6 +231,13 @@ type LogConfig struct {
 	Level string `yaml:"level"`
 	// Format: text (default) or json.
 	Format string `yaml:"format"`
+	// Access is where the access log goes, one line per request on the
+	// public listeners: "" (off, default), "stdout", "stderr" or a file
+	// path (appended to; reopened on SIGHUP for log rotation).
+	Access string `yaml:"access"`
+	// AccessFormat: combined (nginx's, followed by the cache outcome, the
+	// time in seconds and the Host; default) or json (one object a line).
+	AccessFormat string `yaml:"access_format"`
 }
 
 // ConfigError is a configuration problem that names the key, and the file
@@ -643,6 +650,11 @@ func (c *Config) Validate(file string, src []byte) error {
 	case "text", "json":
 	default:
 		return bad("log.format", "want text or json, got %q", c.Log.Format)
+	}
+	switch c.Log.AccessFormat {
+	case "combined", "json":
+	default:
+		return bad("log.access_format", "want combined or json, got %q", c.Log.AccessFormat)
 	}
 	return nil
 }

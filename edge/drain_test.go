@@ -67,3 +67,36 @@ func TestGracefulDrain(t *testing.T) {
 		t.Errorf("still accepting connections after Shutdown")
 	}
 }
+
+// TestShutdownRightAfterStart: a shutdown that arrives before the listener
+// goroutines got going still stops them (fasthttp's Shutdown alone misses a
+// Serve that has not registered its listener yet, which then accepts
+// forever).
+func TestShutdownRightAfterStart(t *testing.T) {
+	for i := 0; i < 20; i++ {
+		cfg := DefaultConfig()
+		cfg.Listen, cfg.Admin.Listen = "127.0.0.1:0", "127.0.0.1:0"
+		cfg.Origin.URL = "http://127.0.0.1:1"
+		n, err := New(cfg, Options{Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			done <- n.Shutdown(ctx)
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("round %d: Shutdown: %v", i, err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("round %d: Shutdown right after Start did not return", i)
+		}
+	}
+}

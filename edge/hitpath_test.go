@@ -2,6 +2,7 @@ package edge
 
 import (
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -52,10 +53,21 @@ func TestFreshHitAllocatesNothing(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts are meaningless under -race (sync.Pool drops items); `go test ./edge` checks this")
 	}
+	for _, format := range []string{"", "combined", "json"} {
+		t.Run("access log "+format, func(t *testing.T) { freshHitAllocs(t, format) })
+	}
+}
+
+func freshHitAllocs(t *testing.T, accessFormat string) {
 	o := newTestOrigin(t, nil, static(string(make([]byte, 1024)), "Cache-Control: max-age=3600", "Content-Type: application/octet-stream", `ETag: "x"`))
 	// The heap path: a memory-file body costs a stream per hit (and is
 	// only used for large bodies, whose sending dwarfs it).
-	n := newTestNode(t, o.srv.URL, nil, func(c *Config) { c.Cache.OffheapMinSize = 0 })
+	n := newTestNode(t, o.srv.URL, nil, func(c *Config) {
+		c.Cache.OffheapMinSize = 0
+		if accessFormat != "" {
+			c.Log.Access, c.Log.AccessFormat = filepath.Join(t.TempDir(), "access.log"), accessFormat
+		}
+	})
 	ctx := warmHit(t, n, "/1k")
 	allocs := testing.AllocsPerRun(1000, func() {
 		ctx.Response.Reset()
@@ -66,9 +78,20 @@ func TestFreshHitAllocatesNothing(t *testing.T) {
 	}
 }
 
-func BenchmarkFreshHit1K(b *testing.B) {
+func BenchmarkFreshHit1K(b *testing.B) { benchFreshHit(b, "") }
+
+// BenchmarkFreshHit1KAccessLog is the same hit with the combined access
+// log on (to a file).
+func BenchmarkFreshHit1KAccessLog(b *testing.B) { benchFreshHit(b, "combined") }
+
+func benchFreshHit(b *testing.B, accessFormat string) {
 	o := newTestOrigin(b, nil, static(string(make([]byte, 1024)), "Cache-Control: max-age=3600", "Content-Type: application/octet-stream"))
-	n := newTestNode(b, o.srv.URL, nil, func(c *Config) { c.Cache.OffheapMinSize = 0 })
+	n := newTestNode(b, o.srv.URL, nil, func(c *Config) {
+		c.Cache.OffheapMinSize = 0
+		if accessFormat != "" {
+			c.Log.Access, c.Log.AccessFormat = filepath.Join(b.TempDir(), "access.log"), accessFormat
+		}
+	})
 	ctx := warmHit(b, n, "/1k")
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -55,6 +55,7 @@ type Node struct {
 	policy  cache.Policy
 	origin  *origin.Client
 	health  *origin.Health // the origin's state, from checks and real requests
+	access  *accessLog     // nil when log.access is off
 	flights *origin.Group
 	hfp     hitForPass
 	latency requestDurations // the public listeners' response times (GET /metrics)
@@ -67,6 +68,7 @@ type Node struct {
 	tlsLn             net.Listener
 	certs             *certs.Manager
 	peers             *peerSet       // nil without a cluster
+	listeners         []net.Listener // every listener given to serve (Start, before Shutdown)
 	serveWG           sync.WaitGroup // listener goroutines
 	fillsWG           sync.WaitGroup // background fills and revalidations
 
@@ -181,6 +183,13 @@ func New(cfg Config, opts Options) (*Node, error) {
 		return nil, &ConfigError{Key: "origin.health_check", Msg: err.Error()}
 	}
 
+	if cfg.Log.Access != "" {
+		if n.access, err = newAccessLog(cfg.Log.Access, cfg.Log.AccessFormat); err != nil {
+			n.closeParts()
+			return nil, &ConfigError{Key: "log.access", Msg: err.Error()}
+		}
+	}
+
 	n.public = n.newPublicServer(n.handle)
 	n.admin = &fasthttp.Server{
 		Handler:               n.handleAdmin,
@@ -266,6 +275,7 @@ func (n *Node) Start() error {
 }
 
 func (n *Node) serve(s *fasthttp.Server, ln net.Listener, what string) {
+	n.listeners = append(n.listeners, ln)
 	n.serveWG.Add(1)
 	go func() {
 		defer n.serveWG.Done()
@@ -337,6 +347,13 @@ func (n *Node) shutdown(ctx context.Context) error {
 	if n.adminLn != nil {
 		errs = append(errs, n.admin.ShutdownWithContext(ctx))
 	}
+	// fasthttp's Shutdown only closes the listeners its Serve has already
+	// registered: a Serve goroutine that had not reached that point (a
+	// shutdown right after Start) would accept forever. Closing them here
+	// too ends every Serve.
+	for _, ln := range n.listeners {
+		ln.Close()
+	}
 	n.serveWG.Wait()
 	done := make(chan struct{})
 	go func() { n.fillsWG.Wait(); close(done) }()
@@ -384,6 +401,11 @@ func (n *Node) closeParts() {
 	}
 	if n.health != nil {
 		n.health.Close()
+	}
+	if n.access != nil {
+		if err := n.access.Close(); err != nil {
+			n.log.Warn("access log", "err", err)
+		}
 	}
 	if n.origin != nil {
 		n.origin.Close()

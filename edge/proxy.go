@@ -70,7 +70,13 @@ func (n *Node) appendKey(dst []byte, req *fasthttp.Request) []byte {
 func (n *Node) handle(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	out := outError // what a panic answers (recoverPanic: 500)
-	defer func() { n.latency.observe(out, time.Since(start)) }()
+	defer func() {
+		took := time.Since(start)
+		n.latency.observe(out, took)
+		if n.access != nil && out != outNone {
+			n.access.Log(ctx, outcomeLabels[out], start, took)
+		}
+	}()
 	defer n.recoverPanic(ctx)
 	n.stats.requests.Add(1)
 	if n.draining.Load() {

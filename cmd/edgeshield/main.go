@@ -132,6 +132,9 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			if err := node.ReloadTLS(); err != nil {
 				fmt.Fprintln(stderr, "edgeshield: tls reload:", err)
 			}
+			if err := node.ReopenLogs(); err != nil {
+				fmt.Fprintln(stderr, "edgeshield:", err)
+			}
 		case <-ctx.Done():
 			waiting = false
 		}

@@ -243,10 +243,6 @@ func (h *Health) State() HealthState {
 	return s
 }
 
-// RetryAfter is how long a client turned away because the circuit is open
-// should wait: one check interval.
-func (h *Health) RetryAfter() time.Duration { return h.cfg.Interval }
-
 func (h *Health) run() {
 	defer h.wg.Done()
 	t := time.NewTicker(h.cfg.Interval)

@@ -170,6 +170,7 @@ var statMetrics = [...]statMetric{
 	{"revalidated", "edgeshield_cache_revalidated_total", "counter", "Stale entries refreshed by a 304 from the upstream.", func(s *Stats) float64 { return float64(s.Revalidated) }},
 	{"background_revalidations", "edgeshield_cache_background_revalidations_total", "counter", "Revalidations started in the background (stale-while-revalidate).", func(s *Stats) float64 { return float64(s.BackgroundRevalidations) }},
 	{"errors", "edgeshield_errors_total", "counter", "Error responses (502, 503, 504) sent because the upstream failed.", func(s *Stats) float64 { return float64(s.Errors) }},
+	{"panics", "edgeshield_panics_total", "counter", "Panics recovered in request handlers and background fills (a bug worth reporting if not 0).", func(s *Stats) float64 { return float64(s.Panics) }},
 	{"entries", "edgeshield_cache_entries", "gauge", "Entries in the cache (Vary markers included).", func(s *Stats) float64 { return float64(s.Entries) }},
 	{"bytes", "edgeshield_cache_bytes", "gauge", "Size of the cached entries.", func(s *Stats) float64 { return float64(s.Bytes) }},
 	{"max_bytes", "edgeshield_cache_max_bytes", "gauge", "Cache size limit (cache.max_bytes).", func(s *Stats) float64 { return float64(s.MaxBytes) }},

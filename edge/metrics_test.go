@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // TestMetricsAfterTraffic drives each outcome through a real node and checks
@@ -417,4 +419,28 @@ func BenchmarkObserveParallel(b *testing.B) {
 			r.observe(outHit, time.Since(start)%time.Millisecond)
 		}
 	})
+}
+
+// TestPanicRecoveredAndCounted: a panic in a handler answers 500, is
+// counted in /stats and /metrics, and the node keeps serving.
+func TestPanicRecoveredAndCounted(t *testing.T) {
+	o := newTestOrigin(t, nil, static("ok", "Cache-Control: max-age=60"))
+	n := newTestNode(t, o.srv.URL, nil, nil)
+	var ctx fasthttp.RequestCtx
+	func() {
+		defer n.recoverPanic(&ctx)
+		panic("boom")
+	}()
+	if ctx.Response.StatusCode() != fasthttp.StatusInternalServerError {
+		t.Errorf("after a panic: status %d, want 500", ctx.Response.StatusCode())
+	}
+	if got := n.Stats().Panics; got != 1 {
+		t.Errorf("stats panics = %d, want 1", got)
+	}
+	if _, b := get(t, "http://"+n.AdminAddr()+"/metrics"); !strings.Contains(b, "\nedgeshield_panics_total 1\n") {
+		t.Errorf("/metrics does not show edgeshield_panics_total 1")
+	}
+	if r, b := get(t, "http://"+n.Addr()+"/x"); r.StatusCode != 200 || b != "ok" {
+		t.Errorf("after a panic: %d %q, want the node still serving", r.StatusCode, b)
+	}
 }

@@ -60,10 +60,13 @@ type Stats struct {
 	Revalidated             uint64 `json:"revalidated"`
 	BackgroundRevalidations uint64 `json:"background_revalidations"`
 	Errors                  uint64 `json:"errors"`
-	Evicted                 uint64 `json:"evicted"`
-	Rejected                uint64 `json:"rejected"`
-	Tombstones              int    `json:"purge_tombstones"`
-	Draining                bool   `json:"draining"`
+	// Panics counts handler and background panics recovered (each
+	// answered 500 or logged): a bug worth reporting if it is not 0.
+	Panics     uint64 `json:"panics"`
+	Evicted    uint64 `json:"evicted"`
+	Rejected   uint64 `json:"rejected"`
+	Tombstones int    `json:"purge_tombstones"`
+	Draining   bool   `json:"draining"`
 	// Cluster figures (zero without a cluster).
 	ClusterAlive        int    `json:"cluster_alive,omitempty"`
 	PeerForwards        uint64 `json:"peer_forwards"`
@@ -92,6 +95,7 @@ func (n *Node) Stats() Stats {
 		Revalidated:             n.stats.revalidated.Load(),
 		BackgroundRevalidations: n.stats.backgroundRevalidations.Load(),
 		Errors:                  n.stats.errors.Load(),
+		Panics:                  n.stats.panics.Load(),
 		Evicted:                 ss.Evicted,
 		Rejected:                ss.Rejected,
 		Tombstones:              n.purges.Len(),

@@ -511,7 +511,16 @@ func (h *hitForPass) add(key []byte, now time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(h.m) >= hitForPassMax {
-		clear(h.m) // bounded memory; losing it only costs coalescing
+		// Bounded memory: drop the expired marks first; only a map full of
+		// live ones is cleared (losing them only costs coalescing).
+		for k, until := range h.m {
+			if now.After(until) {
+				delete(h.m, k)
+			}
+		}
+		if len(h.m) >= hitForPassMax {
+			clear(h.m)
+		}
 	}
 	h.m[string(key)] = now.Add(h.ttl)
 }

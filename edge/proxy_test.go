@@ -791,3 +791,29 @@ func TestUselessResponsesNotStored(t *testing.T) {
 		t.Errorf("404 with Last-Modified: %q, want a heuristic hit (RFC 9111 §4.2.2)", csOf(r))
 	}
 }
+
+// TestHitForPassBoundKeepsLiveMarks: when the hit-for-pass table is full,
+// expired marks make room; live ones survive.
+func TestHitForPassBoundKeepsLiveMarks(t *testing.T) {
+	h := hitForPass{ttl: time.Minute, m: map[string]time.Time{}}
+	t0 := time.Now()
+	h.add([]byte("live"), t0)
+	for i := 1; i < hitForPassMax; i++ {
+		h.m[strconv.Itoa(i)] = t0.Add(-time.Second) // expired
+	}
+	h.add([]byte("new"), t0)
+	if !h.active([]byte("live"), t0) || !h.active([]byte("new"), t0) {
+		t.Errorf("live marks lost when the table filled up")
+	}
+	if len(h.m) != 2 {
+		t.Errorf("%d marks left, want 2 (the expired ones dropped)", len(h.m))
+	}
+	// A table full of live marks is still bounded.
+	for i := 0; i < hitForPassMax; i++ {
+		h.m[strconv.Itoa(i)] = t0.Add(time.Minute)
+	}
+	h.add([]byte("one more"), t0)
+	if len(h.m) > hitForPassMax {
+		t.Errorf("%d marks, want at most %d", len(h.m), hitForPassMax)
+	}
+}

@@ -123,10 +123,10 @@ type Health struct {
 
 	checks, checkFailures, downs atomic.Uint64
 
-	// base is cancelled by Close, which also cuts a check in progress short.
+	// base is cancelled by Close: it ends the check loop and cuts a check
+	// in progress short.
 	base    context.Context
 	closeFn context.CancelFunc
-	stop    chan struct{}
 	wg      sync.WaitGroup
 }
 
@@ -165,7 +165,7 @@ func NewHealth(cfg HealthConfig) (*Health, error) {
 	if cfg.Fall == 0 {
 		cfg.Fall = 3
 	}
-	h := &Health{cfg: cfg, since: time.Now(), stop: make(chan struct{})}
+	h := &Health{cfg: cfg, since: time.Now()}
 	h.base, h.closeFn = context.WithCancel(context.Background())
 	h.up.Store(true)
 	if cfg.Interval > 0 {
@@ -250,7 +250,7 @@ func (h *Health) run() {
 	for {
 		h.checkOnce()
 		select {
-		case <-h.stop:
+		case <-h.base.Done():
 			return
 		case <-t.C:
 		}
@@ -271,13 +271,9 @@ func (h *Health) checkOnce() {
 	h.record(err, true)
 }
 
-// Close stops the active checks and waits for a check in progress.
+// Close stops the active checks and waits for a check in progress. It is
+// safe to call more than once.
 func (h *Health) Close() {
-	select {
-	case <-h.stop:
-	default:
-		close(h.stop)
-		h.closeFn()
-	}
+	h.closeFn()
 	h.wg.Wait()
 }

@@ -1,7 +1,9 @@
 package edge
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"strconv"
 
 	"github.com/edgeshield/edgeshield/origin"
@@ -40,7 +42,9 @@ func (n *Node) writeError(ctx *fasthttp.RequestCtx, st *reqState, err error) {
 	if errors.Is(err, origin.ErrDown) {
 		// One line per request while the origin is down would flood the
 		// log; the transition itself is logged once at warn.
-		n.log.Debug("origin down; not sent", "status", status, "method", string(ctx.Method()), "uri", string(ctx.RequestURI()))
+		if n.log.Enabled(context.Background(), slog.LevelDebug) {
+			n.log.Debug("origin down; not sent", "status", status, "method", string(ctx.Method()), "uri", string(ctx.RequestURI()))
+		}
 	} else {
 		n.log.Warn("upstream failed", "status", status, "method", string(ctx.Method()), "uri", string(ctx.RequestURI()), "err", err)
 	}

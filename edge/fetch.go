@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -587,7 +588,9 @@ func (n *Node) serveStaleOnError(ctx *fasthttp.RequestCtx, st *reqState, stale *
 	if errors.Is(err, origin.ErrDown) {
 		// Nothing was forwarded (RFC 9211: a hit, no fwd-status); the
 		// origin going down was logged once, when it happened.
-		n.log.Debug("origin down; serving stale", "key", string(st.key))
+		if n.log.Enabled(context.Background(), slog.LevelDebug) {
+			n.log.Debug("origin down; serving stale", "key", string(st.key))
+		}
 		n.writeEntry(ctx, st, stale, now, csStaleDown, 0)
 		return true
 	}

@@ -115,11 +115,10 @@ type Health struct {
 	cfg HealthConfig
 	up  atomic.Bool
 
-	mu      sync.Mutex
-	fails   int // consecutive failures
-	oks     int // consecutive successful checks
+	mu      sync.Mutex // guards fails, oks, lastErr and the transitions of up
+	fails   int        // consecutive failures
+	oks     int        // consecutive successful checks
 	lastErr error
-	since   time.Time
 
 	checks, checkFailures, downs atomic.Uint64
 
@@ -133,15 +132,11 @@ type Health struct {
 // HealthState is a snapshot of a Health, for readiness and stats.
 type HealthState struct {
 	Up bool
-	// Active reports whether active checks run.
-	Active bool
 	// ConsecutiveFailures counts failures since the last success.
 	ConsecutiveFailures int
 	// LastError is the most recent failure ("" if none since the last
 	// success).
 	LastError string
-	// Since is when the upstream last changed state (or the start).
-	Since time.Time
 	// Checks and CheckFailures count active checks; Downs counts the
 	// transitions to down.
 	Checks, CheckFailures, Downs uint64
@@ -165,7 +160,7 @@ func NewHealth(cfg HealthConfig) (*Health, error) {
 	if cfg.Fall == 0 {
 		cfg.Fall = 3
 	}
-	h := &Health{cfg: cfg, since: time.Now()}
+	h := &Health{cfg: cfg}
 	h.base, h.closeFn = context.WithCancel(context.Background())
 	h.up.Store(true)
 	if cfg.Interval > 0 {
@@ -215,9 +210,6 @@ func (h *Health) record(err error, check bool) {
 			changed = true
 		}
 	}
-	if changed {
-		h.since = time.Now()
-	}
 	h.mu.Unlock()
 	if changed && h.cfg.OnChange != nil {
 		h.cfg.OnChange(nowUp, err)
@@ -230,9 +222,7 @@ func (h *Health) State() HealthState {
 	defer h.mu.Unlock()
 	s := HealthState{
 		Up:                  h.up.Load(),
-		Active:              h.cfg.Interval > 0,
 		ConsecutiveFailures: h.fails,
-		Since:               h.since,
 		Checks:              h.checks.Load(),
 		CheckFailures:       h.checkFailures.Load(),
 		Downs:               h.downs.Load(),

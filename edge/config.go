@@ -80,8 +80,9 @@ type OriginConfig struct {
 // instead of making every client wait for a failing connection, and its
 // readiness follows the origin back up even when no traffic arrives.
 type HealthCheckConfig struct {
-	// Interval between checks. 0 turns them off: the origin is then judged
-	// by real requests only and is always tried. Default 2s.
+	// Interval between checks. 0 turns them off: the origin is then always
+	// tried, and readiness judges it by real requests (fall consecutive
+	// transport failures mark it down, any answer up). Default 2s.
 	Interval Duration `yaml:"interval"`
 	// Timeout of one check, at most Interval. Default 1s.
 	Timeout Duration `yaml:"timeout"`
@@ -89,11 +90,12 @@ type HealthCheckConfig struct {
 	// must answer 2xx or 3xx; "" only opens a connection (and the TLS
 	// handshake for https). Default "".
 	Path string `yaml:"path"`
-	// Fall consecutive failures, of checks or real requests, mark the
-	// origin down. Default 3.
+	// Fall consecutive failed checks mark the origin down. Real requests
+	// never do: one broken URL must not take the site down; a request
+	// that fails at the transport level (refused, reset, timeout) only
+	// starts a check early (at most one per interval/4). Default 3.
 	Fall int `yaml:"fall"`
-	// Rise consecutive passing checks mark it up again; a real request that
-	// gets an answer does so at once. Default 2.
+	// Rise consecutive passing checks mark it up again. Default 2.
 	Rise int `yaml:"rise"`
 }
 

@@ -1,9 +1,12 @@
 package edge
 
 import (
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -104,5 +107,113 @@ func TestReadinessFollowsOriginWithoutTraffic(t *testing.T) {
 	s := n.Stats()
 	if s.Requests != 0 || s.OriginChecks <= checks {
 		t.Errorf("recovered with %d client requests and %d checks (%d before the restart); want 0 requests, more checks", s.Requests, s.OriginChecks, checks)
+	}
+}
+
+// TestBrokenURLNeverTakesSiteDown (issue 9): with the default health
+// settings, an origin where every request to /broken/ resets the
+// connection and everything else answers must keep being asked for the
+// other URLs. Before, three resets in a row marked the whole origin down
+// and every miss of the site got a self-made "502 origin down".
+func TestBrokenURLNeverTakesSiteDown(t *testing.T) {
+	o := newTestOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/broken/") {
+			c, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				c.(*net.TCPConn).SetLinger(0) // RST, before any byte
+				c.Close()
+			}
+			return
+		}
+		w.Header().Set("Cache-Control", "no-store") // every request goes to the origin
+		io.WriteString(w, "ok "+r.URL.Path)
+	})
+	n := newTestNode(t, o.srv.URL, nil, nil) // default origin.health_check
+	base := "http://" + n.Addr()
+	const total, workers = 1000, 8
+	var healthy, selfMade, brokenOK, other atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < total; i += workers {
+				path := fmt.Sprintf("/page/%d", i)
+				if i%2 == 0 {
+					path = fmt.Sprintf("/broken/%d", i)
+				}
+				resp, err := testHTTP.Get(base + path)
+				if err != nil {
+					other.Add(1)
+					continue
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				cs := resp.Header.Get("Cache-Status")
+				switch {
+				case strings.HasPrefix(path, "/page/") && resp.StatusCode == 200 && string(body) == "ok "+path:
+					healthy.Add(1)
+				case strings.HasPrefix(path, "/page/"):
+					selfMade.Add(1)
+					t.Logf("%s: %d %q", path, resp.StatusCode, cs)
+				case resp.StatusCode == 502 && strings.Contains(cs, "reset") && !strings.Contains(cs, "origin down"):
+					brokenOK.Add(1)
+				default:
+					other.Add(1)
+					t.Logf("%s: %d %q", path, resp.StatusCode, cs)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if selfMade.Load() != 0 || healthy.Load() != total/2 {
+		t.Errorf("healthy URLs: %d answered by the origin, %d errors made by the node; want %d and 0", healthy.Load(), selfMade.Load(), total/2)
+	}
+	if brokenOK.Load() != total/2 || other.Load() != 0 {
+		t.Errorf("broken URLs: %d answered 502 naming the reset, %d otherwise; want %d and 0", brokenOK.Load(), other.Load(), total/2)
+	}
+	if s := n.Stats(); !s.OriginUp || s.OriginDowns != 0 || s.OriginShortCircuited != 0 || s.OriginChecksKicked == 0 {
+		t.Errorf("health after the run: up=%v downs=%d short-circuited=%d kicked=%d; want up, 0, 0 and some early checks",
+			s.OriginUp, s.OriginDowns, s.OriginShortCircuited, s.OriginChecksKicked)
+	}
+}
+
+// TestOriginStopsAndReturns: an origin that really goes away is marked
+// down within fall × interval (failing requests make checks start early),
+// stale copies are served meanwhile, and it is back within rise × interval
+// once it returns. The bounds carry a second of slack for a loaded machine.
+func TestOriginStopsAndReturns(t *testing.T) {
+	const interval, fall, rise = 200 * time.Millisecond, 3, 2
+	clk := newTestClock()
+	h := static("body", "Cache-Control: max-age=10")
+	o := newTestOrigin(t, clk, h)
+	addr := o.srv.Listener.Addr().String()
+	n := newTestNode(t, o.srv.URL, clk, func(c *Config) {
+		c.Origin.HealthCheck = HealthCheckConfig{Interval: Duration(interval), Timeout: Duration(interval), Fall: fall, Rise: rise}
+	})
+	base := "http://" + n.Addr()
+	warm(t, n, base+"/a")
+	clk.advance(time.Minute) // stale; max_stale_on_error (1h) allows it on error
+
+	o.srv.Close()
+	stopped := time.Now()
+	get(t, base+"/b") // a failed miss: asks for a check at once
+	waitFor(t, "the origin to be marked down", 10*time.Second, func() bool { return !n.Stats().OriginUp })
+	if took := time.Since(stopped); took > fall*interval+time.Second {
+		t.Errorf("marked down %v after the origin stopped; want within fall × interval = %v (+1 s slack)", took, fall*interval)
+	}
+	r, b := get(t, base+"/a")
+	if r.StatusCode != 200 || b != "body" || !strings.Contains(csOf(r), "origin down") {
+		t.Errorf("stale while down: %d %q %q, want 200 body served stale, origin down", r.StatusCode, b, csOf(r))
+	}
+
+	restartOrigin(t, addr, h)
+	back := time.Now()
+	waitFor(t, "the origin to be back", 10*time.Second, func() bool { return n.Stats().OriginUp })
+	if took := time.Since(back); took > rise*interval+time.Second {
+		t.Errorf("back %v after the origin returned; want within rise × interval = %v (+1 s slack)", took, rise*interval)
+	}
+	if r, _ := get(t, base+"/c"); r.StatusCode != 200 {
+		t.Errorf("after recovery: %d, want 200", r.StatusCode)
 	}
 }

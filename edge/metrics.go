@@ -164,6 +164,7 @@ var statMetrics = [...]statMetric{
 	{"origin_short_circuited", "edgeshield_origin_short_circuited_total", "counter", "Origin fetches not sent because the origin was down (answered stale or 502 at once).", func(s *Stats) float64 { return float64(s.OriginShortCircuited) }},
 	{"origin_checks", "edgeshield_origin_checks_total", "counter", "Active origin health checks run.", func(s *Stats) float64 { return float64(s.OriginChecks) }},
 	{"origin_check_failures", "edgeshield_origin_check_failures_total", "counter", "Active origin health checks that failed.", func(s *Stats) float64 { return float64(s.OriginCheckFailures) }},
+	{"origin_checks_kicked", "edgeshield_origin_checks_kicked_total", "counter", "Origin health checks run early because a request failed at the transport level.", func(s *Stats) float64 { return float64(s.OriginChecksKicked) }},
 	{"origin_downs", "edgeshield_origin_downs_total", "counter", "Times the origin was marked down.", func(s *Stats) float64 { return float64(s.OriginDowns) }},
 	{"coalesced_waiters", "edgeshield_coalesced_waiters_total", "counter", "Requests that waited on another request's upstream fetch instead of making their own.", func(s *Stats) float64 { return float64(s.CoalescedWaiters) }},
 	{"in_flight", "edgeshield_fetches_in_flight", "gauge", "Shared upstream fetches in progress.", func(s *Stats) float64 { return float64(s.InFlight) }},

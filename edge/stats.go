@@ -48,12 +48,14 @@ type Stats struct {
 	OriginErrors   uint64  `json:"origin_errors"`
 	// OriginUp is the origin's health (origin.health_check);
 	// OriginShortCircuited counts fetches not sent because it was down;
-	// OriginChecks / OriginCheckFailures count active checks and
-	// OriginDowns the transitions to down.
+	// OriginChecks / OriginCheckFailures count active checks,
+	// OriginChecksKicked the checks run early because a real request failed
+	// at the transport level, and OriginDowns the transitions to down.
 	OriginUp                bool   `json:"origin_up"`
 	OriginShortCircuited    uint64 `json:"origin_short_circuited"`
 	OriginChecks            uint64 `json:"origin_checks"`
 	OriginCheckFailures     uint64 `json:"origin_check_failures"`
+	OriginChecksKicked      uint64 `json:"origin_checks_kicked"`
 	OriginDowns             uint64 `json:"origin_downs"`
 	CoalescedWaiters        uint64 `json:"coalesced_waiters"`
 	InFlight                int    `json:"in_flight"`
@@ -104,6 +106,7 @@ func (n *Node) Stats() Stats {
 	hs := n.health.State()
 	s.OriginUp, s.OriginShortCircuited = hs.Up, n.stats.originShortCircuited.Load()
 	s.OriginChecks, s.OriginCheckFailures, s.OriginDowns = hs.Checks, hs.CheckFailures, hs.Downs
+	s.OriginChecksKicked = hs.Kicked
 	bs := n.blobs.Stats()
 	s.OffheapObjects, s.OffheapBytes, s.SendfileBytes, s.OffheapLeaked = bs.Files, bs.Bytes, bs.SendfileBytes, bs.Leaked
 	if p := n.peers; p != nil {

@@ -87,16 +87,17 @@ func ctxOr(ctx context.Context, err error) error {
 // HealthConfig configures a Health. Zero values select the defaults.
 type HealthConfig struct {
 	// Interval between active checks. Zero turns active checks off: the
-	// upstream is then judged by real requests only, and the circuit never
-	// opens (nothing would find out that it is back).
+	// upstream is then judged by real requests only (for readiness), and
+	// the circuit never opens (nothing would find out that it is back).
 	Interval time.Duration
 	// Timeout bounds one check. Zero means the smaller of Interval and 2s.
 	Timeout time.Duration
 	// Rise is how many consecutive successful checks bring a down upstream
 	// back. Zero means 2.
 	Rise int
-	// Fall is how many consecutive failures, of checks or of real requests,
-	// mark the upstream down. Zero means 3.
+	// Fall is how many consecutive failed active checks mark the upstream
+	// down (with checks off: consecutive transport failures of real
+	// requests). Zero means 3.
 	Fall int
 	// Check performs one active check (Client.Check, in production).
 	Check func(ctx context.Context) error
@@ -105,22 +106,39 @@ type HealthConfig struct {
 	OnChange func(up bool, cause error)
 }
 
-// Health tracks whether the upstream is usable, from active checks and from
-// the outcome of real requests, in the manner of HAProxy's rise/fall and
-// nginx's max_fails: Fall consecutive failures mark it down; while active
-// checks run, a down upstream is not sent requests (Open) until Rise
-// consecutive checks pass; a real request that succeeds marks it up at
-// once. It starts up. It is safe for concurrent use.
+// Health tracks whether the upstream is usable, in the manner of HAProxy's
+// rise/fall: with active checks, only checks decide. Fall consecutive
+// failed checks mark the upstream down; while it is down no request is sent
+// (Open) until Rise consecutive checks pass. Real requests never change the
+// state: one bad URL (a handler that resets, a 503 from a deploy) must not
+// take the whole site down, and nginx likewise ignores max_fails when an
+// upstream group has a single server. A real request that failed at the
+// transport level (refused, reset, timeout) only asks for a check at once,
+// so an origin that really went away is noticed within Fall quick checks
+// instead of Fall intervals. An HTTP answer of any status proves the
+// upstream is up and asks for nothing.
+//
+// With active checks off (Interval 0) the circuit never opens, and the
+// state only informs readiness: Fall consecutive transport failures of real
+// requests mark the upstream down, any answer marks it up.
+//
+// It starts up. It is safe for concurrent use.
 type Health struct {
 	cfg HealthConfig
 	up  atomic.Bool
 
-	mu      sync.Mutex // guards fails, oks, lastErr and the transitions of up
-	fails   int        // consecutive failures
+	mu      sync.Mutex // guards fails, oks, lastErr, lastCheck and the transitions of up
+	fails   int        // consecutive failures (checks, or with checks off, requests)
 	oks     int        // consecutive successful checks
 	lastErr error
+	// lastCheck is when the last check started: a request failure asks for
+	// another only once Interval/4 has passed, so a URL that always fails
+	// raises the check rate at most fourfold.
+	lastCheck time.Time
 
-	checks, checkFailures, downs atomic.Uint64
+	kick chan struct{} // a request failed: check now (buffered 1, never blocks)
+
+	checks, checkFailures, downs, kicked atomic.Uint64
 
 	// base is cancelled by Close: it ends the check loop and cuts a check
 	// in progress short.
@@ -138,8 +156,9 @@ type HealthState struct {
 	// success).
 	LastError string
 	// Checks and CheckFailures count active checks; Downs counts the
-	// transitions to down.
-	Checks, CheckFailures, Downs uint64
+	// transitions to down; Kicked counts checks run early because a real
+	// request failed at the transport level.
+	Checks, CheckFailures, Downs, Kicked uint64
 }
 
 // NewHealth returns a Health that is up and, when cfg.Interval is set,
@@ -160,7 +179,7 @@ func NewHealth(cfg HealthConfig) (*Health, error) {
 	if cfg.Fall == 0 {
 		cfg.Fall = 3
 	}
-	h := &Health{cfg: cfg}
+	h := &Health{cfg: cfg, kick: make(chan struct{}, 1)}
 	h.base, h.closeFn = context.WithCancel(context.Background())
 	h.up.Store(true)
 	if cfg.Interval > 0 {
@@ -177,15 +196,27 @@ func (h *Health) Up() bool { return h.up.Load() }
 // and active checks will tell when it is back.
 func (h *Health) Open() bool { return h.cfg.Interval > 0 && !h.up.Load() }
 
-// Observe records the outcome of a real request. Failures that say nothing
-// about the upstream (our own connection limit, an invalid request, a
-// cancelled caller, ErrDown itself) are ignored.
+// Observe records the outcome of a real request. With active checks it
+// never changes the state: a transport failure (ErrRefused, ErrReset,
+// ErrTimeout) asks for a check at once, anything else is ignored. Failures
+// that say nothing about the upstream (our own connection limit, an invalid
+// request, a cancelled caller, ErrDown itself, a malformed answer) are
+// ignored in both modes.
 func (h *Health) Observe(err error) {
-	if err != nil && (errors.Is(err, ErrBusy) || errors.Is(err, ErrInvalidRequest) ||
-		errors.Is(err, ErrDown) || errors.Is(err, context.Canceled)) {
+	transport := err != nil && (errors.Is(err, ErrRefused) || errors.Is(err, ErrReset) || errors.Is(err, ErrTimeout)) &&
+		!errors.Is(err, context.Canceled)
+	if h.cfg.Interval > 0 {
+		if transport {
+			select {
+			case h.kick <- struct{}{}:
+			default: // a check is already asked for
+			}
+		}
 		return
 	}
-	h.record(err, false)
+	if err == nil || transport {
+		h.record(err, false)
+	}
 }
 
 func (h *Health) record(err error, check bool) {
@@ -194,8 +225,8 @@ func (h *Health) record(err error, check bool) {
 	if err == nil {
 		h.fails, h.lastErr = 0, nil
 		h.oks++
-		// A check must pass Rise times in a row; a real request that got
-		// an answer is proof enough.
+		// A check must pass Rise times in a row; without checks, a real
+		// request that got an answer is proof enough.
 		if !h.up.Load() && (!check || h.oks >= h.cfg.Rise) {
 			h.up.Store(true)
 			changed, nowUp = true, true
@@ -226,6 +257,7 @@ func (h *Health) State() HealthState {
 		Checks:              h.checks.Load(),
 		CheckFailures:       h.checkFailures.Load(),
 		Downs:               h.downs.Load(),
+		Kicked:              h.kicked.Load(),
 	}
 	if h.lastErr != nil {
 		s.LastError = h.lastErr.Error()
@@ -239,15 +271,44 @@ func (h *Health) run() {
 	defer t.Stop()
 	for {
 		h.checkOnce()
-		select {
-		case <-h.base.Done():
+		if !h.waitNext(t) {
 			return
-		case <-t.C:
 		}
 	}
 }
 
+// waitNext waits for the next check: the ticker's, or one a failed request
+// asks for once it is due (a kick that comes too soon is dropped, so a URL
+// that always fails cannot make checks run back to back). It reports false
+// when the Health is closing.
+func (h *Health) waitNext(t *time.Ticker) bool {
+	for {
+		select {
+		case <-h.base.Done():
+			return false
+		case <-t.C:
+			return true
+		case <-h.kick:
+			if h.kickDue() {
+				h.kicked.Add(1)
+				return true
+			}
+		}
+	}
+}
+
+// kickDue reports whether a request failure may start a check now: the
+// last one started at least Interval/4 ago.
+func (h *Health) kickDue() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return time.Since(h.lastCheck) >= h.cfg.Interval/4
+}
+
 func (h *Health) checkOnce() {
+	h.mu.Lock()
+	h.lastCheck = time.Now()
+	h.mu.Unlock()
 	ctx, cancel := context.WithTimeout(h.base, h.cfg.Timeout)
 	err := h.cfg.Check(ctx)
 	cancel()

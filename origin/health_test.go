@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/edgeshield/edgeshield/internal/testnet"
@@ -168,31 +169,33 @@ func TestHealthRiseFall(t *testing.T) {
 	mu.Unlock()
 }
 
-func TestHealthPassive(t *testing.T) {
+// TestHealthPassiveOnly: with active checks off nothing could tell that a
+// down upstream is back, so the circuit never opens and real requests
+// decide the state (for readiness): Fall consecutive transport failures
+// mark it down, any answer brings it back. Failures that are not the
+// upstream's, or not of its transport, never count.
+func TestHealthPassiveOnly(t *testing.T) {
 	h, err := NewHealth(HealthConfig{Fall: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer h.Close()
 	refused := fmt.Errorf("%w: x", ErrRefused)
-	// Failures that are not the upstream's never count.
-	for _, e := range []error{ErrBusy, ErrInvalidRequest, ErrDown, context.Canceled, ErrBusy} {
+	for _, e := range []error{ErrBusy, ErrInvalidRequest, ErrDown, context.Canceled, ErrBadResponse, ErrBusy, ErrBadResponse} {
 		h.Observe(e)
 	}
 	h.Observe(refused)
 	h.Observe(refused)
 	h.Observe(nil) // a success resets the count
 	h.Observe(refused)
-	h.Observe(refused)
+	h.Observe(fmt.Errorf("%w: y", ErrReset))
 	if !h.Up() {
 		t.Fatalf("down after 2 consecutive failures, want Fall=3")
 	}
 	h.Observe(fmt.Errorf("%w: y", ErrTimeout))
 	if h.Up() {
-		t.Fatalf("up after 3 consecutive failures")
+		t.Fatalf("up after 3 consecutive transport failures")
 	}
-	// Without active checks nothing would notice the upstream is back, so
-	// the circuit never opens: requests keep going and decide.
 	if h.Open() {
 		t.Errorf("Open() without active checks, want false")
 	}
@@ -200,6 +203,93 @@ func TestHealthPassive(t *testing.T) {
 	if !h.Up() {
 		t.Errorf("a real success did not bring it back")
 	}
+}
+
+// TestHealthRequestsNeverMarkDown: with active checks, real requests never
+// change the state, however many fail: a URL that resets every connection
+// (a broken handler) must not take the whole origin down while its checks
+// pass. Each failure only asks for an early check, at most one per
+// Interval/4. Virtual time (synctest): no sleeps guessed.
+func TestHealthRequestsNeverMarkDown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var fc fakeCheck
+		h, err := NewHealth(HealthConfig{Interval: 2 * time.Second, Timeout: time.Second, Fall: 2, Rise: 2, Check: fc.check})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		synctest.Wait() // the first check, at once
+		reset := fmt.Errorf("%w: connection reset by peer", ErrReset)
+		for i := 0; i < 1000; i++ { // 10 s of a failing request every 10 ms
+			h.Observe(reset)
+			h.Observe(fmt.Errorf("%w: header timeout", ErrTimeout))
+			time.Sleep(10 * time.Millisecond)
+			synctest.Wait()
+			if !h.Up() || h.Open() {
+				t.Fatalf("after %d failed requests with passing checks: up=%v open=%v, want up", 2*(i+1), h.Up(), h.Open())
+			}
+		}
+		st := h.State()
+		// 10 s: 1 + 5 ticks, plus early checks no closer than 500 ms.
+		if st.Kicked == 0 || st.Checks > 1+5+20 || st.ConsecutiveFailures != 0 || st.Downs != 0 {
+			t.Errorf("state after 2000 failed requests: %+v; want some early checks, at most 26 in all, no failure, no down", st)
+		}
+	})
+}
+
+// TestHealthFailedRequestChecksAtOnce: when the upstream really goes away,
+// a failed request starts a check at once instead of waiting for the
+// ticker, so it is marked down in Fall quick checks rather than Fall
+// intervals; and only Rise passing checks bring it back.
+func TestHealthFailedRequestChecksAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var fc fakeCheck
+		var downAt time.Time
+		h, err := NewHealth(HealthConfig{Interval: 10 * time.Second, Timeout: time.Second, Fall: 2, Rise: 2, Check: fc.check,
+			OnChange: func(up bool, _ error) {
+				if !up {
+					downAt = time.Now()
+				}
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		synctest.Wait()
+		start := time.Now()
+		refused := fmt.Errorf("%w: connection refused", ErrRefused)
+		fc.set(refused)
+		// Requests fail every 100 ms; each may kick a check once 2.5 s
+		// have passed since the last.
+		for i := 0; i < 100 && h.Up(); i++ {
+			time.Sleep(100 * time.Millisecond)
+			h.Observe(refused)
+			synctest.Wait()
+		}
+		if h.Up() || !h.Open() {
+			t.Fatalf("up=%v open=%v after 10 s of failed checks, want down and open", h.Up(), h.Open())
+		}
+		if took := downAt.Sub(start); took > 6*time.Second {
+			t.Errorf("marked down after %v; want about 2 × Interval/4 = 5 s (the ticker alone: 20 s)", took)
+		}
+		// A request cannot bring it back (none is sent while open; one in
+		// flight that got an answer proves nothing about the next check).
+		h.Observe(nil)
+		if h.Up() {
+			t.Fatalf("a real request's success brought it back; only Rise checks may")
+		}
+		fc.set(nil)
+		time.Sleep(10*time.Second + time.Millisecond)
+		synctest.Wait()
+		if h.Up() {
+			t.Fatalf("up after 1 passing check, want Rise=2")
+		}
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		if !h.Up() {
+			t.Fatalf("still down after 2 passing checks")
+		}
+	})
 }
 
 func TestHealthCloseCutsACheckShort(t *testing.T) {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -207,13 +209,21 @@ func TestGarbagePeer(t *testing.T) {
 		m := memberNamed(nodes[0].Members(), "noisy")
 		return m.State == StateAlive, fmt.Sprintf("noisy peer not alive on n00: %v", names(nodes[0].Members()))
 	})
-	target := noisy.Members()
+	// The targets are built from the nodes' own addresses: the *Node values
+	// Members returns are memberlist's live records, which its gossip
+	// goroutines rewrite while we would read them (a data race under -race).
+	var target []*memberlist.Node
+	for _, n := range nodes {
+		host, port, err := net.SplitHostPort(n.GossipAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, _ := strconv.Atoi(port)
+		target = append(target, &memberlist.Node{Name: n.LocalName(), Addr: net.ParseIP(host), Port: uint16(p)})
+	}
 	for i := range 200 {
 		junk := bytes.Repeat([]byte{byte(i), byte(i * 7), msgPurge}, i%50)
 		for _, to := range target {
-			if to.Name == "noisy" {
-				continue
-			}
 			_ = noisy.SendBestEffort(to, junk)
 			if i%20 == 0 {
 				_ = noisy.SendReliable(to, junk)

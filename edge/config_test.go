@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -296,4 +297,19 @@ func TestAcceptEncodingsConfig(t *testing.T) {
 			t.Errorf("got %v, want a ConfigError naming EDGESHIELD_CACHE_ACCEPT_ENCODINGS (lists are YAML: [gzip])", err)
 		}
 	})
+}
+
+// TestNewLeavesDemoToTheCaller: the node never starts the demo origin
+// itself (cmd/edgeshield does, and passes its URL); New says so plainly.
+func TestNewLeavesDemoToTheCaller(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Listen, cfg.Admin.Listen = "127.0.0.1:0", "127.0.0.1:0"
+	n, err := New(cfg, Options{Logger: testLogger(t)})
+	if err == nil {
+		n.Shutdown(context.Background())
+		t.Fatal(`New with origin.url "demo" succeeded; want an error telling the caller to resolve it`)
+	}
+	if !strings.Contains(err.Error(), "demo") {
+		t.Errorf("error %q does not name the demo origin", err)
+	}
 }

@@ -27,7 +27,6 @@ import (
 	"github.com/edgeshield/edgeshield/cache"
 	"github.com/edgeshield/edgeshield/edge/certs"
 	"github.com/edgeshield/edgeshield/origin"
-	"github.com/edgeshield/edgeshield/origin/demo"
 	"github.com/valyala/fasthttp"
 )
 
@@ -60,7 +59,6 @@ type Node struct {
 	hfp     hitForPass
 	latency requestDurations // the public listeners' response times (GET /metrics)
 	stats   counters
-	demo    *demo.Server // when origin.url is "demo"
 
 	public, admin     *fasthttp.Server
 	plain             *fasthttp.Server // plain HTTP beside HTTPS (challenges, redirect)
@@ -88,8 +86,9 @@ type Options struct {
 	Clock func() time.Time
 }
 
-// New builds a node from a validated configuration. It starts nothing but
-// the demo origin when origin.url is "demo"; call Start to listen.
+// New builds a node from a validated configuration; call Start to listen.
+// origin.url must be a URL: "demo" is for the caller to resolve (see
+// cmd/edgeshield), so that this package never imports the demo origin.
 func New(cfg Config, opts Options) (*Node, error) {
 	if err := cfg.Validate("", nil); err != nil {
 		return nil, err
@@ -131,21 +130,13 @@ func New(cfg Config, opts Options) (*Node, error) {
 	n.flights = origin.NewGroup()
 	n.hfp = hitForPass{ttl: cfg.Cache.HitForPass.D(), m: map[string]time.Time{}}
 
-	originURL := cfg.Origin.URL
-	if originURL == "demo" {
-		d, err := demo.New(demo.Config{Logger: n.log.With("component", "demo-origin")})
-		if err != nil {
-			n.store.Close()
-			return nil, fmt.Errorf("demo origin: %w", err)
-		}
-		if err := d.Start("127.0.0.1:0"); err != nil {
-			n.store.Close()
-			return nil, fmt.Errorf("demo origin: %w", err)
-		}
-		n.demo = d
-		originURL = d.URL()
-		n.cfg.Origin.URL = originURL
+	if cfg.Origin.URL == "demo" {
+		// The caller (cmd/edgeshield) starts the demo origin and passes
+		// its URL: the node is never in the business of test servers.
+		n.store.Close()
+		return nil, errors.New(`origin.url "demo" is resolved by the caller: start the demo origin and set its URL`)
 	}
+	originURL := cfg.Origin.URL
 	var tlsConf *tls.Config
 	if cfg.Origin.CAFile != "" {
 		pem, err := os.ReadFile(cfg.Origin.CAFile)
@@ -301,7 +292,7 @@ func (n *Node) AdminAddr() string {
 	return n.adminLn.Addr().String()
 }
 
-// OriginURL is the origin in use (the demo origin's address for "demo").
+// OriginURL is the origin in use.
 func (n *Node) OriginURL() string { return n.cfg.Origin.URL }
 
 // Name is the node's name as used in Cache-Status and Via.
@@ -409,9 +400,6 @@ func (n *Node) closeParts() {
 	}
 	if n.origin != nil {
 		n.origin.Close()
-	}
-	if n.demo != nil {
-		n.demo.Close()
 	}
 	if n.store != nil {
 		n.store.Close()

@@ -99,7 +99,23 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	setMemoryLimit(cfg)
-	node, err := edge.New(cfg, edge.Options{Logger: edge.NewLogger(cfg.Log, stderr)})
+	logger := edge.NewLogger(cfg.Log, stderr)
+	demoOrigin := cfg.Origin.URL == "demo"
+	if demoOrigin {
+		// The built-in demo origin, in this process on a loopback port;
+		// stopped after the node (deferred first, runs last).
+		d, err := demo.New(demo.Config{Logger: logger.With("component", "demo-origin")})
+		if err == nil {
+			err = d.Start("127.0.0.1:0")
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "edgeshield: demo origin:", err)
+			return 1
+		}
+		defer d.Close()
+		cfg.Origin.URL = d.URL()
+	}
+	node, err := edge.New(cfg, edge.Options{Logger: logger})
 	if err != nil {
 		fmt.Fprintln(stderr, "edgeshield:", err)
 		return 1
@@ -111,7 +127,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	base := "http://" + node.Addr()
 	fmt.Fprintf(stdout, "edgeshield %s: edge %s in front of origin %s\n", edge.Version, base, node.OriginURL())
-	if cfg.Origin.URL == "demo" {
+	if demoOrigin {
 		fmt.Fprintf(stdout, "try:\n  %s/            (the demo site; reload it: the second request is a hit)\n", base)
 		fmt.Fprintf(stdout, "  curl -sI %s/img/hero-1m.jpg | grep -i cache-status\n", base)
 		fmt.Fprintf(stdout, "  curl -s -r 0-99 -o /dev/null -w '%%{http_code}\\n' %s/media/intro.mp4\n", base)

@@ -115,7 +115,6 @@ func (n *Node) startCluster() error {
 		peerAddr = ln.Addr().String()
 	}
 	p := &peerSet{key: key, ln: ln, clients: map[string]*origin.Client{}}
-	n.peers = p
 	c, err := cluster.New(cluster.Config{
 		NodeName:       n.name,
 		BindAddr:       cc.Bind,
@@ -134,10 +133,12 @@ func (n *Node) startCluster() error {
 	})
 	if err != nil {
 		ln.Close()
-		n.peers = nil
 		return fmt.Errorf("cluster: %w", err)
 	}
 	p.c = c
+	// Published only now, complete: handlers read n.peers without a lock
+	// (Start serves the public listeners after this returns).
+	n.peers = p
 	p.srv = n.newPublicServer(n.handlePeer)
 	p.srv.Name = "edgeshield-peer"
 	n.serve(p.srv, ln, "peer")

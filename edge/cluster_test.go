@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -434,4 +435,78 @@ func TestShieldHopNeverWaitsOnAForward(t *testing.T) {
 	once.Do(func() { close(gate) })
 	<-done
 	<-done
+}
+
+// TestStartUnderLoadServesOnlyWhenBuilt (issue 13): clients hammer the
+// public and admin ports of a clustered node while it starts, 50 times.
+// Before, the public listener served before the cluster glue was built: a
+// miss met a nil member list (a recovered panic, 500) and /readyz answered
+// 500. Now nothing serves until every part exists.
+func TestStartUnderLoadServesOnlyWhenBuilt(t *testing.T) {
+	o := newTestOrigin(t, nil, static("x", "Cache-Control: no-store"))
+	freePort := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	var served, bad atomic.Int64
+	for round := 0; round < 50; round++ {
+		pub, adm := freePort(), freePort()
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for w := 0; w < 4; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					url := fmt.Sprintf("http://%s/miss/%d", pub, i)
+					if i%3 == 0 {
+						url = "http://" + adm + "/readyz"
+					}
+					resp, err := client.Get(url)
+					if err != nil {
+						time.Sleep(time.Millisecond) // not listening yet
+						continue
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					served.Add(1)
+					if resp.StatusCode >= 500 && resp.StatusCode != 503 {
+						bad.Add(1)
+						t.Errorf("round %d: %s answered %d", round, url, resp.StatusCode)
+					}
+				}
+			}()
+		}
+		n := newTestNode(t, o.srv.URL, nil, func(c *Config) {
+			c.Name = fmt.Sprintf("start-%d", round)
+			c.Listen, c.Admin.Listen = pub, adm
+			c.Cluster = ClusterConfig{Enabled: true, Bind: "127.0.0.1:0", PeerListen: "127.0.0.1:0",
+				RejoinInterval: Duration(time.Second), PeerDownFor: Duration(5 * time.Second), PeerConnectTimeout: Duration(500 * time.Millisecond)}
+		})
+		waitFor(t, "requests to be served", 5*time.Second, func() bool { return n.Stats().Requests > 20 })
+		close(stop)
+		wg.Wait()
+		if p := n.Stats().Panics; p != 0 {
+			t.Fatalf("round %d: %d panics recovered while starting under load", round, p)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := n.Shutdown(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("round %d: shutdown: %v", round, err)
+		}
+	}
+	if bad.Load() != 0 || served.Load() == 0 {
+		t.Errorf("%d answers, %d of them 5xx other than 503", served.Load(), bad.Load())
+	}
 }

@@ -216,53 +216,76 @@ func (n *Node) newPublicServer(h fasthttp.RequestHandler) *fasthttp.Server {
 }
 
 // Start opens the public (and, with TLS, HTTPS) and admin listeners and
-// serves in the background.
+// serves in the background. Every part (TLS, cluster) is built before the
+// first listener serves: a request that arrived while the cluster glue was
+// half built used to meet a nil member list (a panic, a 500 from /readyz).
 func (n *Node) Start() error {
-	ln, err := net.Listen("tcp", n.cfg.Listen)
+	lns, err := n.listen()
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", n.cfg.Listen, err)
+		return err
 	}
-	n.publicLn = ln
-	var tlsLn net.Listener
-	if n.cfg.TLS.Enabled() {
-		if tlsLn, err = net.Listen("tcp", n.cfg.TLS.Listen); err != nil {
-			ln.Close()
-			return fmt.Errorf("tls listen %s: %w", n.cfg.TLS.Listen, err)
-		}
-	}
-	if n.cfg.Admin.Listen != "" {
-		aln, err := net.Listen("tcp", n.cfg.Admin.Listen)
-		if err != nil {
-			ln.Close()
-			if tlsLn != nil {
-				tlsLn.Close()
-			}
-			return fmt.Errorf("admin listen %s: %w", n.cfg.Admin.Listen, err)
-		}
-		n.adminLn = aln
-		n.serve(n.admin, aln, "admin")
-	}
-	if tlsLn != nil {
-		if err := n.startTLS(ln, tlsLn); err != nil {
-			ln.Close()
-			tlsLn.Close()
+	if lns.tls != nil {
+		if err := n.buildTLS(lns.tls); err != nil {
+			lns.close()
 			return err
 		}
-	} else {
-		n.serve(n.public, ln, "public")
 	}
 	if n.cfg.Cluster.Enabled {
 		if err := n.startCluster(); err != nil {
+			lns.close()
 			n.closeListeners()
 			return err
 		}
 	}
+	if lns.admin != nil {
+		n.adminLn = lns.admin
+		n.serve(n.admin, lns.admin, "admin")
+	}
+	if lns.tls != nil {
+		n.serveTLS(lns.public, lns.tls)
+	} else {
+		n.serve(n.public, lns.public, "public")
+	}
 	n.stopMaint = make(chan struct{})
 	n.serveWG.Add(1)
 	go n.maintain()
-	n.log.Info("edge node started", "name", n.name, "listen", ln.Addr().String(), "tls", n.TLSAddr(),
+	n.log.Info("edge node started", "name", n.name, "listen", lns.public.Addr().String(), "tls", n.TLSAddr(),
 		"admin", n.AdminAddr(), "origin", n.cfg.Origin.URL, "cache_max_bytes", n.cfg.Cache.MaxBytes.String(), "version", Version)
 	return nil
+}
+
+// listeners are the node's bound sockets before anything serves on them.
+type listeners struct{ public, tls, admin net.Listener }
+
+func (l listeners) close() {
+	for _, ln := range []net.Listener{l.public, l.tls, l.admin} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+// listen binds the public, HTTPS and admin listeners (all or none).
+func (n *Node) listen() (listeners, error) {
+	var l listeners
+	var err error
+	if l.public, err = net.Listen("tcp", n.cfg.Listen); err != nil {
+		return l, fmt.Errorf("listen %s: %w", n.cfg.Listen, err)
+	}
+	n.publicLn = l.public
+	if n.cfg.TLS.Enabled() {
+		if l.tls, err = net.Listen("tcp", n.cfg.TLS.Listen); err != nil {
+			l.close()
+			return listeners{}, fmt.Errorf("tls listen %s: %w", n.cfg.TLS.Listen, err)
+		}
+	}
+	if n.cfg.Admin.Listen != "" {
+		if l.admin, err = net.Listen("tcp", n.cfg.Admin.Listen); err != nil {
+			l.close()
+			return listeners{}, fmt.Errorf("admin listen %s: %w", n.cfg.Admin.Listen, err)
+		}
+	}
+	return l, nil
 }
 
 func (n *Node) serve(s *fasthttp.Server, ln net.Listener, what string) {

@@ -11,12 +11,10 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// startTLS creates the certificate manager once both public listeners are
+// buildTLS creates the certificate manager once both public listeners are
 // bound (so ACME challenges reach this process, not a listener certmagic
-// would open itself), and serves HTTPS on tlsLn. The plain listener then
-// answers HTTP-01 challenges — including ones another node sharing the
-// storage started — and redirects or serves everything else.
-func (n *Node) startTLS(plainLn, tlsLn net.Listener) error {
+// would open itself); serveTLS then serves on them.
+func (n *Node) buildTLS(tlsLn net.Listener) error {
 	c := n.cfg.TLS
 	cc := certs.Config{
 		Mode:                    c.Mode,
@@ -38,7 +36,7 @@ func (n *Node) startTLS(plainLn, tlsLn net.Listener) error {
 		Logger:                  n.log.With("component", "tls"),
 	}
 	if cc.HTTPPort == 0 {
-		cc.HTTPPort = plainLn.Addr().(*net.TCPAddr).Port
+		cc.HTTPPort = n.publicLn.Addr().(*net.TCPAddr).Port
 	}
 	if cc.TLSPort == 0 {
 		cc.TLSPort = tlsLn.Addr().(*net.TCPAddr).Port
@@ -54,15 +52,21 @@ func (n *Node) startTLS(plainLn, tlsLn net.Listener) error {
 		return fmt.Errorf("tls: %w", err)
 	}
 	n.certs = m
-	plain := m.RedirectHandler()
-	if c.HTTP == "serve" {
+	return nil
+}
+
+// serveTLS serves HTTPS on tlsLn and the plain listener, which answers
+// HTTP-01 challenges — including ones another node sharing the storage
+// started — and redirects or serves everything else (tls.http).
+func (n *Node) serveTLS(plainLn, tlsLn net.Listener) {
+	plain := n.certs.RedirectHandler()
+	if n.cfg.TLS.HTTP == "serve" {
 		plain = n.handle
 	}
-	n.plain = n.newPublicServer(m.HTTPHandler(plain))
+	n.plain = n.newPublicServer(n.certs.HTTPHandler(plain))
 	n.serve(n.plain, plainLn, "http")
-	n.tlsLn = tls.NewListener(tlsLn, m.TLSConfig())
+	n.tlsLn = tls.NewListener(tlsLn, n.certs.TLSConfig())
 	n.serve(n.public, n.tlsLn, "https")
-	return nil
 }
 
 // ReloadTLS re-reads manual certificate files (SIGHUP).

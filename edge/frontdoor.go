@@ -261,6 +261,19 @@ func (f *frameCheck) feed(p []byte) (ok int, err *framingError) {
 				return i, errFieldName
 			}
 		case sName:
+			j := i
+			for j < len(p) && byteClass[p[j]]&clTchar != 0 {
+				j++
+			}
+			for _, b := range p[i:min(j, i+len(f.name)+1)] {
+				f.addNameByte(b)
+			}
+			f.nameLen += max(0, j-i-len(f.name)-1)
+			if j == len(p) {
+				i = j
+				continue
+			}
+			i, c = j, p[j]
 			switch {
 			case c == ':':
 				f.startValue()
@@ -498,7 +511,10 @@ func (f *frameCheck) transferCodings(v []byte) *framingError {
 			}
 		}
 		if f.chunked {
-			return errTENotChunked // something after chunked
+			if asciiEqualFold(elem, "chunked") {
+				return errTEChunkedTwice
+			}
+			return errTENotChunked // a coding after chunked
 		}
 		if asciiEqualFold(elem, "chunked") {
 			f.chunked = true
@@ -780,4 +796,15 @@ func redactFields(s string) string {
 	}
 	b.WriteString(s[last:])
 	return b.String()
+}
+
+// sendConn is the connection a response body may be written to directly
+// (sendfile, cache.BlobReader): the TCP connection under a plain frontConn,
+// whose check only concerns reads. A TLS connection stays wrapped, so its
+// bodies are encrypted.
+func sendConn(c net.Conn) net.Conn {
+	if fc, ok := c.(*frontConn); ok {
+		return fc.Conn
+	}
+	return c
 }

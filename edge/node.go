@@ -192,6 +192,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 		MaxRequestBodySize:    1 << 20,
 		CloseOnShutdown:       true,
 		Logger:                fasthttpLogger{n.log},
+		SecureErrorLogMessage: true,
 	}
 	return n, nil
 }
@@ -199,7 +200,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 func (n *Node) newPublicServer(h fasthttp.RequestHandler) *fasthttp.Server {
 	c := n.cfg.Server
 	return &fasthttp.Server{
-		Handler:               h,
+		Handler:               n.frontDoor(h), // frontdoor.go
 		Name:                  "edgeshield",
 		NoDefaultServerHeader: true,
 		NoDefaultContentType:  true,
@@ -212,6 +213,7 @@ func (n *Node) newPublicServer(h fasthttp.RequestHandler) *fasthttp.Server {
 		CloseOnShutdown:       true,
 		Logger:                fasthttpLogger{n.log},
 		ErrorHandler:          n.badRequest,
+		SecureErrorLogMessage: true, // parse errors must not quote request bytes (secrets) into logs
 	}
 }
 
@@ -289,6 +291,9 @@ func (n *Node) listen() (listeners, error) {
 }
 
 func (n *Node) serve(s *fasthttp.Server, ln net.Listener, what string) {
+	if what != "admin" {
+		ln = frontListener{ln} // strict framing before fasthttp's parser (frontdoor.go)
+	}
 	n.listeners = append(n.listeners, ln)
 	n.serveWG.Add(1)
 	go func() {
@@ -495,13 +500,17 @@ func (n *Node) newHealth() (*origin.Health, error) {
 	})
 }
 
-// badRequest answers requests fasthttp could not parse: 431 for oversized
+// badRequest answers requests fasthttp could not parse or the front door
+// refused (frontdoor.go: its status, 400, 501 or 505): 431 for oversized
 // headers, 413 for oversized bodies, 408 on read timeout, else 400. The
-// node stays up whatever the bytes.
+// node stays up whatever the bytes, and the connection is closed.
 func (n *Node) badRequest(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
+	var framing *framingError
 	status := fasthttp.StatusBadRequest
 	switch {
+	case errors.As(err, &framing):
+		status = framing.status
 	case errors.As(err, &small):
 		status = fasthttp.StatusRequestHeaderFieldsTooLarge
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
@@ -512,7 +521,9 @@ func (n *Node) badRequest(ctx *fasthttp.RequestCtx, err error) {
 			status = fasthttp.StatusRequestTimeout
 		}
 	}
-	n.log.Debug("malformed request", "status", status, "err", err, "remote", ctx.RemoteAddr().String())
+	if n.log.Enabled(context.Background(), slog.LevelDebug) {
+		n.log.Debug("malformed request", "status", status, "err", redactSecrets(err.Error()), "remote", ctx.RemoteAddr().String())
+	}
 	ctx.Error(fasthttp.StatusMessage(status)+"\n", status)
 	ctx.SetConnectionClose()
 }
@@ -540,6 +551,8 @@ func NewLogger(c LogConfig, w io.Writer) *slog.Logger {
 // fasthttpLogger adapts slog to fasthttp's Logger.
 type fasthttpLogger struct{ l *slog.Logger }
 
+// Its messages can quote request bytes (a malformed request's fields):
+// sensitive field values are redacted.
 func (f fasthttpLogger) Printf(format string, args ...any) {
-	f.l.Warn(fmt.Sprintf(format, args...), "component", "fasthttp")
+	f.l.Warn(redactSecrets(fmt.Sprintf(format, args...)), "component", "fasthttp")
 }

@@ -334,7 +334,7 @@ func setBody(ctx *fasthttp.RequestCtx, b storedBody, off int64, length int) {
 		ctx.Response.SetBodyRaw(b.b[off : off+int64(length)])
 		return
 	}
-	ctx.Response.SetBodyStream(b.blob.NewReader(off, int64(length), ctx.Conn()), length)
+	ctx.Response.SetBodyStream(b.blob.NewReader(off, int64(length), sendConn(ctx.Conn())), length)
 }
 
 func (n *Node) writeEntryHeaders(resp *fasthttp.Response, e *cache.Entry) {

@@ -181,7 +181,7 @@ func (h *Health) Open() bool { return h.cfg.Interval > 0 && !h.up.Load() }
 // about the upstream (our own connection limit, an invalid request, a
 // cancelled caller, ErrDown itself) are ignored.
 func (h *Health) Observe(err error) {
-	if err != nil && (errors.Is(err, ErrBusy) || errors.Is(err, ErrInvalidRequest) ||
+	if err != nil && (errors.Is(err, ErrBusy) || errors.Is(err, ErrInvalidRequest) || errors.Is(err, ErrRequestBody) ||
 		errors.Is(err, ErrDown) || errors.Is(err, context.Canceled)) {
 		return
 	}

@@ -60,6 +60,8 @@ type Node struct {
 	hfp     hitForPass
 	latency requestDurations // the public listeners' response times (GET /metrics)
 	stats   counters
+	rate    *rateLimiter // server.rate_limit; nil when off
+	conns   *connLimiter // server.max_conns_per_ip; nil when off
 	demo    *demo.Server // when origin.url is "demo"
 
 	public, admin     *fasthttp.Server
@@ -129,6 +131,12 @@ func New(cfg Config, opts Options) (*Node, error) {
 		MaxHeuristic:      cfg.Cache.MaxHeuristic.D(),
 	}
 	n.flights = origin.NewGroup()
+	if cfg.Server.RateLimit.Rate > 0 {
+		n.rate = newRateLimiter(cfg.Server.RateLimit)
+	}
+	if cfg.Server.MaxConnsPerIP > 0 {
+		n.conns = newConnLimiter(cfg.Server.MaxConnsPerIP)
+	}
 	n.hfp = hitForPass{ttl: cfg.Cache.HitForPass.D(), m: map[string]time.Time{}}
 
 	originURL := cfg.Origin.URL
@@ -207,7 +215,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 
 func (n *Node) newPublicServer(h fasthttp.RequestHandler) *fasthttp.Server {
 	c := n.cfg.Server
-	return &fasthttp.Server{
+	s := &fasthttp.Server{
 		Handler:               h,
 		Name:                  "edgeshield",
 		NoDefaultServerHeader: true,
@@ -216,12 +224,25 @@ func (n *Node) newPublicServer(h fasthttp.RequestHandler) *fasthttp.Server {
 		WriteTimeout:          c.WriteTimeout.D(),
 		IdleTimeout:           c.IdleTimeout.D(),
 		ReadBufferSize:        int(c.MaxHeaderBytes),
-		MaxRequestBodySize:    int(c.MaxBodyBytes),
-		Concurrency:           c.Concurrency,
-		CloseOnShutdown:       true,
-		Logger:                fasthttpLogger{n.log},
-		ErrorHandler:          n.badRequest,
+		// Bodies reach the handler as a stream (at most 8 KiB read ahead)
+		// and go to the origin as they arrive (pass, attachBody): memory
+		// per upload stays bounded whatever its size. fasthttp then enforces
+		// no limit itself; attachBody applies MaxRequestBody.
+		StreamRequestBody:  true,
+		MaxRequestBodySize: int(c.MaxRequestBody),
+		// Pre-parsing would buffer multipart uploads (up to 16 MiB in
+		// memory each) and forward a re-encoded form, not the client's bytes.
+		DisablePreParseMultipartForm: true,
+		ExpectHandler:                n.expectContinue,
+		Concurrency:                  c.Concurrency,
+		CloseOnShutdown:              true,
+		Logger:                       fasthttpLogger{n.log},
+		ErrorHandler:                 n.badRequest,
 	}
+	if n.conns != nil {
+		s.ConnState = n.conns.connState
+	}
+	return s
 }
 
 // Start opens the public (and, with TLS, HTTPS) and admin listeners and
@@ -231,12 +252,18 @@ func (n *Node) Start() error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", n.cfg.Listen, err)
 	}
+	if n.conns != nil {
+		ln = n.conns.listener(ln)
+	}
 	n.publicLn = ln
 	var tlsLn net.Listener
 	if n.cfg.TLS.Enabled() {
 		if tlsLn, err = net.Listen("tcp", n.cfg.TLS.Listen); err != nil {
 			ln.Close()
 			return fmt.Errorf("tls listen %s: %w", n.cfg.TLS.Listen, err)
+		}
+		if n.conns != nil {
+			tlsLn = n.conns.listener(tlsLn)
 		}
 	}
 	if n.cfg.Admin.Listen != "" {
@@ -438,6 +465,9 @@ func (n *Node) maintain() {
 		case <-t.C:
 			inv, del := n.store.Sweep(n.purges)
 			pruned := n.purges.Prune(n.now())
+			if n.rate != nil {
+				n.rate.sweep(n.now().UnixNano())
+			}
 			if inv+del+pruned > 0 {
 				n.log.Debug("purge sweep", "invalidated", inv, "deleted", del, "tombstones_dropped", pruned)
 			}

@@ -143,6 +143,17 @@ func skipBody(ctx *fasthttp.RequestCtx) {
 	}
 }
 
+// withBodySkipped runs h, a handler that never reads request bodies, then
+// skips what it left (skipBody).
+func withBodySkipped(h fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		h(ctx)
+		if ctx.Request.IsBodyStream() {
+			skipBody(ctx)
+		}
+	}
+}
+
 // expectContinue answers "Expect: 100-continue" (RFC 9110 §10.1.1): a
 // declared body above server.max_request_body gets its 413 at once, so
 // the client never sends it; any other gets 100 Continue.

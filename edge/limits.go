@@ -148,14 +148,18 @@ func (l *rateLimiter) allow(k clientKey, now int64) (ok bool, wait time.Duration
 	return ok, wait
 }
 
-// makeRoom frees at least one slot of a full shard (s.mu held).
+// makeRoom frees an eighth of a full shard (s.mu held): refilled buckets
+// first, then arbitrary ones. Freeing a batch keeps a flood of new
+// addresses at an amortized few steps each, not a shard scan each.
 func (l *rateLimiter) makeRoom(s *rateShard, now int64) {
-	if l.sweepShard(s, now) > 0 {
-		return
-	}
+	want := maxRateClients / limitShards / 8
+	freed := l.sweepShard(s, now)
 	for k := range s.m {
+		if freed >= want {
+			return
+		}
 		delete(s.m, k)
-		return
+		freed++
 	}
 }
 

@@ -54,7 +54,9 @@ func (n *Node) startTLS(plainLn, tlsLn net.Listener) error {
 		return fmt.Errorf("tls: %w", err)
 	}
 	n.certs = m
-	plain := m.RedirectHandler()
+	// The redirect never reads a body: skip it (see body.go); n.handle
+	// deals with its own.
+	plain := withBodySkipped(m.RedirectHandler())
 	if c.HTTP == "serve" {
 		plain = n.handle
 	}

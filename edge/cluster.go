@@ -141,6 +141,9 @@ func (n *Node) startCluster() error {
 	n.peers = p
 	p.srv = n.newPublicServer(n.handlePeer)
 	p.srv.Name = "edgeshield-peer"
+	// server.max_conns_per_ip counts client connections; its listener
+	// wrapper is not on this one, so neither is the release hook.
+	p.srv.ConnState = nil
 	n.serve(p.srv, ln, "peer")
 	return nil
 }
@@ -221,6 +224,11 @@ func (p *peerSet) verifyHop(v []byte, method, host, uri []byte, now time.Time) (
 // fetch — never forwarded again, so there are no loops.
 func (n *Node) handlePeer(ctx *fasthttp.RequestCtx) {
 	defer n.recoverPanic(ctx)
+	if ctx.Request.IsBodyStream() {
+		// Hops have no body; an unread one must not be read as the next
+		// request (see body.go). Nothing is forwarded, so skip it first.
+		defer skipBody(ctx)
+	}
 	hop := ctx.Request.Header.Peek(shieldHopHeader)
 	if len(hop) == 0 {
 		n.peers.hopsRefused.Add(1)

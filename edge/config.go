@@ -4,6 +4,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -160,8 +161,18 @@ type ServerConfig struct {
 	IdleTimeout Duration `yaml:"idle_timeout"`
 	// MaxHeaderBytes caps request header size (431 past it). Default 16KiB.
 	MaxHeaderBytes Size `yaml:"max_header_bytes"`
-	// MaxBodyBytes caps request bodies (413 past it). Default 16MiB.
-	MaxBodyBytes Size `yaml:"max_body_bytes"`
+	// MaxRequestBody caps a request body. Bodies stream to the origin as
+	// they arrive, never held whole in memory; one whose Content-Length is
+	// larger is answered 413 before anything is forwarded, a chunked one
+	// that grows past it is cut off (the origin request is aborted) and
+	// answered 413. Default 64MiB. (It replaced max_body_bytes.)
+	MaxRequestBody Size `yaml:"max_request_body"`
+	// RateLimit limits requests per client IP; off by default.
+	RateLimit RateLimitConfig `yaml:"rate_limit"`
+	// MaxConnsPerIP caps the open connections of one client IP (all public
+	// listeners together); a connection over the cap is closed as soon as
+	// it is accepted, before a byte is read. 0 (default) means no cap.
+	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
 	// Concurrency caps concurrent client connections (fasthttp serves one
 	// request at a time per connection). Default 262144.
 	Concurrency int `yaml:"concurrency"`
@@ -172,6 +183,23 @@ type ServerConfig struct {
 	// serving this long before it stops accepting, so checkers (and DNS)
 	// move traffic away first. Set it ≥ the checker's interval. Default 0.
 	DrainDelay Duration `yaml:"drain_delay"`
+}
+
+// RateLimitConfig is a token bucket per client IP (the TCP peer's address):
+// Rate requests a second on average, Burst at once. A request finding the
+// bucket empty is answered 429 with Retry-After. Readiness checks on
+// server.health_path are never limited.
+type RateLimitConfig struct {
+	// Rate is the requests per second one client may sustain; 0 (default)
+	// turns rate limiting off.
+	Rate float64 `yaml:"rate"`
+	// Burst is how many requests a client that has been idle may send at
+	// once (the bucket's size). At least 1 when Rate is set. Default 100.
+	Burst int `yaml:"burst"`
+	// Exempt lists client addresses never limited, as CIDRs
+	// ("10.0.0.0/8", "2001:db8::/32") or single IPs: load balancers,
+	// monitoring. Default none.
+	Exempt []string `yaml:"exempt"`
 }
 
 // AdminConfig is the operator listener.
@@ -349,6 +377,9 @@ func walk(v reflect.Value, n *yaml.Node, path, file string) error {
 			key := joinKey(path, k.Value)
 			idx, ok := fields[k.Value]
 			if !ok {
+				if to := renamedKey(key); to != "" {
+					return &ConfigError{File: file, Line: k.Line, Key: key, Msg: "renamed to " + to}
+				}
 				return &ConfigError{File: file, Line: k.Line, Key: key, Msg: "unknown key" + suggest(k.Value, fields)}
 			}
 			if err := walk(v.Field(idx), val, key, file); err != nil {
@@ -433,6 +464,28 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
+// renamedKeys are keys that were renamed, old then new: using an old one is
+// an error that names its successor, rather than a bare "unknown key" (or,
+// worse, a silently ignored setting).
+var renamedKeys = [...][2]string{
+	{"server.max_body_bytes", "server.max_request_body"},
+}
+
+// renamedKey is the new name of a renamed key, or "".
+func renamedKey(key string) string {
+	for _, r := range renamedKeys {
+		if r[0] == key {
+			return r[1]
+		}
+	}
+	return ""
+}
+
+// envName is the environment variable of a dotted key.
+func envName(key string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
 // envPrefix is the prefix of configuration environment variables.
 const envPrefix = "EDGESHIELD_"
 
@@ -449,6 +502,11 @@ func applyEnv(c *Config, environ []string) error {
 		}
 		field, ok := paths[name]
 		if !ok {
+			for _, old := range renamedKeys {
+				if name == envName(old[0]) {
+					return &ConfigError{Key: name, Msg: "renamed to " + envName(old[1])}
+				}
+			}
 			return &ConfigError{Key: name, Msg: "unknown environment variable"}
 		}
 		var n yaml.Node
@@ -592,6 +650,23 @@ func (c *Config) Validate(file string, src []byte) error {
 	}
 	if c.Server.MaxHeaderBytes < 1024 {
 		return bad("server.max_header_bytes", "must be at least 1KiB, got %s", c.Server.MaxHeaderBytes)
+	}
+	if c.Server.MaxRequestBody <= 0 || c.Server.MaxRequestBody > math.MaxInt32 {
+		// fasthttp takes the limit as an int; 2GiB keeps it portable.
+		return bad("server.max_request_body", "must be positive and below 2GiB, got %s", c.Server.MaxRequestBody)
+	}
+	if rl := c.Server.RateLimit; rl.Rate < 0 || math.IsNaN(rl.Rate) || math.IsInf(rl.Rate, 0) {
+		return bad("server.rate_limit.rate", "must be 0 (off) or a positive number of requests per second, got %v", rl.Rate)
+	} else if rl.Rate > 0 && rl.Burst < 1 {
+		return bad("server.rate_limit.burst", "must be at least 1 when server.rate_limit.rate is set, got %d", rl.Burst)
+	}
+	for i, e := range c.Server.RateLimit.Exempt {
+		if _, err := parsePrefix(e); err != nil {
+			return bad(fmt.Sprintf("server.rate_limit.exempt[%d]", i), "want a CIDR like 10.0.0.0/8 or an IP address, got %q", e)
+		}
+	}
+	if c.Server.MaxConnsPerIP < 0 {
+		return bad("server.max_conns_per_ip", "must be 0 (off) or positive, got %d", c.Server.MaxConnsPerIP)
 	}
 	if c.Admin.Listen != "" {
 		host, _, err := net.SplitHostPort(c.Admin.Listen)

@@ -165,9 +165,6 @@ func (n *Node) forwardRequest(ctx *fasthttp.RequestCtx, method string, cacheable
 		origin.Field{Name: "X-Forwarded-Proto", Value: proto},
 		origin.Field{Name: "Via", Value: n.via},
 	)
-	if !cacheable {
-		out.Body = req.Body()
-	}
 	return out
 }
 

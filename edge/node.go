@@ -59,6 +59,8 @@ type Node struct {
 	hfp     hitForPass
 	latency requestDurations // the public listeners' response times (GET /metrics)
 	stats   counters
+	rate    *rateLimiter // server.rate_limit; nil when off
+	conns   *connLimiter // server.max_conns_per_ip; nil when off
 
 	public, admin     *fasthttp.Server
 	plain             *fasthttp.Server // plain HTTP beside HTTPS (challenges, redirect)
@@ -128,6 +130,12 @@ func New(cfg Config, opts Options) (*Node, error) {
 		MaxHeuristic:      cfg.Cache.MaxHeuristic.D(),
 	}
 	n.flights = origin.NewGroup()
+	if cfg.Server.RateLimit.Rate > 0 {
+		n.rate = newRateLimiter(cfg.Server.RateLimit)
+	}
+	if cfg.Server.MaxConnsPerIP > 0 {
+		n.conns = newConnLimiter(cfg.Server.MaxConnsPerIP)
+	}
 	n.hfp = hitForPass{ttl: cfg.Cache.HitForPass.D(), m: map[string]time.Time{}}
 
 	if cfg.Origin.URL == "demo" {
@@ -199,7 +207,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 
 func (n *Node) newPublicServer(h fasthttp.RequestHandler) *fasthttp.Server {
 	c := n.cfg.Server
-	return &fasthttp.Server{
+	s := &fasthttp.Server{
 		Handler:               n.frontDoor(h), // frontdoor.go
 		Name:                  "edgeshield",
 		NoDefaultServerHeader: true,
@@ -208,13 +216,26 @@ func (n *Node) newPublicServer(h fasthttp.RequestHandler) *fasthttp.Server {
 		WriteTimeout:          c.WriteTimeout.D(),
 		IdleTimeout:           c.IdleTimeout.D(),
 		ReadBufferSize:        int(c.MaxHeaderBytes),
-		MaxRequestBodySize:    int(c.MaxBodyBytes),
-		Concurrency:           c.Concurrency,
-		CloseOnShutdown:       true,
-		Logger:                fasthttpLogger{n.log},
-		ErrorHandler:          n.badRequest,
-		SecureErrorLogMessage: true, // parse errors must not quote request bytes (secrets) into logs
+		// Bodies reach the handler as a stream (at most 8 KiB read ahead)
+		// and go to the origin as they arrive (pass, attachBody): memory
+		// per upload stays bounded whatever its size. fasthttp then enforces
+		// no limit itself; attachBody applies MaxRequestBody.
+		StreamRequestBody:  true,
+		MaxRequestBodySize: int(c.MaxRequestBody),
+		// Pre-parsing would buffer multipart uploads (up to 16 MiB in
+		// memory each) and forward a re-encoded form, not the client's bytes.
+		DisablePreParseMultipartForm: true,
+		ExpectHandler:                n.expectContinue,
+		Concurrency:                  c.Concurrency,
+		CloseOnShutdown:              true,
+		Logger:                       fasthttpLogger{n.log},
+		ErrorHandler:                 n.badRequest,
+		SecureErrorLogMessage:        true, // parse errors must not quote request bytes (secrets) into logs
 	}
+	if n.conns != nil {
+		s.ConnState = n.conns.connState
+	}
+	return s
 }
 
 // Start opens the public (and, with TLS, HTTPS) and admin listeners and
@@ -267,18 +288,25 @@ func (l listeners) close() {
 	}
 }
 
-// listen binds the public, HTTPS and admin listeners (all or none).
+// listen binds the public, HTTPS and admin listeners (all or none). The
+// public ones count connections per client address (server.max_conns_per_ip).
 func (n *Node) listen() (listeners, error) {
 	var l listeners
 	var err error
 	if l.public, err = net.Listen("tcp", n.cfg.Listen); err != nil {
 		return l, fmt.Errorf("listen %s: %w", n.cfg.Listen, err)
 	}
+	if n.conns != nil {
+		l.public = n.conns.listener(l.public)
+	}
 	n.publicLn = l.public
 	if n.cfg.TLS.Enabled() {
 		if l.tls, err = net.Listen("tcp", n.cfg.TLS.Listen); err != nil {
 			l.close()
 			return listeners{}, fmt.Errorf("tls listen %s: %w", n.cfg.TLS.Listen, err)
+		}
+		if n.conns != nil {
+			l.tls = n.conns.listener(l.tls)
 		}
 	}
 	if n.cfg.Admin.Listen != "" {
@@ -454,6 +482,9 @@ func (n *Node) maintain() {
 		case <-t.C:
 			inv, del := n.store.Sweep(n.purges)
 			pruned := n.purges.Prune(n.now())
+			if n.rate != nil {
+				n.rate.sweep(n.now().UnixNano())
+			}
 			if inv+del+pruned > 0 {
 				n.log.Debug("purge sweep", "invalidated", inv, "deleted", del, "tombstones_dropped", pruned)
 			}

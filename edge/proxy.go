@@ -27,6 +27,7 @@ type reqState struct {
 	hdr    *fasthttp.RequestHeader
 	get    func(name []byte) []byte // st.peek bound once, so VariantKey gets no new closure
 	held   *cache.Blob              // reference held on the looked-up entry's body, released after the handler
+	body   requestBody              // the client's body as forwarded by pass
 	hop    bool                     // a shield hop from a cluster peer: never forwarded again
 	purged bool                     // the stored response was purged or invalidated
 	joined bool                     // waited on another request's fetch (RFC 9211 "collapsed")
@@ -86,26 +87,30 @@ func (n *Node) handle(ctx *fasthttp.RequestCtx) {
 		// listener's shutdown on a reused one.
 		ctx.SetConnectionClose()
 	}
-	if n.healthPath != "" && string(ctx.Path()) == n.healthPath {
+	switch {
+	case n.healthPath != "" && string(ctx.Path()) == n.healthPath:
 		out = outNone
 		n.serveReadiness(ctx)
-		return
-	}
-	if len(ctx.Request.Header.Peek(shieldHopHeader)) > 0 {
+	case n.rate != nil && n.rateLimited(ctx, n.requestTime(start)):
+		n.stats.rateLimited.Add(1)
+	case len(ctx.Request.Header.Peek(shieldHopHeader)) > 0:
 		// Shield hops belong on the peer listener; one arriving here is
 		// forged or misrouted. Refuse it rather than strip it silently.
 		ctx.Error("forbidden: shield hops go to the peer listener\n", fasthttp.StatusForbidden)
-		return
-	}
-	if ctx.IsGet() || ctx.IsHead() {
+	case ctx.IsGet() || ctx.IsHead():
 		// Here, on the public listener only: it must precede the variant
 		// lookup and the forward, and shield hops arrive already normalised
 		// by the member that received the client's request.
 		n.normalizeAcceptEncoding(&ctx.Request.Header)
 		out = n.serveCacheable(ctx, false, n.requestTime(start))
+	default:
+		// pass forwards the body and deals with what is left of it.
+		out = n.serveUnsafe(ctx)
 		return
 	}
-	out = n.serveUnsafe(ctx)
+	if ctx.Request.IsBodyStream() {
+		skipBody(ctx) // answered without reading the body (see body.go)
+	}
 }
 
 func (n *Node) recoverPanic(ctx *fasthttp.RequestCtx) {
@@ -584,7 +589,15 @@ func (n *Node) pass(ctx *fasthttp.RequestCtx, st *reqState, method string, fwd s
 	st.out = outPass
 	n.stats.originFetches.Add(1)
 	oreq := n.forwardRequest(ctx, method, false)
+	if !n.attachBody(ctx, st, oreq) {
+		return 0, nil
+	}
 	resp, err := n.upstream(context.Background(), ctx.Request.Header.Host(), oreq)
+	st.body.finish(ctx)
+	if errors.Is(err, origin.ErrRequestBody) {
+		n.bodyFailed(ctx, st, err)
+		return 0, nil
+	}
 	if err != nil {
 		n.writeError(ctx, st, err)
 		return 0, nil

@@ -21,6 +21,8 @@ type counters struct {
 	backgroundRevalidations atomic.Uint64
 	errors                  atomic.Uint64 // 5xx answered because of upstream failure
 	panics                  atomic.Uint64
+	rateLimited             atomic.Uint64 // answered 429 (server.rate_limit)
+	bodiesTooLarge          atomic.Uint64 // answered 413 (server.max_request_body)
 }
 
 // Stats is the JSON document of GET /stats.
@@ -69,6 +71,16 @@ type Stats struct {
 	Rejected   uint64 `json:"rejected"`
 	Tombstones int    `json:"purge_tombstones"`
 	Draining   bool   `json:"draining"`
+	// Client limits: requests answered 429 by server.rate_limit and the
+	// clients whose buckets are remembered; connections closed at accept
+	// by server.max_conns_per_ip and the client IPs with connections open
+	// (counted only while that cap is on); request bodies refused with 413
+	// (server.max_request_body).
+	RateLimited      uint64 `json:"rate_limited"`
+	RateLimitClients int    `json:"rate_limit_clients"`
+	ConnsRefused     uint64 `json:"conns_refused_per_ip"`
+	ConnLimitClients int    `json:"conn_limit_clients"`
+	BodiesTooLarge   uint64 `json:"request_bodies_too_large"`
 	// Cluster figures (zero without a cluster).
 	ClusterAlive        int    `json:"cluster_alive,omitempty"`
 	PeerForwards        uint64 `json:"peer_forwards"`
@@ -102,6 +114,13 @@ func (n *Node) Stats() Stats {
 		Rejected:                ss.Rejected,
 		Tombstones:              n.purges.Len(),
 		Draining:                n.draining.Load(),
+	}
+	s.RateLimited, s.BodiesTooLarge = n.stats.rateLimited.Load(), n.stats.bodiesTooLarge.Load()
+	if n.rate != nil {
+		s.RateLimitClients = n.rate.clients()
+	}
+	if n.conns != nil {
+		s.ConnsRefused, s.ConnLimitClients = n.conns.refused.Load(), n.conns.clients()
 	}
 	hs := n.health.State()
 	s.OriginUp, s.OriginShortCircuited = hs.Up, n.stats.originShortCircuited.Load()

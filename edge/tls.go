@@ -59,7 +59,9 @@ func (n *Node) buildTLS(tlsLn net.Listener) error {
 // HTTP-01 challenges — including ones another node sharing the storage
 // started — and redirects or serves everything else (tls.http).
 func (n *Node) serveTLS(plainLn, tlsLn net.Listener) {
-	plain := n.certs.RedirectHandler()
+	// The redirect never reads a body: skip it (see body.go); n.handle
+	// deals with its own.
+	plain := withBodySkipped(n.certs.RedirectHandler())
 	if n.cfg.TLS.HTTP == "serve" {
 		plain = n.handle
 	}

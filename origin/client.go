@@ -86,6 +86,20 @@ type Request struct {
 	Host       string  // Host header; "" means the upstream URL's host
 	Header     []Field // end-to-end headers to send
 	Body       []byte  // sent with Content-Length; not retained after Do returns
+
+	// BodyStream, when not nil, is the body instead of Body (which must
+	// then be empty): Do reads it while it writes the request, through one
+	// pooled 32 KiB buffer, so an upload of any size holds that much memory
+	// and no more. A request with a BodyStream is never retried (the
+	// stream cannot be replayed). An error from Read aborts the request
+	// (the connection is closed, so the origin sees a truncated body) and
+	// Do returns an error wrapping ErrRequestBody and that error.
+	BodyStream io.Reader
+	// ContentLength is the length of BodyStream: exactly that many bytes
+	// are read and sent with Content-Length (fewer is an ErrRequestBody
+	// error); -1 sends the body chunked (RFC 9112 §7.1), read until io.EOF.
+	// Ignored without BodyStream.
+	ContentLength int64
 }
 
 // Response is what Do returns once the response headers are in.
@@ -123,6 +137,7 @@ type Client struct {
 
 	calls  sync.Map // *fasthttp.Request → *call, so the transport finds the per-request state
 	pool   sync.Pool
+	bufs   sync.Pool // *[]byte of streamBufSize: copy buffers of streamed request bodies
 	closed atomic.Bool
 	// slots admits at most MaxConns exchanges at once (a token from Do to
 	// putCall), so fasthttp always finds an idle connection or room to
@@ -177,6 +192,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		c.tls = tlsConfig(cfg.TLS, u.Hostname())
 	}
 	c.pool.New = func() any { return new(call) }
+	c.bufs.New = func() any { b := make([]byte, streamBufSize); return &b }
 	c.slots = make(chan struct{}, cfg.MaxConns)
 	c.stop = make(chan struct{})
 	c.lastDone.Store(time.Now().UnixNano())
@@ -390,6 +406,16 @@ func (c *Client) fill(cl *call, req *Request) {
 	if !hasUA && c.cfg.Name != "" {
 		h.Add("User-Agent", c.cfg.Name)
 	}
+	if req.BodyStream != nil {
+		cl.body, cl.bodyLen = req.BodyStream, req.ContentLength
+		if req.ContentLength < 0 {
+			h.Add("Transfer-Encoding", "chunked")
+			return
+		}
+		cl.num = strconv.AppendInt(cl.num[:0], req.ContentLength, 10)
+		h.AddBytesV("Content-Length", cl.num)
+		return
+	}
 	// RFC 9110 §8.6: send Content-Length for a body, and 0 for methods that
 	// normally carry one (POST, PUT) even when it is empty.
 	if len(req.Body) > 0 || (!h.IsGet() && !h.IsHead()) {
@@ -474,6 +500,7 @@ func (c *Client) putCall(cl *call) {
 	cl.req.Reset()
 	cl.resp.Reset() // also hands fasthttp's body stream back to its pool
 	cl.ctx, cl.conn, cl.done, cl.br, cl.stream, cl.closeConn = nil, nil, nil, nil, nil, false
+	cl.body, cl.bodyLen = nil, 0
 	c.pool.Put(cl)
 	c.lastDone.Store(time.Now().UnixNano())
 	c.busy.Add(-1)
@@ -503,6 +530,9 @@ func validate(req *Request) error {
 	}
 	if req.RequestURI != "*" && !strings.HasPrefix(req.RequestURI, "/") || hasCTLOrSpace(req.RequestURI) {
 		return fmt.Errorf("%w: request uri %q is not origin-form", ErrInvalidRequest, req.RequestURI)
+	}
+	if req.BodyStream != nil && (len(req.Body) > 0 || req.ContentLength < -1) {
+		return fmt.Errorf("%w: BodyStream with a Body or a ContentLength below -1 (%d)", ErrInvalidRequest, req.ContentLength)
 	}
 	if hasCTLOrSpace(req.Host) {
 		return fmt.Errorf("%w: host %q", ErrInvalidRequest, req.Host)

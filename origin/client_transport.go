@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,10 @@ type call struct {
 	resp fasthttp.Response
 	ctx  context.Context // only while Do runs
 	num  []byte          // scratch for formatting Content-Length
+
+	// A streamed request body (Request.BodyStream, ContentLength).
+	body    io.Reader
+	bodyLen int64
 
 	// Set by the transport on success when the response has a body.
 	conn      *conn
@@ -157,8 +162,9 @@ func (t transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, res
 		}
 		// The keep-alive race: the upstream closed an idle connection just
 		// as we picked it. Nothing was received, so a replay is safe for an
-		// idempotent request (retryIfErr checks the method).
-		return reused && cn.nread == 0 && !isTimeout(err), err
+		// idempotent request (retryIfErr checks the method) — unless its
+		// body was streamed: what was read from it is gone.
+		return reused && cn.nread == 0 && !isTimeout(err) && cl.body == nil, err
 	}
 
 	if err := setDeadline(ctx, cn.Conn.SetWriteDeadline, t.c.cfg.WriteTimeout); err != nil {
@@ -169,11 +175,17 @@ func (t transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, res
 	if body := req.Body(); err == nil && len(body) > 0 {
 		_, err = bw.Write(body)
 	}
+	if err == nil && cl.body != nil {
+		err = t.c.writeBodyStream(ctx, cn, bw, cl)
+	}
 	if err == nil {
 		err = bw.Flush()
 	}
 	hc.ReleaseWriter(bw)
 	if err != nil {
+		if errors.Is(err, ErrRequestBody) {
+			return fail(err)
+		}
 		return fail(fmt.Errorf("writing request: %w", err))
 	}
 
@@ -229,6 +241,67 @@ func (t transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, res
 	cn.idle = t.c.cfg.IdleReadTimeout
 	cl.conn, cl.done, cl.br, cl.stream, cl.closeConn = cn, done, br, stream, closeConn
 	return false, nil
+}
+
+// streamBufSize is the copy buffer of a streamed request body: large enough
+// that a fast upload costs one write per 32 KiB, small enough that many
+// uploads at once cost little.
+const streamBufSize = 32 << 10
+
+// writeBodyStream copies cl's streamed body to the connection, after the
+// header block already in bw: cl.bodyLen bytes with Content-Length, or as
+// chunks until io.EOF. Each piece is flushed at once, so the origin receives
+// what the client sent as it arrives (nothing waits in bw for the next
+// piece). WriteTimeout applies to each write rather than to the whole body:
+// a slow client's upload may take longer than it, but a stalled origin
+// still fails the request. A read error is wrapped in ErrRequestBody.
+func (c *Client) writeBodyStream(ctx context.Context, cn *conn, bw *bufio.Writer, cl *call) error {
+	bp := c.bufs.Get().(*[]byte)
+	defer c.bufs.Put(bp)
+	buf := *bp
+	chunked, left := cl.bodyLen < 0, cl.bodyLen
+	for chunked || left > 0 {
+		p := buf
+		if !chunked && int64(len(p)) > left {
+			p = p[:left]
+		}
+		n, rerr := cl.body.Read(p)
+		if n > 0 {
+			if err := setDeadline(ctx, cn.Conn.SetWriteDeadline, c.cfg.WriteTimeout); err != nil {
+				return err
+			}
+			if err := writePiece(bw, p[:n], chunked); err != nil {
+				return err
+			}
+			left -= int64(n)
+		}
+		switch {
+		case rerr == io.EOF && !chunked && left > 0:
+			return fmt.Errorf("%w: %w: %d of %d bytes", ErrRequestBody, io.ErrUnexpectedEOF, cl.bodyLen-left, cl.bodyLen)
+		case rerr == io.EOF && chunked:
+			_, err := bw.WriteString("0\r\n\r\n") // last-chunk, no trailers
+			return err
+		case rerr == io.EOF:
+			return nil
+		case rerr != nil:
+			return fmt.Errorf("%w: %w", ErrRequestBody, rerr)
+		}
+	}
+	return nil
+}
+
+// writePiece writes p (as one chunk when chunked) and flushes it.
+func writePiece(bw *bufio.Writer, p []byte, chunked bool) error {
+	if chunked {
+		var size [16]byte
+		bw.Write(strconv.AppendInt(size[:0], int64(len(p)), 16))
+		bw.WriteString("\r\n")
+	}
+	bw.Write(p)
+	if chunked {
+		bw.WriteString("\r\n")
+	}
+	return bw.Flush()
 }
 
 // setDeadline sets a deadline d from now, unless ctx is already done. The

@@ -45,6 +45,13 @@ var (
 // origin sentinels above.
 var ErrInvalidRequest = errors.New("invalid origin request")
 
+// ErrRequestBody is returned by Do when reading Request.BodyStream failed
+// (the client uploading it went away, stalled, or sent more than the edge
+// allows): the request was aborted mid-body. It is the caller's side that
+// failed, not the origin, so it is not one of the five origin sentinels
+// either; the reader's error is wrapped too, for errors.Is.
+var ErrRequestBody = errors.New("reading the request body failed")
+
 // dialError marks an error that happened while establishing a connection
 // (TCP connect or TLS handshake), so that classify can tell "could not
 // connect" (ErrRefused) from "connection broke" (ErrReset).
@@ -59,7 +66,7 @@ func classify(err error) error {
 	if err == nil {
 		return nil
 	}
-	for _, s := range [...]error{ErrTimeout, ErrRefused, ErrReset, ErrBusy, ErrBadResponse, ErrInvalidRequest} {
+	for _, s := range [...]error{ErrTimeout, ErrRefused, ErrReset, ErrBusy, ErrBadResponse, ErrInvalidRequest, ErrRequestBody} {
 		if errors.Is(err, s) {
 			return err
 		}

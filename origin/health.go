@@ -200,11 +200,11 @@ func (h *Health) Open() bool { return h.cfg.Interval > 0 && !h.up.Load() }
 // never changes the state: a transport failure (ErrRefused, ErrReset,
 // ErrTimeout) asks for a check at once, anything else is ignored. Failures
 // that say nothing about the upstream (our own connection limit, an invalid
-// request, a cancelled caller, ErrDown itself, a malformed answer) are
-// ignored in both modes.
+// request, a client's failed upload, a cancelled caller, ErrDown itself, a
+// malformed answer) are ignored in both modes.
 func (h *Health) Observe(err error) {
 	transport := err != nil && (errors.Is(err, ErrRefused) || errors.Is(err, ErrReset) || errors.Is(err, ErrTimeout)) &&
-		!errors.Is(err, context.Canceled)
+		!errors.Is(err, context.Canceled) && !errors.Is(err, ErrRequestBody)
 	if h.cfg.Interval > 0 {
 		if transport {
 			select {

@@ -1,0 +1,316 @@
+package edge
+
+import (
+	"encoding/binary"
+	"math"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Per-client limits (server.rate_limit, server.max_conns_per_ip). A client
+// is the TCP peer's IP address: behind a load balancer every client shares
+// its address, so exempt it (server.rate_limit.exempt) or leave the limits
+// off there.
+
+// clientKey is a client IP in 16 bytes (IPv4 in its IPv4-mapped form): a
+// map key that costs no allocation to build.
+type clientKey [16]byte
+
+// keyOfIP builds the key of ip; ok is false for anything but a 4- or
+// 16-byte address. No allocation (net.IP.To16 would allocate for the 4-byte
+// form the kernel hands IPv4 peers in).
+func keyOfIP(ip net.IP) (k clientKey, ok bool) {
+	switch len(ip) {
+	case net.IPv4len:
+		k[10], k[11] = 0xff, 0xff
+		copy(k[12:], ip)
+		return k, true
+	case net.IPv6len:
+		copy(k[:], ip)
+		return k, true
+	}
+	return k, false
+}
+
+// keyOfAddr is keyOfIP of a TCP peer address; ok is false for other kinds.
+func keyOfAddr(a net.Addr) (clientKey, bool) {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return keyOfIP(ta.IP)
+	}
+	return clientKey{}, false
+}
+
+// limitShards splits per-client state so that concurrent clients rarely
+// contend on one mutex.
+const limitShards = 64
+
+func shardOf(k clientKey) int {
+	h := binary.LittleEndian.Uint64(k[:8]) ^ binary.LittleEndian.Uint64(k[8:])
+	return int((h * 0x9E3779B97F4A7C15) >> (64 - 6)) // 6 bits: limitShards
+}
+
+// maxRateClients bounds the clients whose buckets are remembered at once
+// (about 64 bytes each: 4 MiB in all). A full shard first forgets buckets
+// that have refilled (they are equivalent to no bucket), then an arbitrary
+// one: that client starts again with a full burst, which under a flood of
+// distinct addresses is the lesser evil next to unbounded memory.
+const maxRateClients = 1 << 16
+
+// bucket is a token bucket: tokens available at time last (UnixNano).
+type bucket struct {
+	tokens float64
+	last   int64
+}
+
+// rateLimiter is a token bucket per client IP: rate tokens a second, at
+// most burst stored; a request takes one. Buckets live in a bounded,
+// sharded map; refilled ones are dropped by sweep and on demand. Safe for
+// concurrent use; allow does not allocate once a client's bucket exists.
+type rateLimiter struct {
+	rate, burst float64
+	exempt      []netip.Prefix
+	shards      [limitShards]rateShard
+}
+
+type rateShard struct {
+	mu sync.Mutex           // guards m
+	m  map[clientKey]bucket // the client's bucket; absent = full
+	_  [40]byte             // keep shards on separate cache lines
+}
+
+func newRateLimiter(c RateLimitConfig) *rateLimiter {
+	l := &rateLimiter{rate: c.Rate, burst: float64(c.Burst)}
+	for _, s := range c.Exempt {
+		p, _ := parsePrefix(s) // validated by Config.Validate
+		l.exempt = append(l.exempt, p)
+	}
+	for i := range l.shards {
+		l.shards[i].m = make(map[clientKey]bucket)
+	}
+	return l
+}
+
+// parsePrefix reads a CIDR ("10.0.0.0/8", "2001:db8::/32") or a single
+// address (a /32 or /128).
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func (l *rateLimiter) exempted(k clientKey) bool {
+	a := netip.AddrFrom16(k).Unmap()
+	for _, p := range l.exempt {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// allow takes a token from k's bucket at now (UnixNano). When none is left
+// it reports how long until one is.
+func (l *rateLimiter) allow(k clientKey, now int64) (ok bool, wait time.Duration) {
+	if len(l.exempt) > 0 && l.exempted(k) {
+		return true, 0
+	}
+	s := &l.shards[shardOf(k)]
+	s.mu.Lock()
+	b, found := s.m[k]
+	if !found {
+		if len(s.m) >= maxRateClients/limitShards {
+			l.makeRoom(s, now)
+		}
+		b = bucket{tokens: l.burst, last: now}
+	} else if now > b.last {
+		b.tokens = math.Min(l.burst, b.tokens+float64(now-b.last)/1e9*l.rate)
+		b.last = now
+	}
+	if b.tokens >= 1 {
+		b.tokens--
+		ok = true
+	} else {
+		wait = time.Duration((1 - b.tokens) / l.rate * 1e9)
+	}
+	s.m[k] = b
+	s.mu.Unlock()
+	return ok, wait
+}
+
+// makeRoom frees an eighth of a full shard (s.mu held): refilled buckets
+// first, then arbitrary ones. Freeing a batch keeps a flood of new
+// addresses at an amortized few steps each, not a shard scan each.
+func (l *rateLimiter) makeRoom(s *rateShard, now int64) {
+	want := maxRateClients / limitShards / 8
+	freed := l.sweepShard(s, now)
+	for k := range s.m {
+		if freed >= want {
+			return
+		}
+		delete(s.m, k)
+		freed++
+	}
+}
+
+// sweepShard drops the buckets that have refilled by now (s.mu held).
+func (l *rateLimiter) sweepShard(s *rateShard, now int64) int {
+	n := 0
+	for k, b := range s.m {
+		if b.tokens+float64(now-b.last)/1e9*l.rate >= l.burst {
+			delete(s.m, k)
+			n++
+		}
+	}
+	return n
+}
+
+// sweep drops every refilled bucket; the node's maintenance loop calls it.
+func (l *rateLimiter) sweep(now int64) int {
+	n := 0
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.mu.Lock()
+		n += l.sweepShard(s, now)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// clients is the number of buckets remembered.
+func (l *rateLimiter) clients() int {
+	n := 0
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.mu.Lock()
+		n += len(s.m)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// rateLimited answers 429 when the client has used its burst (RFC 6585
+// §4), with Retry-After in whole seconds, rounded up (RFC 9110 §10.2.3), so
+// a client that honours it finds a token. It reports whether it answered.
+func (n *Node) rateLimited(ctx *fasthttp.RequestCtx, now time.Time) bool {
+	k, ok := keyOfIP(ctx.RemoteIP())
+	if !ok {
+		return false
+	}
+	allowed, wait := n.rate.allow(k, now.UnixNano())
+	if allowed {
+		return false
+	}
+	secs := int64((wait + time.Second - 1) / time.Second)
+	var num [20]byte
+	ctx.Error("too many requests\n", fasthttp.StatusTooManyRequests)
+	ctx.Response.Header.SetBytesV("Retry-After", strconv.AppendInt(num[:0], max(secs, 1), 10))
+	return true
+}
+
+// connLimiter counts open connections per client IP. Entries are deleted
+// when their count drops to zero, so the map holds at most one entry per
+// open connection (bounded by server.concurrency). Safe for concurrent use.
+type connLimiter struct {
+	max     int32
+	refused atomic.Uint64 // connections closed at accept for being over max
+	shards  [limitShards]connShard
+}
+
+type connShard struct {
+	mu sync.Mutex          // guards m
+	m  map[clientKey]int32 // open connections per client
+	_  [40]byte
+}
+
+func newConnLimiter(max int) *connLimiter {
+	l := &connLimiter{max: int32(max)}
+	for i := range l.shards {
+		l.shards[i].m = make(map[clientKey]int32)
+	}
+	return l
+}
+
+// acquire counts a new connection from k, unless k already has max.
+func (l *connLimiter) acquire(k clientKey) bool {
+	s := &l.shards[shardOf(k)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m[k] >= l.max {
+		return false
+	}
+	s.m[k]++
+	return true
+}
+
+func (l *connLimiter) release(k clientKey) {
+	s := &l.shards[shardOf(k)]
+	s.mu.Lock()
+	if c := s.m[k]; c <= 1 {
+		delete(s.m, k)
+	} else {
+		s.m[k] = c - 1
+	}
+	s.mu.Unlock()
+}
+
+// clients is the number of client IPs with open connections.
+func (l *connLimiter) clients() int {
+	n := 0
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.mu.Lock()
+		n += len(s.m)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// listener refuses, at accept time, connections from a client that already
+// has max open: they are closed before a byte is read or a goroutine is
+// spent on them (the client sees its connection closed or reset). The
+// connection returned is the one accepted, unwrapped, so sendfile still
+// sees a *net.TCPConn; the count is released by connState when the server
+// closes (or hijacks) it.
+func (l *connLimiter) listener(ln net.Listener) net.Listener { return &limitListener{ln, l} }
+
+type limitListener struct {
+	net.Listener
+	l *connLimiter
+}
+
+func (ln *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := ln.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		k, ok := keyOfAddr(c.RemoteAddr())
+		if !ok || ln.l.acquire(k) {
+			return c, nil
+		}
+		ln.l.refused.Add(1)
+		c.Close()
+	}
+}
+
+// connState is the public servers' fasthttp ConnState hook: a connection's
+// end gives its slot back.
+func (l *connLimiter) connState(c net.Conn, st fasthttp.ConnState) {
+	if st != fasthttp.StateClosed && st != fasthttp.StateHijacked {
+		return
+	}
+	if k, ok := keyOfAddr(c.RemoteAddr()); ok {
+		l.release(k)
+	}
+}

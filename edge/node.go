@@ -208,10 +208,13 @@ func New(cfg Config, opts Options) (*Node, error) {
 func (n *Node) newPublicServer(h fasthttp.RequestHandler) *fasthttp.Server {
 	c := n.cfg.Server
 	return &fasthttp.Server{
-		Handler:               h,
+		// NoDefaultDate: the node writes Date itself, the origin's on
+		// cached responses (RFC 9110 §6.6.1; see date.go).
+		Handler:               n.withDate(h),
 		Name:                  "edgeshield",
 		NoDefaultServerHeader: true,
 		NoDefaultContentType:  true,
+		NoDefaultDate:         true,
 		ReadTimeout:           c.ReadTimeout.D(),
 		WriteTimeout:          c.WriteTimeout.D(),
 		IdleTimeout:           c.IdleTimeout.D(),
@@ -220,7 +223,7 @@ func (n *Node) newPublicServer(h fasthttp.RequestHandler) *fasthttp.Server {
 		Concurrency:           c.Concurrency,
 		CloseOnShutdown:       true,
 		Logger:                fasthttpLogger{n.log},
-		ErrorHandler:          n.badRequest,
+		ErrorHandler:          n.withDateOnError(n.badRequest),
 	}
 }
 

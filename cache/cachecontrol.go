@@ -8,17 +8,26 @@ const maxDeltaSeconds = 2147483648
 // Delta-seconds fields are -1 when absent.
 //
 // Directives that take no argument are recognised with or without one
-// (e.g. "no-store=x" sets NoStore). The qualified forms no-cache="field" and
-// private="field" are treated as their unqualified forms: RFC 9111 §5.2.2.4
-// and §5.2.2.7 allow a cache to do so, and it is the conservative choice.
+// (e.g. "no-store=x" sets NoStore). The qualified form no-cache="field" is
+// treated as unqualified (RFC 9111 §5.2.2.4 allows it, and it is the
+// conservative choice). A qualified private="field" is kept apart, in
+// PrivateFields: §5.2.2.7 lets a shared cache store such a response without
+// the named fields.
 type Directives struct {
 	MaxAge, SMaxAge, MaxStale, MinFresh, StaleWhileRevalidate, StaleIfError int64
 	// MaxStaleAny is set by "max-stale" without a value: any staleness is
 	// acceptable (RFC 9111 §5.2.1.2). When MaxStale is also set (>= 0) the
 	// bounded value is the more restrictive one and wins.
 	MaxStaleAny bool
+	// Private is set by an unqualified private (or one whose field list is
+	// empty): a shared cache never stores the response (§5.2.2.7).
 	NoStore, NoCache, Private, Public, MustRevalidate, ProxyRevalidate,
 	NoTransform, OnlyIfCached, Immutable, MustUnderstand bool
+	// PrivateFields is the field-name list of a qualified private="a, b"
+	// (§5.2.2.7), nil when there is none. It points into the parsed input.
+	// Two qualified private directives set Private instead: rather than
+	// merge lists, treat the response as private, the conservative reading.
+	PrivateFields []byte
 }
 
 // Reset sets every delta-seconds field to -1 (absent) and every flag to false.
@@ -79,7 +88,9 @@ func ParseCacheControl(d *Directives, value []byte) {
 
 // scanArgument reads a token or quoted-string argument starting at i and
 // returns its content (quotes removed; backslash escapes are left in place,
-// which only matters for arguments we compare as digits) and the index after it.
+// which only matters for arguments we compare as digits) and the index after
+// it. An unterminated quoted string yields an empty (invalid) argument: what
+// it meant cannot be known, so max-age becomes 0 and private unqualified.
 func scanArgument(v []byte, i int) ([]byte, int) {
 	if i < len(v) && v[i] == '"' {
 		i++
@@ -90,11 +101,10 @@ func scanArgument(v []byte, i int) ([]byte, int) {
 			}
 			i++
 		}
-		arg := v[start:i]
-		if i < len(v) {
-			i++ // closing quote
+		if i >= len(v) {
+			return nil, i // unterminated
 		}
-		return arg, i
+		return v[start:i], i + 1
 	}
 	start := i
 	for i < len(v) && v[i] != ',' && !isOWS(v[i]) {
@@ -116,7 +126,7 @@ func (d *Directives) apply(name, arg []byte, hasArg bool) {
 		case equalFold(name, "max-age"):
 			d.MaxAge = minDelta(d.MaxAge, freshnessDelta(arg, hasArg))
 		case equalFold(name, "private"):
-			d.Private = true
+			d.setPrivate(arg, hasArg)
 		}
 	case 8:
 		switch {
@@ -167,6 +177,47 @@ func (d *Directives) apply(name, arg []byte, hasArg bool) {
 			d.StaleWhileRevalidate = optionalDelta(d.StaleWhileRevalidate, arg, hasArg)
 		}
 	}
+}
+
+// setPrivate records private or private="fields" (RFC 9111 §5.2.2.7).
+func (d *Directives) setPrivate(arg []byte, hasArg bool) {
+	if d.PrivateFields != nil && bytesEqual(d.PrivateFields, arg) {
+		return // the same list again (a reparse): nothing new
+	}
+	if !hasArg || len(trimOWS(arg)) == 0 || d.PrivateFields != nil {
+		d.Private = true
+		return
+	}
+	d.PrivateFields = arg
+}
+
+// PrivateField reports whether name is listed in a qualified private
+// directive (case-insensitively, RFC 9110 §5.1).
+func (d *Directives) PrivateField(name []byte) bool {
+	v := d.PrivateFields
+	for len(v) > 0 {
+		var tok []byte
+		if i := indexByte(v, ','); i >= 0 {
+			tok, v = v[:i], v[i+1:]
+		} else {
+			tok, v = v, nil
+		}
+		if asciiEqualFold(trimOWS(tok), name) {
+			return true
+		}
+	}
+	return false
+}
+
+func bytesEqual(a, b []byte) bool { return string(a) == string(b) }
+
+func indexByte(b []byte, c byte) int {
+	for i := range b {
+		if b[i] == c {
+			return i
+		}
+	}
+	return -1
 }
 
 // freshnessDelta parses a max-age / s-maxage argument; an invalid one means 0

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"reflect"
 	"testing"
 )
 
@@ -55,8 +56,16 @@ func TestParseCacheControl(t *testing.T) {
 			dirs(func(d *Directives) { d.MaxAge = 0 })},
 		{"§5.2.2.4 qualified no-cache treated as unqualified", []string{`no-cache="Set-Cookie, X-Foo", max-age=10`},
 			dirs(func(d *Directives) { d.NoCache, d.MaxAge = true, 10 })},
-		{"§5.2.2.7 qualified private treated as unqualified", []string{`private="x"`},
+		{"§5.2.2.7 qualified private keeps its field list", []string{`private="Set-Cookie, X-Foo"`},
+			dirs(func(d *Directives) { d.PrivateFields = []byte("Set-Cookie, X-Foo") })},
+		{"§5.2.2.7 token-form qualified private", []string{`private=Set-Cookie`},
+			dirs(func(d *Directives) { d.PrivateFields = []byte("Set-Cookie") })},
+		{"§5.2.2.7 empty qualified private is unqualified", []string{`private=""`},
 			dirs(func(d *Directives) { d.Private = true })},
+		{"§5.2.2.7 unqualified and qualified private: unqualified", []string{`private="X-Foo", private`},
+			dirs(func(d *Directives) { d.Private, d.PrivateFields = true, []byte("X-Foo") })},
+		{"§5.2.2.7 two different qualified private: unqualified", []string{`private="X-Foo"`, `private="X-Bar"`},
+			dirs(func(d *Directives) { d.Private, d.PrivateFields = true, []byte("X-Foo") })},
 		{"§5.2.1.2 max-stale without value", []string{"max-stale"}, dirs(func(d *Directives) { d.MaxStaleAny = true })},
 		{"§5.2.1.2 max-stale with value", []string{"max-stale=120"}, dirs(func(d *Directives) { d.MaxStale = 120 })},
 		{"§5.2.1.3 min-fresh", []string{"min-fresh=10"}, dirs(func(d *Directives) { d.MinFresh = 10 })},
@@ -79,7 +88,7 @@ func TestParseCacheControl(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := parseLines(tt.lines...)
-			if got != tt.want {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("ParseCacheControl(%q):\n got %+v\nwant %+v", tt.lines, got, tt.want)
 			}
 		})
@@ -132,7 +141,7 @@ func FuzzParseCacheControl(f *testing.F) {
 		// equal values): the parser is deterministic and idempotent.
 		again := d
 		ParseCacheControl(&again, v)
-		if again != d {
+		if !reflect.DeepEqual(again, d) {
 			t.Fatalf("reparse of %q changed result: got %+v want %+v", v, again, d)
 		}
 	})

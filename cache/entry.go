@@ -40,7 +40,10 @@ type Entry struct {
 	MustRevalidate bool
 	// NoCache is set for a response no-cache: stored, but always revalidated
 	// before use (RFC 9111 §5.2.2.4).
-	NoCache       bool
+	NoCache bool
+	// Immutable is set for a response immutable (RFC 8246): while fresh it
+	// is served even to a request asking to revalidate (a browser reload).
+	Immutable     bool
 	Vary          [][]byte // lower-cased field names from Vary; nil when none
 	SurrogateKeys [][]byte // from Surrogate-Key / Cache-Tag (the edge parses)
 	// StoredAt is what purge tombstones compare against: a purge newer than
@@ -71,6 +74,7 @@ type Freshness struct {
 	InitialAge, Lifetime      time.Duration
 	SWR, SIE                  time.Duration // -1 when absent
 	MustRevalidate, NoCache   bool
+	Immutable                 bool
 }
 
 // Freshness computes the Freshness of resp, received at responseTime for a
@@ -87,6 +91,7 @@ func (p *Policy) Freshness(resp *ResponseMeta, requestTime, responseTime time.Ti
 		SIE:            optionalSeconds(cc.StaleIfError),
 		MustRevalidate: cc.MustRevalidate || cc.ProxyRevalidate || cc.SMaxAge >= 0,
 		NoCache:        cc.NoCache,
+		Immutable:      cc.Immutable,
 	}
 }
 
@@ -95,7 +100,7 @@ func (e *Entry) SetFreshness(f Freshness) {
 	e.RequestTime, e.ResponseTime = f.RequestTime, f.ResponseTime
 	e.InitialAge, e.Lifetime = f.InitialAge, f.Lifetime
 	e.SWR, e.SIE = f.SWR, f.SIE
-	e.MustRevalidate, e.NoCache = f.MustRevalidate, f.NoCache
+	e.MustRevalidate, e.NoCache, e.Immutable = f.MustRevalidate, f.NoCache, f.Immutable
 }
 
 func optionalSeconds(n int64) time.Duration {
@@ -183,6 +188,10 @@ func (e *Entry) staleness(now time.Time) time.Duration {
 //
 //   - request no-cache, Pragma: no-cache or max-age=0 → Revalidate (§5.2.1.4, §5.4);
 //   - request max-age=N requires age <= N, min-fresh=M requires TTL >= M;
+//   - except that a fresh immutable entry (RFC 8246 §2) is served whatever
+//     the request's no-cache, Pragma or max-age say: that is what browsers
+//     send on a reload, which immutable exists to spare; req.Revalidate
+//     still forces validation;
 //   - a response no-cache entry → Revalidate (§5.2.2.4);
 //   - fresh (and not invalidated) → ServeFresh;
 //   - stale: never served stale when MustRevalidate (§4.2.4); within
@@ -194,17 +203,23 @@ func (e *Entry) staleness(now time.Time) time.Duration {
 // here, see UsableOnError.
 func Use(e *Entry, req *RequestMeta, now time.Time) Decision {
 	rc := &req.CC
-	if rc.NoCache || req.PragmaNoCache || rc.MaxAge == 0 || e.NoCache {
+	if req.Revalidate || e.NoCache {
 		return Revalidate
 	}
 	age := e.Age(now)
-	if rc.MaxAge > 0 && age > seconds(rc.MaxAge) {
-		return Revalidate
+	fresh := !e.invalidated.Load() && age < e.Lifetime
+	if !(fresh && e.Immutable) {
+		if rc.NoCache || req.PragmaNoCache || rc.MaxAge == 0 {
+			return Revalidate
+		}
+		if rc.MaxAge > 0 && age > seconds(rc.MaxAge) {
+			return Revalidate
+		}
 	}
 	if rc.MinFresh >= 0 && e.Lifetime-age < seconds(rc.MinFresh) {
 		return Revalidate
 	}
-	if !e.invalidated.Load() && age < e.Lifetime {
+	if fresh {
 		return ServeFresh
 	}
 	if e.MustRevalidate {

@@ -71,6 +71,8 @@ func TestInvalidateConcurrent(t *testing.T) {
 func TestUse(t *testing.T) {
 	pragma := func(r *RequestMeta) *RequestMeta { r.PragmaNoCache = true; return r }
 	swr := func(e *Entry) { e.SWR = 30 * time.Second }
+	immutable := func(e *Entry) { e.Immutable = true }
+	forced := func(r *RequestMeta) *RequestMeta { r.Revalidate = true; return r }
 	tests := []struct {
 		name string
 		e    *Entry
@@ -103,6 +105,15 @@ func TestUse(t *testing.T) {
 		{"§4.4 soft-purged entry with swr serves stale while revalidating",
 			entry(time.Hour, func(e *Entry) { swr(e); e.Invalidate() }), getReq(), t0, ServeStaleRevalidate},
 		{"§5.2.1.7 only-if-cached is the caller's: fresh still fresh", entry(time.Minute, nil), getReq("only-if-cached"), t0, ServeFresh},
+		{"RFC 8246 fresh immutable ignores reload max-age=0", entry(time.Minute, immutable), getReq("max-age=0"), t0.Add(10 * time.Second), ServeFresh},
+		{"RFC 8246 fresh immutable ignores request no-cache", entry(time.Minute, immutable), getReq("no-cache"), t0.Add(10 * time.Second), ServeFresh},
+		{"RFC 8246 fresh immutable ignores Pragma no-cache", entry(time.Minute, immutable), pragma(getReq()), t0.Add(10 * time.Second), ServeFresh},
+		{"RFC 8246 fresh immutable ignores a short request max-age", entry(time.Minute, immutable), getReq("max-age=5"), t0.Add(10 * time.Second), ServeFresh},
+		{"RFC 8246 stale immutable revalidates", entry(time.Minute, immutable), getReq("no-cache"), t0.Add(2 * time.Minute), Revalidate},
+		{"RFC 8246 stale immutable revalidates without request directives", entry(time.Minute, immutable), getReq(), t0.Add(2 * time.Minute), Revalidate},
+		{"§4.4 soft-purged immutable revalidates", entry(time.Hour, func(e *Entry) { immutable(e); e.Invalidate() }), getReq("max-age=0"), t0, Revalidate},
+		{"forced revalidation beats immutable", entry(time.Hour, immutable), forced(getReq()), t0, Revalidate},
+		{"§5.2.2.4 response no-cache beats immutable", entry(time.Hour, func(e *Entry) { immutable(e); e.NoCache = true }), getReq(), t0, Revalidate},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

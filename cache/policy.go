@@ -12,6 +12,11 @@ type RequestMeta struct {
 	// Cache-Control field (RFC 9111 §5.4).
 	PragmaNoCache bool
 	Authorization bool // request carries Authorization
+	Cookie        bool // request carries Cookie
+	// Revalidate forces validation with the origin whatever the stored
+	// response says (immutable included): set for a shield hop whose
+	// sender's copy was purged.
+	Revalidate bool
 }
 
 // ResponseMeta is what the caching rules need to know about a response.
@@ -60,17 +65,19 @@ const (
 	ReasonMustUnderstand = "must-understand"
 	ReasonPrivate        = "private"
 	ReasonAuthorization  = "authorization"
+	ReasonCookie         = "cookie"
 	ReasonSetCookie      = "set-cookie"
 	ReasonVaryStar       = "vary-star"
 	ReasonNoFreshness    = "no-freshness"
 )
 
 // HeuristicallyCacheable reports whether a status code is heuristically
-// cacheable (RFC 9110 §15.1), i.e. may be stored without explicit freshness.
-// 206 is deliberately excluded: this cache stores only complete responses.
+// cacheable (RFC 9110 §15.1), i.e. may get heuristic freshness (RFC 9111
+// §4.2.2) and be stored without explicit freshness. 206 is on the list but
+// Storable refuses it: this cache stores only complete responses.
 func HeuristicallyCacheable(status int) bool {
 	switch status {
-	case 200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501:
+	case 200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501:
 		return true
 	}
 	return false
@@ -117,15 +124,26 @@ func (p *Policy) Storable(req *RequestMeta, resp *ResponseMeta) (ok bool, reason
 	} else if cc.NoStore { // §5.2.2.5
 		return false, ReasonNoStore
 	}
-	if cc.Private { // §5.2.2.7: shared caches must not store
+	// §5.2.2.7: a shared cache never stores a private response; a
+	// qualified private="field" only forbids storing the named fields,
+	// which the caller strips (Directives.PrivateField).
+	if cc.Private {
 		return false, ReasonPrivate
 	}
 	// §3.5: a shared cache stores a response to an authenticated request only
-	// when the origin explicitly allows it.
-	if req.Authorization && !cc.Public && !cc.MustRevalidate && cc.SMaxAge < 0 {
+	// when the origin explicitly allows it. Beyond that, a response to a
+	// request with credentials (Authorization or Cookie) is stored only with
+	// an explicit lifetime, never heuristically: an origin that answers
+	// /account/profile.css with the user's page and no freshness must not
+	// have it replayed to others (web cache deception; Varnish's built-in
+	// rules do not cache such requests at all).
+	if req.Authorization && (!cc.Public && !cc.MustRevalidate && cc.SMaxAge < 0 || !p.explicitFreshness(resp)) {
 		return false, ReasonAuthorization
 	}
-	if resp.SetCookie && !p.StoreSetCookie {
+	if req.Cookie && !p.explicitFreshness(resp) {
+		return false, ReasonCookie
+	}
+	if resp.SetCookie && !p.StoreSetCookie && !cc.PrivateField([]byte("set-cookie")) {
 		return false, ReasonSetCookie
 	}
 	// §4.1: "Vary: *" always fails to match, so storing it is useless.
@@ -148,8 +166,9 @@ func (p *Policy) explicitFreshness(resp *ResponseMeta) bool {
 // s-maxage, else max-age, else Expires minus Date (Expires is ignored when
 // the directives came from a targeted field, RFC 9213 §2.2), else a
 // heuristic (§4.2.2): HeuristicFraction of Date minus Last-Modified, capped
-// at MaxHeuristic, only for heuristically cacheable statuses or responses
-// marked public. heuristic reports whether the heuristic was used. The
+// at MaxHeuristic, only for heuristically cacheable statuses (RFC 9110
+// §15.1; "public" does not extend it, so a 403 or 302 never gets a
+// heuristic lifetime). heuristic reports whether the heuristic was used. The
 // result is never negative.
 func (p *Policy) FreshnessLifetime(resp *ResponseMeta) (lifetime time.Duration, heuristic bool) {
 	switch {
@@ -167,7 +186,7 @@ func (p *Policy) FreshnessLifetime(resp *ResponseMeta) (lifetime time.Duration, 
 		}
 		return max(resp.Expires.Sub(date), 0), false
 	}
-	if !HeuristicallyCacheable(resp.Status) && !resp.CC.Public {
+	if !HeuristicallyCacheable(resp.Status) {
 		return 0, false
 	}
 	if resp.LastModified.IsZero() || resp.Date.IsZero() || !resp.Date.After(resp.LastModified) {

@@ -19,6 +19,7 @@ func resp(status int, cc ...string) *ResponseMeta {
 func TestStorable(t *testing.T) {
 	with := func(r *ResponseMeta, f func(*ResponseMeta)) *ResponseMeta { f(r); return r }
 	auth := func(r *RequestMeta) *RequestMeta { r.Authorization = true; return r }
+	cookie := func(r *RequestMeta) *RequestMeta { r.Cookie = true; return r }
 	tests := []struct {
 		name   string
 		policy Policy
@@ -54,7 +55,25 @@ func TestStorable(t *testing.T) {
 		{"§5.2.2.3 must-understand with unknown status not stored", Policy{}, getReq(),
 			resp(299, "must-understand, no-store, max-age=60"), false, ReasonMustUnderstand},
 		{"§5.2.2.7 private not stored by a shared cache", Policy{}, getReq(), resp(200, "private, max-age=60"), false, ReasonPrivate},
-		{"§5.2.2.7 qualified private also not stored", Policy{}, getReq(), resp(200, `private="x", max-age=60`), false, ReasonPrivate},
+		{"§5.2.2.7 qualified private stored (without the field)", Policy{}, getReq(), resp(200, `private="x", max-age=60`), true, ""},
+		{"§5.2.2.7 private with s-maxage not stored", Policy{}, getReq(), resp(200, "private, s-maxage=60"), false, ReasonPrivate},
+		{"§5.2.2.7 private=\"Set-Cookie\" stores without the cookie", Policy{}, getReq(),
+			with(resp(200, `private="Set-Cookie", max-age=60`), func(r *ResponseMeta) { r.SetCookie = true }), true, ""},
+		{"§5.2.2.7 private naming another field keeps Set-Cookie unshared", Policy{}, getReq(),
+			with(resp(200, `private="X-User", max-age=60`), func(r *ResponseMeta) { r.SetCookie = true }), false, ReasonSetCookie},
+		{"RFC 9110 §15.1 403 never heuristically stored", Policy{}, getReq(),
+			with(resp(403, "public"), func(r *ResponseMeta) { r.LastModified = t0.Add(-10 * time.Hour) }), false, ReasonNoFreshness},
+		{"RFC 9110 §15.1 414 heuristically cacheable", Policy{}, getReq(), resp(414), true, ""},
+		{"RFC 9110 §15.1 501 heuristically cacheable", Policy{}, getReq(), resp(501), true, ""},
+		{"Cookie request: heuristic only, not stored", Policy{}, cookie(getReq()),
+			with(resp(200), func(r *ResponseMeta) { r.LastModified = t0.Add(-10 * time.Hour) }), false, ReasonCookie},
+		{"Cookie request: public alone not enough", Policy{}, cookie(getReq()), resp(200, "public"), false, ReasonCookie},
+		{"Cookie request: max-age stored", Policy{}, cookie(getReq()), resp(200, "max-age=60"), true, ""},
+		{"Cookie request: s-maxage stored", Policy{}, cookie(getReq()), resp(200, "s-maxage=60"), true, ""},
+		{"Cookie request: Expires stored", Policy{}, cookie(getReq()),
+			with(resp(200), func(r *ResponseMeta) { r.ExpiresPresent, r.Expires = true, t0.Add(time.Minute) }), true, ""},
+		{"§3.5 Authorization with public but heuristic only", Policy{}, auth(getReq()),
+			with(resp(200, "public"), func(r *ResponseMeta) { r.LastModified = t0.Add(-10 * time.Hour) }), false, ReasonAuthorization},
 		{"§5.2.2.4 no-cache is storable", Policy{}, getReq(), resp(200, "no-cache"), true, ""},
 		{"§3.5 Authorization without permission", Policy{}, auth(getReq()), resp(200, "max-age=60"), false, ReasonAuthorization},
 		{"§3.5 Authorization with public", Policy{}, auth(getReq()), resp(200, "public, max-age=60"), true, ""},
@@ -129,8 +148,12 @@ func TestFreshnessLifetime(t *testing.T) {
 			with(resp(200), func(r *ResponseMeta) { r.LastModified = t0.Add(time.Hour) }), 0, false},
 		{"§4.2.2 no heuristic for non-cacheable status", Policy{},
 			with(resp(302), func(r *ResponseMeta) { r.LastModified = t0.Add(-10 * time.Hour) }), 0, false},
-		{"§4.2.2 heuristic allowed for public", Policy{},
-			with(resp(302, "public"), func(r *ResponseMeta) { r.LastModified = t0.Add(-10 * time.Hour) }), time.Hour, true},
+		{"§4.2.2 public does not give a 302 heuristic freshness", Policy{},
+			with(resp(302, "public"), func(r *ResponseMeta) { r.LastModified = t0.Add(-10 * time.Hour) }), 0, false},
+		{"§4.2.2 no heuristic for 403 even when public", Policy{},
+			with(resp(403, "public"), func(r *ResponseMeta) { r.LastModified = t0.Add(-10 * time.Hour) }), 0, false},
+		{"§4.2.2 heuristic for 410", Policy{},
+			with(resp(410), func(r *ResponseMeta) { r.LastModified = t0.Add(-10 * time.Hour) }), time.Hour, true},
 		{"§1.2.2 clamped max-age", Policy{}, resp(200, "max-age=99999999999"), 2147483648 * time.Second, false},
 	}
 	for _, tt := range tests {

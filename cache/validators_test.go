@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 )
 
 func headerGetter(h map[string]string) func([]byte) []byte {
@@ -174,4 +175,55 @@ func FuzzValidators(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestParseHTTPDate(t *testing.T) {
+	want := time.Date(1994, 11, 6, 8, 49, 37, 0, time.UTC)
+	tests := []struct {
+		name string
+		in   string
+		ok   bool
+	}{
+		{"RFC 9110 §5.6.7 IMF-fixdate", "Sun, 06 Nov 1994 08:49:37 GMT", true},
+		{"§5.6.7 obsolete rfc850-date", "Sunday, 06-Nov-94 08:49:37 GMT", true},
+		{"§5.6.7 obsolete asctime-date", "Sun Nov  6 08:49:37 1994", true},
+		{"§5.6.7 asctime with two-digit day", "Sun Nov 06 08:49:37 1994", true},
+		{"surrounding whitespace is not part of the value", "  Sun, 06 Nov 1994 08:49:37 GMT\t", true},
+		{"lower-case gmt tolerated", "Sun, 06 Nov 1994 08:49:37 gmt", true},
+		{"odd-case Gmt tolerated", "Sunday, 06-Nov-94 08:49:37 Gmt", true},
+		{"RFC 9111 §5.3 zero", "0", false},
+		{"§5.3 minus one", "-1", false},
+		{"empty", "", false},
+		{"extra space inside", "Sun, 06 Nov 1994  08:49:37 GMT", false},
+		{"extra space after comma", "Sun,  06 Nov 1994 08:49:37 GMT", false},
+		{"one-digit hour", "Sun, 06 Nov 1994 8:49:37 GMT", false},
+		{"one-digit day in IMF-fixdate", "Sun, 6 Nov 1994 08:49:37 GMT", false},
+		{"two dates (several lines joined)", "Sun, 06 Nov 1994 08:49:37 GMT, Sun, 06 Nov 1994 08:49:37 GMT", false},
+		{"other zone", "Sun, 06 Nov 1994 08:49:37 UTC", false},
+		{"numeric zone", "Sun, 06 Nov 1994 08:49:37 +0000", false},
+		{"lower-case month (case-sensitive)", "Sun, 06 nov 1994 08:49:37 GMT", false},
+		{"bad day name", "Sux, 06 Nov 1994 08:49:37 GMT", false},
+		{"hour 24", "Sun, 06 Nov 1994 24:49:37 GMT", false},
+		{"31 February", "Sun, 31 Feb 1994 08:49:37 GMT", false},
+		{"ISO 8601", "1994-11-06T08:49:37Z", false},
+		{"asctime with zone", "Sun Nov  6 08:49:37 1994 GMT", false},
+		{"rfc850 with four-digit year", "Sunday, 06-Nov-1994 08:49:37 GMT", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := ParseHTTPDate([]byte(tt.in))
+			if ok != tt.ok {
+				t.Fatalf("ParseHTTPDate(%q): ok got %v want %v (%v)", tt.in, ok, tt.ok, got)
+			}
+			if ok && !got.Equal(want) {
+				t.Errorf("ParseHTTPDate(%q): got %v want %v", tt.in, got, want)
+			}
+		})
+	}
+	if got, ok := ParseHTTPDate([]byte("Fri, 31 Dec 1999 23:59:60 GMT")); !ok || !got.Equal(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("leap second: got %v %v want 2000-01-01 true", got, ok)
+	}
+	if allocs := testing.AllocsPerRun(100, func() { ParseHTTPDate([]byte("Sun, 06 Nov 1994 08:49:37 GMT")) }); allocs != 0 {
+		t.Errorf("ParseHTTPDate allocates %.0f times, want 0", allocs)
+	}
 }

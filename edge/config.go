@@ -111,7 +111,8 @@ type CacheConfig struct {
 	KeyIgnoreQuery bool `yaml:"key_ignore_query"`
 	// StoreSetCookie allows storing responses that carry Set-Cookie (the
 	// cookie is stripped from the stored copy). Default false: such
-	// responses are not stored, as nginx and Varnish do.
+	// responses are not stored, as nginx and Varnish do, unless the origin
+	// says Cache-Control: private="Set-Cookie" (RFC 9111 §5.2.2.7).
 	StoreSetCookie bool `yaml:"store_set_cookie"`
 	// TargetedField is an extra CDN-targeted Cache-Control field name
 	// (RFC 9213) that wins over CDN-Cache-Control, e.g.

@@ -145,7 +145,9 @@ func (n *Node) lead(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Flight, st
 		// Not shared: the waiters fetch on their own, and later requests
 		// skip the queue for a while (hit-for-pass) unless it was only size.
 		f.Release(origin.ErrPass)
-		if !storable {
+		if !storable && reason != cache.ReasonCookie && reason != cache.ReasonAuthorization {
+			// Only for reasons of the response: one client's credentials
+			// must not turn the URL into a pass for everyone else.
 			n.hfp.add(st.key, respTime)
 		}
 		n.stats.passes.Add(1)
@@ -331,7 +333,9 @@ func (n *Node) serveFlight(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Fli
 	}
 	n.writeEntryHeaders(resp, e)
 	now := n.now()
-	st.num = append(st.num[:0], '0')
+	// current_age, not 0: an upstream Age (or a Date in the past) counts
+	// from the start (RFC 9111 §4.2.3).
+	st.num = strconv.AppendInt(st.num[:0], int64(e.Age(now)/time.Second), 10)
 	resp.Header.SetBytesV("Age", st.num)
 	st.cs = n.appendCacheStatus(st.cs[:0], csFwd, p.fwd, p.status, e.TTL(now), p.stored)
 	if st.joined {
@@ -535,7 +539,7 @@ func (n *Node) newEntry(key []byte, status int, h []origin.Field, meta *cache.Re
 	e := &cache.Entry{
 		Key:           append([]byte(nil), key...),
 		Status:        status,
-		Header:        n.storedHeaders(h),
+		Header:        withDate(n.storedHeaders(h, &meta.CC), respTime),
 		Vary:          varyNames(h),
 		SurrogateKeys: surrogateKeys(h),
 		StoredAt:      reqTime, // a purge issued during the fetch must cover it
@@ -550,20 +554,46 @@ func (n *Node) newEntry(key []byte, status int, h []origin.Field, meta *cache.Re
 	return e
 }
 
+// withDate appends a Date field of the receipt time to stored fields that
+// have none (RFC 9110 §6.6.1: a recipient caching a response without Date
+// records when it was received), so every hit replays one Date.
+func withDate(h []cache.Field, received time.Time) []cache.Field {
+	for _, f := range h {
+		if string(f.Name) == "Date" {
+			return h
+		}
+	}
+	return append(h, cache.Field{Name: []byte("Date"), Value: appendHTTPDate(nil, received)})
+}
+
 // refreshed applies a 304's fields to a stale entry (RFC 9111 §4.3.4) and
 // recomputes its freshness from the merged fields; the stored entry itself
 // is never mutated. Surrogate keys and Vary stay those of the stored response.
 func (n *Node) refreshed(stale *cache.Entry, h304 []origin.Field, reqTime, respTime time.Time) *cache.Entry {
-	updates := n.storedHeaders(h304)
+	m304 := n.responseMeta(stale.Status, h304)
+	// A 304 without Date gets the receipt time, like a stored response
+	// (RFC 9110 §6.6.1); else the stored Date would stay, and the refreshed
+	// entry would look as old as the stored one.
+	updates := withDate(n.storedHeaders(h304, &m304.CC), respTime)
 	// The freshness of the merged response: stored fields the 304 does not
-	// replace, the 304's fields, and its Date and Age (not stored fields).
-	all := make([]origin.Field, 0, len(stale.Header)+len(h304))
+	// replace, the 304's fields (Age and the targeted field included, which
+	// are not stored) and the Date the refreshed entry will carry.
+	all := make([]origin.Field, 0, len(stale.Header)+len(h304)+1)
 	for _, f := range stale.Header {
 		if !hasField(updates, f.Name) {
 			all = append(all, origin.Field{Name: string(f.Name), Value: string(f.Value)})
 		}
 	}
-	all = append(all, h304...)
+	for _, f := range h304 {
+		if !strings.EqualFold(f.Name, "Date") {
+			all = append(all, f)
+		}
+	}
+	for _, f := range updates {
+		if string(f.Name) == "Date" {
+			all = append(all, origin.Field{Name: "Date", Value: string(f.Value)})
+		}
+	}
 	meta := n.responseMeta(stale.Status, all)
 	return stale.WithUpdatedHeaders(updates, n.policy.Freshness(&meta, reqTime, respTime))
 }

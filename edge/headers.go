@@ -41,13 +41,13 @@ var ownRequestHeaders = [][]byte{
 }
 
 // Response fields never stored nor replayed: computed per response (Age,
-// Cache-Status, Content-Length, Date), meant for this cache only
-// (Surrogate-Key, Cache-Tag), or per-user (Set-Cookie).
+// Cache-Status, Content-Length), meant for this cache only (Surrogate-Key,
+// Cache-Tag), or per-user (Set-Cookie). Date is stored and replayed: it is
+// when the origin generated the response (RFC 9110 §6.6.1; see date.go).
 var unstoredResponseHeaders = [][]byte{
 	[]byte("Age"),
 	[]byte("Cache-Status"),
 	[]byte("Content-Length"),
-	[]byte("Date"),
 	[]byte("Surrogate-Key"),
 	[]byte("Cache-Tag"),
 	[]byte("Set-Cookie"),
@@ -170,15 +170,26 @@ func (n *Node) forwardRequest(ctx *fasthttp.RequestCtx, method string, cacheable
 
 // storedHeaders filters an origin response's fields into the form stored in
 // an entry and replayed to every client: no hop-by-hop fields (§7.6.1), none
-// of unstoredResponseHeaders, and not the targeted cache-control field meant
-// for this cache alone (RFC 9213 §2.1).
-func (n *Node) storedHeaders(h []origin.Field) []cache.Field {
+// of unstoredResponseHeaders, not the targeted cache-control field meant for
+// this cache alone (RFC 9213 §2.1), none named by a qualified private
+// directive (RFC 9111 §5.2.2.7: "a shared cache MUST NOT store the specified
+// field names(s)"), and only the first Date, when it is a valid HTTP-date.
+func (n *Node) storedHeaders(h []origin.Field, cc *cache.Directives) []cache.Field {
 	conn := connectionValue(h)
 	out := make([]cache.Field, 0, len(h))
+	date := false
 	for _, f := range h {
-		if n.endToEnd([]byte(f.Name), conn, false) {
-			out = append(out, cache.Field{Name: []byte(http.CanonicalHeaderKey(f.Name)), Value: []byte(f.Value)})
+		name := []byte(f.Name)
+		if !n.endToEnd(name, conn, false) || cc.PrivateField(name) {
+			continue
 		}
+		if bytes.EqualFold(name, strDate) {
+			if _, ok := cache.ParseHTTPDate([]byte(f.Value)); !ok || date {
+				continue
+			}
+			date = true
+		}
+		out = append(out, cache.Field{Name: []byte(http.CanonicalHeaderKey(f.Name)), Value: []byte(f.Value)})
 	}
 	return out
 }
@@ -233,40 +244,40 @@ func header1(h []origin.Field, name string) string {
 func (n *Node) responseMeta(status int, h []origin.Field) cache.ResponseMeta {
 	m := cache.ResponseMeta{Status: status, AgeHeader: -1}
 	m.CC.Reset()
-	var cc []string
+	// The targeted field (RFC 9213) replaces Cache-Control when it parses
+	// as a Structured Fields Dictionary whose directives have their types;
+	// otherwise it is ignored as a whole (§2.1).
+	var tf []string
 	if n.cfg.Cache.TargetedField != "" {
-		cc = header(h, n.cfg.Cache.TargetedField)
+		tf = header(h, n.cfg.Cache.TargetedField)
 	}
-	if len(cc) == 0 {
-		cc = header(h, "CDN-Cache-Control")
+	if len(tf) == 0 {
+		tf = header(h, "CDN-Cache-Control")
 	}
-	if len(cc) > 0 {
+	if len(tf) > 0 && cache.ParseTargeted(&m.CC, []byte(strings.Join(tf, ", "))) {
 		m.Targeted = true
 	} else {
-		cc = header(h, "Cache-Control")
+		m.CC.Reset()
+		cc := header(h, "Cache-Control")
 		if len(cc) == 0 && containsToken(header(h, "Pragma"), "no-cache") {
 			// RFC 9111 §5.4 deprecates Pragma but origins still send it
 			// alone; honour it as no-cache like other caches do.
 			cc = []string{"no-cache"}
 		}
-	}
-	for _, v := range cc {
-		cache.ParseCacheControl(&m.CC, []byte(v))
+		for _, v := range cc {
+			cache.ParseCacheControl(&m.CC, []byte(v))
+		}
 	}
 	m.Date = parseHTTPDate(header1(h, "Date"))
 	m.LastModified = parseHTTPDate(header1(h, "Last-Modified"))
 	if ex := header(h, "Expires"); len(ex) > 0 {
 		m.ExpiresPresent = true
-		m.Expires = parseHTTPDate(ex[0])
+		if len(ex) == 1 { // several Expires fields: invalid (RFC 9111 §5.3)
+			m.Expires = parseHTTPDate(ex[0])
+		}
 		m.ExpiresInvalid = m.Expires.IsZero()
 	}
-	if a := header1(h, "Age"); a != "" {
-		if v, err := strconv.ParseInt(a, 10, 64); err == nil && v >= 0 {
-			m.AgeHeader = v
-		} else {
-			m.AgeHeader = 1 << 31 // §5.1: an invalid Age is treated as very old
-		}
-	}
+	m.AgeHeader = ageValue(header(h, "Age"))
 	m.SetCookie = len(header(h, "Set-Cookie")) > 0
 	m.VaryStar = containsToken(header(h, "Vary"), "*")
 	return m
@@ -309,15 +320,40 @@ func containsToken(values []string, tok string) bool {
 	return false
 }
 
+// parseHTTPDate parses an HTTP-date strictly (cache.ParseHTTPDate); zero
+// when absent or invalid.
 func parseHTTPDate(s string) time.Time {
-	if s == "" {
-		return time.Time{}
-	}
-	t, err := http.ParseTime(s)
-	if err != nil {
-		return time.Time{}
-	}
+	t, _ := cache.ParseHTTPDate([]byte(s))
 	return t
+}
+
+// ageValue reads the Age field (RFC 9111 §5.1), -1 when absent or invalid.
+// Age is a singleton, but a list (several lines, or "a, b") uses its first
+// member; a value that is not a non-negative integer ("abc", "-10", "1.5",
+// "10abc") is ignored, so the response keeps its freshness. Values beyond
+// 2^31 are clamped (§1.2.2).
+func ageValue(lines []string) int64 {
+	if len(lines) == 0 {
+		return -1
+	}
+	v, _, _ := strings.Cut(lines[0], ",")
+	v = strings.Trim(v, " \t")
+	if v == "" || len(v) > 19 {
+		if len(v) > 19 && strings.Trim(v, "0123456789") == "" {
+			return 1 << 31
+		}
+		return -1
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < '0' || v[i] > '9' {
+			return -1
+		}
+	}
+	a, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return -1
+	}
+	return min(a, 1<<31)
 }
 
 // requestMeta fills the policy's view of the client request without
@@ -337,6 +373,8 @@ func requestMeta(m *cache.RequestMeta, req *fasthttp.Request) {
 		}
 	}
 	m.Authorization = len(req.Header.Peek("Authorization")) > 0
+	m.Cookie = len(req.Header.Peek("Cookie")) > 0
+	m.Revalidate = false
 }
 
 // methodString maps the common methods to constants so the hit path does not

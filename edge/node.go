@@ -208,10 +208,14 @@ func New(cfg Config, opts Options) (*Node, error) {
 func (n *Node) newPublicServer(h fasthttp.RequestHandler) *fasthttp.Server {
 	c := n.cfg.Server
 	s := &fasthttp.Server{
-		Handler:               n.frontDoor(h), // frontdoor.go
+		// NoDefaultDate: the node writes Date itself, the origin's on
+		// cached responses (RFC 9110 §6.6.1; see date.go). The front
+		// door (frontdoor.go) checks framing before anything else.
+		Handler:               n.withDate(n.frontDoor(h)),
 		Name:                  "edgeshield",
 		NoDefaultServerHeader: true,
 		NoDefaultContentType:  true,
+		NoDefaultDate:         true,
 		ReadTimeout:           c.ReadTimeout.D(),
 		WriteTimeout:          c.WriteTimeout.D(),
 		IdleTimeout:           c.IdleTimeout.D(),
@@ -229,7 +233,7 @@ func (n *Node) newPublicServer(h fasthttp.RequestHandler) *fasthttp.Server {
 		Concurrency:                  c.Concurrency,
 		CloseOnShutdown:              true,
 		Logger:                       fasthttpLogger{n.log},
-		ErrorHandler:                 n.badRequest,
+		ErrorHandler:                 n.withDateOnError(n.badRequest),
 		SecureErrorLogMessage:        true, // parse errors must not quote request bytes (secrets) into logs
 	}
 	if n.conns != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -150,7 +151,7 @@ func (n *Node) serveCacheable(ctx *fasthttp.RequestCtx, hop bool, now time.Time)
 	if hop && len(ctx.Request.Header.Peek(revalidateHeader)) > 0 {
 		// The peer's copy was purged: ours may predate the purge too (it
 		// may not have reached us yet), so revalidate before answering.
-		st.req.CC.NoCache = true
+		st.req.Revalidate = true // even an immutable entry (cache.Use)
 	}
 
 	e, varyMiss := n.lookup(st)
@@ -187,7 +188,7 @@ func (n *Node) serveCacheable(ctx *fasthttp.RequestCtx, hop bool, now time.Time)
 	}
 	fwd := fwdURIMiss
 	switch {
-	case e != nil && (st.req.CC.NoCache || st.req.PragmaNoCache || st.req.CC.MaxAge == 0):
+	case e != nil && (st.req.CC.NoCache || st.req.PragmaNoCache || st.req.CC.MaxAge == 0 || st.req.Revalidate):
 		fwd = fwdRequest
 	case e != nil:
 		fwd = fwdStale
@@ -345,6 +346,10 @@ func setBody(ctx *fasthttp.RequestCtx, b storedBody, off int64, length int) {
 func (n *Node) writeEntryHeaders(resp *fasthttp.Response, e *cache.Entry) {
 	for i := range e.Header {
 		f := &e.Header[i]
+		if string(f.Name) == "Date" { // stored canonical; fasthttp drops Add("Date")
+			setDate(&resp.Header, f.Value)
+			continue
+		}
 		resp.Header.AddBytesKV(f.Name, f.Value)
 	}
 	resp.Header.AddBytesKV(strVia, n.viaBytes)
@@ -632,10 +637,20 @@ func (n *Node) setBodyStream(ctx *fasthttp.RequestCtx, resp *origin.Response) {
 // withCookies keeps Set-Cookie (only for responses not shared with others).
 func (n *Node) copyResponseHeaders(r *fasthttp.Response, h []origin.Field, withCookies bool) {
 	conn := connectionValue(h)
+	date := false
 	for _, f := range h {
-		if n.endToEnd([]byte(f.Name), conn, withCookies) {
-			r.Header.Add(f.Name, f.Value)
+		if !n.endToEnd([]byte(f.Name), conn, withCookies) {
+			continue
 		}
+		if strings.EqualFold(f.Name, "Date") {
+			// fasthttp drops a Date given to Add (date.go); a valid one
+			// goes on as it is (RFC 9110 §6.6.1), else withDate adds ours.
+			if _, ok := cache.ParseHTTPDate([]byte(f.Value)); ok && !date {
+				date = setDate(&r.Header, []byte(f.Value))
+			}
+			continue
+		}
+		r.Header.Add(f.Name, f.Value)
 	}
 	r.Header.AddBytesKV(strVia, n.viaBytes)
 }

@@ -708,7 +708,7 @@ func TestMalformedOriginHeaders(t *testing.T) {
 		{"duplicate Cache-Control lines: most restrictive", []string{"Cache-Control: max-age=60", "Cache-Control: max-age=0"}, false},
 		{"invalid Expires is expired", []string{"Expires: 0"}, false},
 		{"garbage Cache-Control", []string{"Cache-Control: ,,;;==\"\"max-age"}, false},
-		{"negative Age", []string{"Cache-Control: max-age=60", "Age: -5"}, false},
+		{"§5.1 negative Age is ignored", []string{"Cache-Control: max-age=60", "Age: -5"}, true},
 		{"Vary with empty members", []string{"Cache-Control: max-age=60", "Vary: , ,Accept"}, true},
 	}
 	for i, tt := range tests {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -215,6 +216,9 @@ func TestEdgeCompressedValidatorsAndRanges(t *testing.T) {
 	if !strings.Contains(csOf(r), "fwd=stale") || o.count("/s.css") != 2 {
 		t.Fatalf("after expiry: Cache-Status %q, origin count %d, want a revalidation", csOf(r), o.count("/s.css"))
 	}
+	if r.Header.Get("ETag") != `W/"v1"` || decode(t, r, body) != css {
+		t.Errorf("revalidated: ETag %q, want W/\"v1\" and the same content", r.Header.Get("ETag"))
+	}
 	r, body = get(t, url, ae...)
 	if !isHit(r) {
 		t.Errorf("after the 304: Cache-Status %q, want a hit on the refreshed entry", csOf(r))
@@ -300,5 +304,65 @@ func TestEdgeCompressDeterministic(t *testing.T) {
 				t.Errorf("%s: coded body %d (%d bytes) differs from the first (%d bytes)", ae, i, len(got[i]), len(got[0]))
 			}
 		}
+	}
+}
+
+// TestClusterCompressOneOriginRequest: in a cluster, the owner codes the
+// body once; members store the owner's coded response as it is (it already
+// carries Content-Encoding) and the origin sees one request per variant.
+func TestClusterCompressOneOriginRequest(t *testing.T) {
+	css := cssBody(30 << 10)
+	o := contentOrigin(t, nil, css, "Content-Type: text/css", "Cache-Control: public, max-age=300", `ETag: "c1"`)
+	nodes := newCluster(t, 3, o.srv.URL, nil)
+	for round := 0; round < 2; round++ {
+		for _, n := range nodes {
+			r, body := warm(t, n, "http://"+n.Addr()+"/cluster.css", append(aeHeaders(browserAE), "Host: cdn.example")...)
+			if r.StatusCode != 200 || r.Header.Get("Content-Encoding") != "br" || r.Header.Get("ETag") != `W/"c1"` {
+				t.Fatalf("%s: %d CE %q ETag %q, want 200 br W/\"c1\"", n.Name(), r.StatusCode, r.Header.Get("Content-Encoding"), r.Header.Get("ETag"))
+			}
+			if got := decode(t, r, body); got != css {
+				t.Errorf("%s: decoded %d bytes, want the origin's %d", n.Name(), len(got), len(css))
+			}
+		}
+	}
+	if got := o.count("/cluster.css"); got != 1 {
+		t.Errorf("origin saw %d requests, want 1 for the cluster", got)
+	}
+}
+
+// TestEdgeCompressVaryAppearsOnRevalidation: a response stored without
+// Vary (too small to compress) whose background revalidation brings a body
+// the edge compresses is stored as a variant of the request that revalidated
+// it, never under the key every client reads: a client without
+// Accept-Encoding still gets identity afterwards.
+func TestEdgeCompressVaryAppearsOnRevalidation(t *testing.T) {
+	clk := newTestClock()
+	small, large := "body{}\n", cssBody(20<<10)
+	var body atomic.Value
+	body.Store(small)
+	o := newTestOrigin(t, clk, func(w http.ResponseWriter, r *http.Request) {
+		b := body.Load().(string)
+		w.Header().Set("Content-Type", "text/css")
+		w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=60")
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+		io.WriteString(w, b)
+	})
+	n := newTestNode(t, o.srv.URL, clk, nil)
+	url := "http://" + n.Addr() + "/grow.css"
+	if r, b := warm(t, n, url, aeHeaders(browserAE)...); b != small || r.Header.Get("Content-Encoding") != "" || varies(r) {
+		t.Fatalf("small: %q CE %q Vary %q, want the small body as is, without Vary", b, r.Header.Get("Content-Encoding"), r.Header.Values("Vary"))
+	}
+	body.Store(large)
+	clk.advance(2 * time.Second)
+	if r, b := warm(t, n, url, aeHeaders(browserAE)...); b != small || !strings.Contains(csOf(r), "stale-while-revalidate") {
+		t.Fatalf("after expiry: %q %q, want the stale small body while one revalidation runs", b, csOf(r))
+	}
+	r, b := get(t, url) // no Accept-Encoding
+	if r.Header.Get("Content-Encoding") != "" || b != large {
+		t.Errorf("curl after the revalidation: CE %q, %d bytes, want identity and the new %d bytes", r.Header.Get("Content-Encoding"), len(b), len(large))
+	}
+	r, b = get(t, url, aeHeaders(browserAE)...)
+	if !isHit(r) || r.Header.Get("Content-Encoding") != "br" || decode(t, r, b) != large {
+		t.Errorf("browser after the revalidation: %q CE %q, want a hit on the br variant stored by the revalidation", csOf(r), r.Header.Get("Content-Encoding"))
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -478,6 +479,8 @@ func (n *Node) revalidateInBackground(ctx *fasthttp.RequestCtx, st *reqState, st
 	addValidators(oreq, stale)
 	host := append([]byte(nil), ctx.Request.Header.Host()...)
 	aeSet := n.acceptedSet(&ctx.Request.Header)
+	var hdr fasthttp.RequestHeader // for a response whose Vary differs from the stale one's
+	ctx.Request.Header.CopyTo(&hdr)
 	var req cache.RequestMeta
 	requestMeta(&req, &ctx.Request)
 	req.CC.Reset() // the client's directives do not govern a background refresh
@@ -517,9 +520,18 @@ func (n *Node) revalidateInBackground(ctx *fasthttp.RequestCtx, st *reqState, st
 		e := n.newEntry(key, resp.Status, resp.Header, &meta, reqTime, respTime)
 		p := &pending{primary: key, entry: e, stored: true, status: resp.Status, fwd: fwdStale}
 		length := n.planCoding(p, aeSet, resp)
-		if e.Vary != nil {
+		switch {
+		case e.Vary == nil:
+		case slices.EqualFunc(e.Vary, stale.Vary, bytes.Equal):
 			p.vkey = stale.Key // the stale variant was selected by the same request
 			e.Key = stale.Key
+		default:
+			// The response varies on other fields than the stale one did
+			// (the origin changed Vary, or cache.compress now applies to
+			// it): key it by this request's values of them, or a coded
+			// body would land under a key every client reads.
+			p.vkey = cache.VariantKey(nil, key, e.Vary, func(name []byte) []byte { return hdr.PeekBytes(name) })
+			e.Key = p.vkey
 		}
 		f.Publish(origin.Head{Status: resp.Status, ContentLength: length, Meta: p})
 		n.fillsWG.Add(1)

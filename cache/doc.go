@@ -15,10 +15,11 @@
 //     (RFC 9111 §4.2–§4.3, RFC 5861).
 //   - Entry.WithUpdatedHeaders freshens an entry after a 304 (RFC 9111 §4.3.4).
 //   - VariantKey builds the secondary cache key from Vary (RFC 9111 §4.1).
-//   - NegotiateEncoding picks the one content coding a request's
-//     Accept-Encoding is normalised to before lookup, so Vary: Accept-Encoding
-//     keeps one variant per coding (RFC 9110 §12.5.3); CheckEncodingPrefs
-//     validates the preference list.
+//   - AcceptedEncodings finds the set of known content codings a request's
+//     Accept-Encoding accepts, and AppendEncodingField writes that set as the
+//     value the field is normalised to before lookup, so Vary: Accept-Encoding
+//     keeps one variant per set of capabilities (RFC 9110 §12.5.3);
+//     CheckEncodingPrefs validates the preference list.
 //   - ETagMatch, NotModifiedSince, IfRangeMatches and ParseRange evaluate
 //     conditional and range requests (RFC 9110 §13, §14).
 //   - Store keeps entries in a ristretto cache bounded by bytes.

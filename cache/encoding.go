@@ -5,19 +5,24 @@ import (
 	"fmt"
 )
 
-// NegotiateEncoding chooses the content coding a shared cache asks the
-// origin for, so that a response with "Vary: Accept-Encoding" is stored once
-// per coding instead of once per distinct Accept-Encoding string (the
-// normalisation Varnish and Fastly apply before lookup). lines are the
-// request's Accept-Encoding field lines; prefs are the codings the cache
-// wants, best first, as CheckEncodingPrefs accepts them. The result is the
-// index in prefs of the first coding the client accepts, or -1 when it
-// accepts none of them (or sent no Accept-Encoding at all): the request is
-// then to carry no Accept-Encoding, which asks for identity.
-//
-// The server's order wins over the client's q-values: RFC 9110 §12.5.3 lets
-// the server pick among acceptable codings, and one choice per client
-// capability is what keeps the variants few.
+// MaxEncodingPrefs bounds a preference list: the edge precomputes the
+// normalised field for every subset of it (2^n values) so that rewriting a
+// request's Accept-Encoding never allocates.
+const MaxEncodingPrefs = 8
+
+// AcceptedEncodings returns the set of codings of prefs that a request's
+// Accept-Encoding accepts, as a bit set: bit i stands for prefs[i]. A shared
+// cache rewrites the field to exactly this set (AppendEncodingField), so that
+// a response with "Vary: Accept-Encoding" is stored once per set of
+// capabilities instead of once per distinct spelling of the field (the
+// normalisation Varnish and Fastly apply before lookup), while the origin
+// still chooses among every coding the client takes: an origin without
+// brotli answers "br, gzip" with gzip, where a rewrite to "br" alone would
+// make it answer identity. lines are the request's Accept-Encoding field
+// lines; prefs are the codings the cache knows, best first, as
+// CheckEncodingPrefs accepts them (at most MaxEncodingPrefs). The result is
+// 0 when the client accepts none of them or sent no Accept-Encoding at all:
+// the request is then to carry no Accept-Encoding, which asks for identity.
 //
 // Acceptance follows RFC 9110 §12.5.3 and §12.4.2:
 //   - several field lines are one comma-separated list (§5.3), and empty
@@ -28,42 +33,49 @@ import (
 //     with q=0 ("0", "0.0", "0.000") is not, and neither is one whose weight
 //     is malformed ("q=2", "q=0.5.1", "q=abc", "q=.5") or whose element does
 //     not parse ("gzip junk"): when in doubt, a coding the client might not
-//     decode is never chosen. A coding listed more than once is acceptable
+//     decode is never offered. A coding listed more than once is acceptable
 //     only if no listing refuses it;
 //   - a coding not listed is acceptable when "*" is listed with a weight above
 //     zero (and never refused);
 //   - an empty field value accepts no coding (§12.5.3).
 //
-// Parameters other than q are ignored. NegotiateEncoding never allocates and
-// never panics. Its result is stable under its own output: fed the single
-// line prefs[i] it returns i again (prefs being distinct), and fed no line it
-// returns -1, so a request normalised twice (by two cluster members, say)
-// keeps its value.
-func NegotiateEncoding(lines [][]byte, prefs [][]byte) int {
-	if len(lines) == 1 {
-		// A field this function wrote (a shield hop, a repeat): exactly one
-		// preferred coding is acceptable, and it comes first among the
-		// distinct prefs that can match it.
-		for i, p := range prefs {
-			if string(lines[0]) == string(p) {
-				return i
-			}
-		}
-	}
-	return negotiate(lines, prefs)
-}
-
-// negotiate is NegotiateEncoding without the shortcut for its own output.
-func negotiate(lines [][]byte, prefs [][]byte) int {
+// The client's weights other than zero are not kept: the set is what the
+// origin may choose from, and RFC 9110 §12.5.3 lets the server choose among
+// acceptable codings; one value per set of capabilities is what keeps the
+// variants few. Parameters other than q are ignored. AcceptedEncodings never
+// allocates and never panics. Its result is stable under its own output: fed
+// the single line AppendEncodingField writes for a set (or no line for the
+// empty set), it returns that set again (prefs being distinct), so a request
+// normalised twice (by two cluster members, say) keeps its value.
+func AcceptedEncodings(lines [][]byte, prefs [][]byte) uint {
+	var set uint
 	if len(lines) == 0 {
-		return -1
+		return 0
 	}
 	for i, p := range prefs {
-		if acceptsCoding(lines, p) {
-			return i
+		if i < MaxEncodingPrefs && acceptsCoding(lines, p) {
+			set |= 1 << i
 		}
 	}
-	return -1
+	return set
+}
+
+// AppendEncodingField appends the normalised Accept-Encoding value for set:
+// the codings of prefs in it, in prefs' order, separated by ", ". It appends
+// nothing for the empty set (the field is then to be removed).
+func AppendEncodingField(dst []byte, set uint, prefs [][]byte) []byte {
+	first := true
+	for i, p := range prefs {
+		if i >= MaxEncodingPrefs || set&(1<<i) == 0 {
+			continue
+		}
+		if !first {
+			dst = append(dst, ", "...)
+		}
+		dst = append(dst, p...)
+		first = false
+	}
+	return dst
 }
 
 // acceptsCoding reports whether the Accept-Encoding lines accept coding.
@@ -244,14 +256,17 @@ var tchars = [0x80]bool{
 // ErrBadEncodingPref is wrapped by CheckEncodingPrefs' errors.
 var ErrBadEncodingPref = errors.New("bad content coding preference")
 
-// CheckEncodingPrefs validates a preference list for NegotiateEncoding: each
-// entry a content coding token (RFC 9110 §5.6.2, §8.4.1), none of them
+// CheckEncodingPrefs validates a preference list for AcceptedEncodings: at
+// most MaxEncodingPrefs entries, each a content coding token (RFC 9110 §5.6.2, §8.4.1), none of them
 // "identity" or "*" (the absence of a coding is what no Accept-Encoding asks
 // for; "*" is not a coding an origin can send), and no coding twice
 // (case-insensitively, "x-gzip" being "gzip"). It returns the index of the
 // first bad entry and why, or -1 and nil.
 func CheckEncodingPrefs(prefs []string) (int, error) {
 	for i, p := range prefs {
+		if i >= MaxEncodingPrefs {
+			return i, fmt.Errorf("%w: at most %d codings", ErrBadEncodingPref, MaxEncodingPrefs)
+		}
 		b := []byte(p)
 		if len(b) == 0 {
 			return i, fmt.Errorf("%w: empty coding", ErrBadEncodingPref)

@@ -17,22 +17,22 @@ func byteLines(lines ...string) [][]byte {
 
 var defaultPrefs = byteLines("br", "gzip")
 
-func TestNegotiateEncoding(t *testing.T) {
+func TestAcceptedEncodings(t *testing.T) {
 	tests := []struct {
 		name  string
 		lines []string // nil: no Accept-Encoding field at all
 		prefs []string // nil: br, gzip
-		want  string   // "" = none (identity)
+		want  string   // the normalised field; "" = none (identity)
 	}{
 		{"absent", nil, nil, ""},
 		{"empty value accepts nothing (§12.5.3)", []string{""}, nil, ""},
 		{"only OWS and commas", []string{" , ,\t"}, nil, ""},
-		{"chrome", []string{"gzip, deflate, br, zstd"}, nil, "br"},
-		{"firefox", []string{"gzip, deflate, br"}, nil, "br"},
+		{"chrome", []string{"gzip, deflate, br, zstd"}, nil, "br, gzip"},
+		{"firefox", []string{"gzip, deflate, br"}, nil, "br, gzip"},
 		{"old browser", []string{"gzip, deflate"}, nil, "gzip"},
-		{"server order beats client q", []string{"br;q=0.1, gzip;q=1.0"}, nil, "br"},
-		{"weights and star", []string{"br;q=1.0, gzip;q=0.8, *;q=0.1"}, nil, "br"},
-		{"upper case coding", []string{"GZIP, BR"}, nil, "br"},
+		{"client weights dropped, server order kept", []string{"br;q=0.1, gzip;q=1.0"}, nil, "br, gzip"},
+		{"weights and star", []string{"br;q=1.0, gzip;q=0.8, *;q=0.1"}, nil, "br, gzip"},
+		{"upper case coding", []string{"GZIP, BR"}, nil, "br, gzip"},
 		{"mixed case q", []string{"br;Q=0, gzip"}, nil, "gzip"},
 		{"x-gzip is gzip (§8.4.1.3)", []string{"x-gzip"}, nil, "gzip"},
 		{"X-GZip is gzip", []string{"X-GZip;q=0.5"}, nil, "gzip"},
@@ -52,7 +52,7 @@ func TestNegotiateEncoding(t *testing.T) {
 		{"q=abc malformed", []string{"br;q=abc, gzip"}, nil, "gzip"},
 		{"q empty malformed", []string{"br;q=, gzip"}, nil, "gzip"},
 		{"quoted q refused", []string{`br;q="1", gzip`}, nil, "gzip"},
-		{"OWS around params", []string{"br ; q = 0.5 ,gzip"}, nil, "br"},
+		{"OWS around params", []string{"br ; q = 0.5 ,gzip"}, nil, "br, gzip"},
 		{"tabs", []string{"\tbr\t;\tq=1\t"}, nil, "br"},
 		{"unknown param ignored", []string{"br;level=3"}, nil, "br"},
 		{"quoted param with comma", []string{`br;x="a, gzip;q=1", deflate`}, nil, "br"},
@@ -61,21 +61,24 @@ func TestNegotiateEncoding(t *testing.T) {
 		{"garbage after coding refuses it", []string{"br junk, gzip"}, nil, "gzip"},
 		{"garbage element ignored", []string{"@@@, gzip"}, nil, "gzip"},
 		{"empty elements (§5.6.1)", []string{",,br,,"}, nil, "br"},
-		{"star accepts unlisted", []string{"*"}, nil, "br"},
-		{"star with weight", []string{"*;q=0.1"}, nil, "br"},
+		{"star accepts unlisted", []string{"*"}, nil, "br, gzip"},
+		{"star with weight", []string{"*;q=0.1"}, nil, "br, gzip"},
 		{"star refused", []string{"*;q=0"}, nil, ""},
 		{"star but br refused", []string{"*, br;q=0"}, nil, "gzip"},
 		{"star refused but gzip listed", []string{"*;q=0, gzip"}, nil, "gzip"},
 		{"star refused twice-listed", []string{"*, *;q=0"}, nil, ""},
 		{"repeat refuses", []string{"br, br;q=0, gzip"}, nil, "gzip"},
-		{"several lines", []string{"gzip", "deflate, br"}, nil, "br"},
+		{"several lines", []string{"gzip", "deflate, br"}, nil, "br, gzip"},
 		{"refusal on another line", []string{"br, gzip", "br;q=0"}, nil, "gzip"},
 		{"empty line beside a list", []string{"", "gzip"}, nil, "gzip"},
-		{"configured order", []string{"gzip, br, zstd"}, []string{"zstd", "br", "gzip"}, "zstd"},
+		{"configured order", []string{"gzip, br, zstd"}, []string{"zstd", "br", "gzip"}, "zstd, br, gzip"},
+		{"configured order, part of it", []string{"gzip, zstd"}, []string{"zstd", "br", "gzip"}, "zstd, gzip"},
 		{"no prefs", []string{"gzip, br"}, []string{}, ""},
 		{"pref x-gzip matches gzip", []string{"gzip"}, []string{"x-gzip"}, "x-gzip"},
 		{"own output br", []string{"br"}, nil, "br"},
 		{"own output gzip", []string{"gzip"}, nil, "gzip"},
+		{"own output br, gzip", []string{"br, gzip"}, nil, "br, gzip"},
+		{"brotli-only client", []string{"br;q=1, gzip;q=0"}, nil, "br"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -87,12 +90,9 @@ func TestNegotiateEncoding(t *testing.T) {
 			if tt.lines != nil {
 				lines = byteLines(tt.lines...)
 			}
-			got := ""
-			if i := NegotiateEncoding(lines, prefs); i >= 0 {
-				got = string(prefs[i])
-			}
-			if got != tt.want {
-				t.Errorf("NegotiateEncoding(%q, %q) = %q, want %q", tt.lines, prefs, got, tt.want)
+			set := AcceptedEncodings(lines, prefs)
+			if got := string(AppendEncodingField(nil, set, prefs)); got != tt.want {
+				t.Errorf("AcceptedEncodings(%q, %q) = %b, field %q, want %q", tt.lines, prefs, set, got, tt.want)
 			}
 		})
 	}
@@ -117,6 +117,8 @@ func TestCheckEncodingPrefs(t *testing.T) {
 		{[]string{"gzip", "GZIP"}, 1, "repeats"},
 		{[]string{"gzip", "br", "x-gzip"}, 2, "repeats"},
 		{[]string{"brö"}, 0, "not a token"},
+		{[]string{"a", "b", "c", "d", "e", "f", "g", "h"}, -1, ""},
+		{[]string{"a", "b", "c", "d", "e", "f", "g", "h", "i"}, 8, "at most 8"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.prefs, ","), func(t *testing.T) {
@@ -137,41 +139,43 @@ func TestCheckEncodingPrefs(t *testing.T) {
 	}
 }
 
-func TestNegotiateEncodingAllocatesNothing(t *testing.T) {
+func TestAcceptedEncodingsAllocatesNothing(t *testing.T) {
 	lines := byteLines("gzip, deflate, br;q=0.9, zstd", `*;q=0.1;x="a,b"`)
-	allocs := testing.AllocsPerRun(1000, func() { NegotiateEncoding(lines, defaultPrefs) })
+	allocs := testing.AllocsPerRun(1000, func() { AcceptedEncodings(lines, defaultPrefs) })
 	if allocs != 0 {
-		t.Errorf("NegotiateEncoding allocs: got %v want 0", allocs)
+		t.Errorf("AcceptedEncodings allocs: got %v want 0", allocs)
 	}
 }
 
-func BenchmarkNegotiateEncoding(b *testing.B) {
+func BenchmarkAcceptedEncodings(b *testing.B) {
 	for _, bc := range []struct{ name, v string }{
 		{"chrome", "gzip, deflate, br, zstd"},
 		{"weighted", "br;q=1.0, gzip;q=0.8, *;q=0.1"},
 		{"gzip-only", "gzip, deflate"},
-		{"normalised", "br"},
+		{"normalised", "br, gzip"},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			lines := byteLines(bc.v)
 			b.ReportAllocs()
 			b.SetBytes(int64(len(bc.v)))
 			for b.Loop() {
-				NegotiateEncoding(lines, defaultPrefs)
+				AcceptedEncodings(lines, defaultPrefs)
 			}
 		})
 	}
 }
 
-// FuzzNegotiateEncoding checks that any field (split into lines at '\n')
-// neither panics nor yields an index out of range, and that the result is
-// idempotent: the header the edge writes back (prefs[i], or none) negotiates
-// to the same choice. The seed corpus runs as part of `go test`.
-func FuzzNegotiateEncoding(f *testing.F) {
+// FuzzAcceptedEncodings checks that any field (split into lines at '\n')
+// neither panics nor yields a bit beyond prefs, that every coding in the set
+// is one the field accepts on its own, and that the result is idempotent:
+// the header the edge writes back (the set's field, or none) yields the same
+// set. The seed corpus runs as part of `go test`.
+func FuzzAcceptedEncodings(f *testing.F) {
 	for _, s := range []string{
 		"", "gzip, deflate, br, zstd", "br;q=1.0, gzip;q=0.8, *;q=0.1", "*;q=0", "x-gzip",
 		"br;q=0, gzip;q=0", "identity", `br;x="a,\"b`, "\"", ";;;", "br;q", "br;q=1.0001",
 		"gzip\ndeflate, br", ",,,", "GZIP;Q=0.5", "*, br;q=0", "br\x00gzip", "zstd;q=0.9, br;q=0.8",
+		"br, gzip",
 	} {
 		f.Add(s, uint8(0))
 	}
@@ -188,24 +192,21 @@ func FuzzNegotiateEncoding(f *testing.F) {
 		if v != "" {
 			lines = bytes.Split([]byte(v), []byte("\n"))
 		}
-		i := NegotiateEncoding(lines, prefs)
-		if i < -1 || i >= len(prefs) {
-			t.Fatalf("NegotiateEncoding(%q) = %d, want -1..%d", v, i, len(prefs)-1)
+		got := AcceptedEncodings(lines, prefs)
+		if got>>len(prefs) != 0 {
+			t.Fatalf("AcceptedEncodings(%q) = %b, more bits than %d prefs", v, got, len(prefs))
+		}
+		for i, p := range prefs {
+			if got&(1<<i) != 0 && !acceptsCoding(lines, p) {
+				t.Fatalf("AcceptedEncodings(%q) = %b includes %q, which the field does not accept", v, got, p)
+			}
 		}
 		var out [][]byte // what the edge forwards: one line, or no field
-		if i >= 0 {
-			out = [][]byte{prefs[i]}
+		if got != 0 {
+			out = [][]byte{AppendEncodingField(nil, got, prefs)}
 		}
-		if again := NegotiateEncoding(out, prefs); again != i {
-			t.Fatalf("not idempotent: %q -> %d, its output %q -> %d", v, i, out, again)
-		}
-		// The shortcut for a field NegotiateEncoding wrote agrees with the
-		// full parse.
-		if slow := negotiate(out, prefs); slow != i {
-			t.Fatalf("shortcut disagrees: output %q of %q -> %d by the full parse, want %d", out, v, slow, i)
-		}
-		if slow := negotiate(lines, prefs); len(lines) == 1 && slow != i {
-			t.Fatalf("shortcut disagrees on %q: %d, full parse %d", v, i, slow)
+		if again := AcceptedEncodings(out, prefs); again != got {
+			t.Fatalf("not idempotent: %q -> %b, its output %q -> %b", v, got, out, again)
 		}
 	})
 }

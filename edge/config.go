@@ -140,15 +140,38 @@ type CacheConfig struct {
 	// file descriptor; at most half the open-file limit is used this way,
 	// larger bodies beyond that stay on the heap.
 	OffheapMinSize Size `yaml:"offheap_min_size"`
-	// AcceptEncodings are the content codings this cache asks the origin
-	// for, best first. A client's Accept-Encoding on a GET or HEAD is
-	// rewritten, before lookup, to the first of them it accepts (or removed
-	// when it accepts none), so "Vary: Accept-Encoding" stores one variant
-	// per coding rather than one per browser's spelling of the field (see
-	// cache.NegotiateEncoding). Default [br, gzip]; an empty list turns the
-	// rewrite off and the field passes through untouched. Tokens only,
-	// distinct, never "identity" or "*".
+	// AcceptEncodings are the content codings this cache knows, best first.
+	// A client's Accept-Encoding on a GET or HEAD is rewritten, before
+	// lookup, to the set of them it accepts, in this order ("br, gzip" for
+	// every current browser, "gzip" for a gzip-only client), or removed when
+	// it accepts none; so "Vary: Accept-Encoding" stores one variant per set
+	// of capabilities rather than one per browser's spelling of the field,
+	// and the origin still chooses among every coding the client takes (see
+	// cache.AcceptedEncodings). Default [br, gzip]; an empty list turns the
+	// rewrite off (and cache.compress with it) and the field passes through
+	// untouched. Tokens only, distinct, at most 8, never "identity" or "*".
 	AcceptEncodings []string `yaml:"accept_encodings"`
+	// Compress lets the edge compress a response itself when the origin
+	// sends identity: a storable 200 GET response of a type in
+	// CompressTypes, without Content-Encoding or Cache-Control no-transform,
+	// for a request whose normalised Accept-Encoding takes br or gzip (the
+	// first of AcceptEncodings the edge can make). The body is coded as it
+	// streams in and stored coded, once per variant, with Content-Encoding,
+	// "Vary: Accept-Encoding" (on every variant of such a response) and a
+	// weak ETag; it goes out chunked. Brotli at quality 5, gzip at level 6.
+	// Default true.
+	Compress bool `yaml:"compress"`
+	// CompressTypes are the media types Compress applies to, matched
+	// case-insensitively without parameters; "type/*" matches a whole top
+	// level type. Default: text/*, JavaScript, JSON, XML (and their +json,
+	// +xml kinds listed), SVG, WebAssembly, TrueType/OpenType fonts and ICO;
+	// already-compressed formats (images, video, woff2, archives) are left
+	// out on purpose.
+	CompressTypes []string `yaml:"compress_types"`
+	// CompressMinSize: a response whose Content-Length is below this is not
+	// compressed (the coding's framing would eat the gain). A response
+	// without Content-Length is compressed. Default 256B.
+	CompressMinSize Size `yaml:"compress_min_size"`
 }
 
 // ServerConfig holds public listener limits.
@@ -646,6 +669,14 @@ func (c *Config) Validate(file string, src []byte) error {
 	if i, err := cache.CheckEncodingPrefs(c.Cache.AcceptEncodings); err != nil {
 		return bad(fmt.Sprintf("cache.accept_encodings[%d]", i), "%v", err)
 	}
+	for i, t := range c.Cache.CompressTypes {
+		if err := checkMediaRange(t); err != nil {
+			return bad(fmt.Sprintf("cache.compress_types[%d]", i), "%v", err)
+		}
+	}
+	if c.Cache.CompressMinSize < 0 {
+		return bad("cache.compress_min_size", "must be 0 or a size, got %s", c.Cache.CompressMinSize)
+	}
 	if c.Cache.HeuristicFraction < 0 || c.Cache.HeuristicFraction > 1 {
 		return bad("cache.heuristic_fraction", "must be between 0 and 1, got %v", c.Cache.HeuristicFraction)
 	}
@@ -743,4 +774,32 @@ func isLoopbackHost(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// checkMediaRange accepts "type/subtype" or "type/*" (RFC 9110 §8.3.1
+// tokens, no parameters) for cache.compress_types. "*/*" is refused: it
+// would code images, video and archives, which only grow.
+func checkMediaRange(t string) error {
+	typ, sub, ok := strings.Cut(t, "/")
+	if !ok || !isToken(typ) || !(isToken(sub) || sub == "*") {
+		return fmt.Errorf("want a media type like text/css or text/*, got %q", t)
+	}
+	if typ == "*" {
+		return fmt.Errorf("%q would compress every type, already-compressed ones too; list the types", t)
+	}
+	return nil
+}
+
+// isToken reports whether s is a non-empty RFC 9110 §5.6.2 token.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
 }

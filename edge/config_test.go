@@ -85,6 +85,12 @@ func TestConfigFileErrorsNameKeyAndLine(t *testing.T) {
 		{"validation: accept_encodings identity", "cache:\n  accept_encodings: [identity]\n", 2, "cache.accept_encodings[0]", "not a content coding"},
 		{"validation: accept_encodings star", "cache:\n  accept_encodings: [br, \"*\"]\n", 2, "cache.accept_encodings[1]", "not a content coding"},
 		{"accept_encodings scalar", "cache:\n  accept_encodings: gzip\n", 2, "cache.accept_encodings", "cannot unmarshal"},
+		{"validation: accept_encodings too many", "cache:\n  accept_encodings: [a, b, c, d, e, f, g, h, i]\n", 2, "cache.accept_encodings[8]", "at most 8"},
+		{"validation: compress_types not a media type", "cache:\n  compress_types: [text/css, javascript]\n", 2, "cache.compress_types[1]", "want a media type"},
+		{"validation: compress_types parameters", "cache:\n  compress_types: [\"text/html; charset=utf-8\"]\n", 2, "cache.compress_types[0]", "want a media type"},
+		{"validation: compress_types everything", "cache:\n  compress_types:\n    - text/*\n    - \"*/*\"\n", 4, "cache.compress_types[1]", "would compress every type"},
+		{"compress not a bool", "cache:\n  compress: maybe\n", 2, "cache.compress", "cannot unmarshal"},
+		{"compress_min_size negative", "cache:\n  compress_min_size: -1\n", 2, "cache.compress_min_size", "invalid size"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

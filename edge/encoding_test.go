@@ -54,26 +54,27 @@ func aeHeaders(v string) []string {
 }
 
 // TestAcceptEncodingNormalised: browsers' many spellings of Accept-Encoding
-// cost the origin one request per coding, not one per spelling, and the
-// origin chooses from the value the variant is stored under.
+// cost the origin one request per set of accepted codings, not one per
+// spelling, and the origin chooses from the value the variant is stored
+// under, which keeps every coding of the set the client takes.
 func TestAcceptEncodingNormalised(t *testing.T) {
 	o := newAEOrigin(t, "max-age=60")
 	n := newTestNode(t, o.srv.URL, nil, nil) // default cache.accept_encodings: [br, gzip]
 	url := "http://" + n.Addr() + "/ae"
 
-	brClients := []string{
+	bothClients := []string{
 		"gzip, deflate, br",
 		"gzip, deflate, br, zstd",
 		"br;q=1.0, gzip;q=0.8, *;q=0.1",
 		"gzip,deflate,br,zstd",
 		"BR, GZIP",
-		"br",
+		"br, gzip",
 		"deflate, gzip;q=1.0, br;q=0.5, identity;q=0.1",
-		"zstd;q=1, br;q=0.9",
 		"x-gzip, br",
 		"gzip, deflate\nbr", // two field lines
+		"*",
 	}
-	for i, ae := range brClients {
+	for i, ae := range bothClients {
 		var r *http.Response
 		var body string
 		if i == 0 {
@@ -84,18 +85,31 @@ func TestAcceptEncodingNormalised(t *testing.T) {
 		} else {
 			r, body = get(t, url, aeHeaders(ae)...)
 			if !isHit(r) {
-				t.Errorf("%q: Cache-Status %q, want a hit on the br variant", ae, csOf(r))
+				t.Errorf("%q: Cache-Status %q, want a hit on the br, gzip variant", ae, csOf(r))
 			}
 		}
-		if body != "enc=br" {
-			t.Errorf("%q: body %q, want the br variant enc=br", ae, body)
+		if body != "enc=br, gzip" {
+			t.Errorf("%q: body %q, want the variant enc=br, gzip", ae, body)
 		}
 	}
 	if got := o.count("/ae"); got != 1 {
-		t.Fatalf("origin saw %d requests for %d browser spellings that all take br, want 1", got, len(brClients))
+		t.Fatalf("origin saw %d requests for %d browser spellings that all take br and gzip, want 1", got, len(bothClients))
 	}
 
-	r, body := warm(t, n, url, aeHeaders("gzip, deflate")...)
+	r, body := warm(t, n, url, aeHeaders("br")...)
+	if body != "enc=br" || !strings.Contains(csOf(r), "fwd=vary-miss") {
+		t.Errorf("br: %q %q, want enc=br from a vary-miss", body, csOf(r))
+	}
+	for _, ae := range []string{"zstd;q=1, br;q=0.9", "br;q=1, gzip;q=0", "*, gzip;q=0"} {
+		if r, body := get(t, url, aeHeaders(ae)...); !isHit(r) || body != "enc=br" {
+			t.Errorf("%q: %q %q, want a hit on the br variant", ae, csOf(r), body)
+		}
+	}
+	if got := o.count("/ae"); got != 2 {
+		t.Fatalf("origin saw %d requests after the br-only clients, want 2", got)
+	}
+
+	r, body = warm(t, n, url, aeHeaders("gzip, deflate")...)
 	if body != "enc=gzip" || !strings.Contains(csOf(r), "fwd=vary-miss") {
 		t.Errorf("gzip, deflate: %q %q, want enc=gzip from a vary-miss", body, csOf(r))
 	}
@@ -104,8 +118,8 @@ func TestAcceptEncodingNormalised(t *testing.T) {
 			t.Errorf("%q: %q %q, want a hit on the gzip variant", ae, csOf(r), body)
 		}
 	}
-	if got := o.count("/ae"); got != 2 {
-		t.Fatalf("origin saw %d requests after the gzip clients, want 2", got)
+	if got := o.count("/ae"); got != 3 {
+		t.Fatalf("origin saw %d requests after the gzip clients, want 3", got)
 	}
 
 	r, body = warm(t, n, url) // no Accept-Encoding
@@ -117,10 +131,10 @@ func TestAcceptEncodingNormalised(t *testing.T) {
 			t.Errorf("%q: %q %q, want a hit on the identity variant", ae, csOf(r), body)
 		}
 	}
-	if got := o.count("/ae"); got != 3 {
-		t.Errorf("origin saw %d requests, want 3 (br, gzip, identity)", got)
+	if got := o.count("/ae"); got != 4 {
+		t.Errorf("origin saw %d requests, want 4 (br+gzip, br, gzip, identity)", got)
 	}
-	if got, want := strings.Join(o.received(), ", "), "br, gzip, -"; got != want {
+	if got, want := strings.Join(o.received(), " | "), "br, gzip | br | gzip | -"; got != want {
 		t.Errorf("origin received Accept-Encoding %s, want %s (the normalised values)", got, want)
 	}
 }
@@ -154,8 +168,8 @@ func TestAcceptEncodingPassAndUnsafe(t *testing.T) {
 	url := "http://" + n.Addr() + "/ae"
 	const browser = "gzip, deflate, br, zstd"
 	for i := 0; i < 2; i++ { // the second is a hit-for-pass bypass
-		if _, body := get(t, url, aeHeaders(browser)...); body != "enc=br" {
-			t.Errorf("uncacheable GET %d: body %q, want enc=br", i, body)
+		if _, body := get(t, url, aeHeaders(browser)...); body != "enc=br, gzip" {
+			t.Errorf("uncacheable GET %d: body %q, want enc=br, gzip", i, body)
 		}
 	}
 	if _, body := do(t, http.MethodPost, url, aeHeaders(browser)...); body != "enc="+browser {
@@ -178,15 +192,15 @@ func TestClusterAcceptEncodingOneOriginRequest(t *testing.T) {
 		for i, n := range nodes {
 			ae := spellings[(i+round)%len(spellings)]
 			r, body := warm(t, n, "http://"+n.Addr()+"/cluster-ae", append(aeHeaders(ae), "Host: cdn.example")...)
-			if r.StatusCode != 200 || body != "enc=br" {
-				t.Errorf("%s %q: %d %q, want 200 enc=br", n.Name(), ae, r.StatusCode, body)
+			if r.StatusCode != 200 || body != "enc=br, gzip" {
+				t.Errorf("%s %q: %d %q, want 200 enc=br, gzip", n.Name(), ae, r.StatusCode, body)
 			}
 		}
 	}
 	if got := o.count("/cluster-ae"); got != 1 {
 		t.Errorf("origin saw %d requests, want 1 for the cluster", got)
 	}
-	if got := strings.Join(o.received(), ", "); got != "br" {
-		t.Errorf("origin received Accept-Encoding %s, want br", got)
+	if got := strings.Join(o.received(), " | "); got != "br, gzip" {
+		t.Errorf("origin received Accept-Encoding %s, want br, gzip", got)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +26,7 @@ type pending struct {
 	stored  bool
 	status  int // origin status, for Cache-Status fwd-status
 	fwd     string
+	coding  coding // the edge codes the body with this (cache.compress); codingNone: as received
 }
 
 // discardWindow bounds memory per flight once a body outgrows the max object
@@ -171,16 +173,17 @@ func (n *Node) lead(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Flight, st
 
 	e := n.newEntry(st.key, resp.Status, resp.Header, &meta, reqTime, respTime)
 	p := &pending{primary: e.Key, entry: e, stored: true, status: resp.Status, fwd: fwd}
+	length := n.planCoding(p, n.acceptedSet(&ctx.Request.Header), resp)
 	if e.Vary != nil {
 		st.vkey = cache.VariantKey(st.vkey[:0], st.key, e.Vary, st.get)
 		p.vkey = append([]byte(nil), st.vkey...)
 		e.Key = p.vkey
 	}
-	f.Publish(origin.Head{Status: resp.Status, ContentLength: resp.ContentLength, Meta: p})
+	f.Publish(origin.Head{Status: resp.Status, ContentLength: length, Meta: p})
 	n.stats.fills.Add(1)
 	n.fillsWG.Add(1)
 	go n.fill(f, p, resp)
-	n.serveFlight(ctx, st, f, p, resp.ContentLength)
+	n.serveFlight(ctx, st, f, p, length)
 	// The client whose request caused the fetch gets its cookies; the
 	// shared copy never carries them.
 	for _, c := range header(resp.Header, "Set-Cookie") {
@@ -197,23 +200,24 @@ func (n *Node) fill(f *origin.Flight, p *pending, resp *origin.Response) {
 	key := f.Key()
 	defer n.flights.Forget(key, f)
 	var (
-		buf       = make([]byte, 32<<10)
-		total     int64
-		discarded bool
-		limit     = int64(n.cfg.Cache.MaxObjectSize)
+		buf   = make([]byte, 32<<10)
+		total int64     // origin body bytes
+		sink            = &fillSink{f: f, p: p, limit: int64(n.cfg.Cache.MaxObjectSize)}
+		w     io.Writer = sink
+		enc   encoder
 	)
+	if p.coding != codingNone {
+		// Code the body as it arrives: the flight (its waiters, the
+		// client, the store) receives coded bytes only.
+		enc = n.compress.writer(p.coding, sink)
+		defer n.compress.release(p.coding, enc)
+		w = &codedWriter{enc: enc}
+	}
 	for {
 		m, err := resp.Body.Read(buf)
 		if m > 0 {
 			total += int64(m)
-			if total > limit && !discarded {
-				// Too big to keep (no Content-Length told us before):
-				// keep streaming to whoever reads, with bounded memory.
-				f.Discard(discardWindow)
-				discarded = true
-				p.stored = false
-			}
-			if _, werr := f.Write(buf[:m]); werr != nil {
+			if _, werr := w.Write(buf[:m]); werr != nil {
 				if errors.Is(werr, origin.ErrNoReaders) {
 					// Not stored and nobody reading: stop downloading.
 					resp.Body.Close()
@@ -239,8 +243,14 @@ func (n *Node) fill(f *origin.Flight, p *pending, resp *origin.Response) {
 		f.Finish(io.ErrUnexpectedEOF)
 		return
 	}
+	if enc != nil {
+		if err := enc.Close(); err != nil { // the coder's last block and trailer
+			f.Finish(err)
+			return
+		}
+	}
 	f.Finish(nil)
-	if discarded {
+	if sink.discarded {
 		return
 	}
 	body, ok := f.Bytes()
@@ -249,6 +259,29 @@ func (n *Node) fill(f *origin.Flight, p *pending, resp *origin.Response) {
 	}
 	n.setBody(p.entry, body)
 	n.storeEntry(p.primary, p.entry)
+}
+
+// fillSink is where fill writes the body a flight carries (after coding,
+// when the edge compresses): it counts the bytes and stops keeping them once
+// they exceed the max object size.
+type fillSink struct {
+	f         *origin.Flight
+	p         *pending
+	limit     int64
+	total     int64
+	discarded bool
+}
+
+func (s *fillSink) Write(b []byte) (int, error) {
+	s.total += int64(len(b))
+	if s.total > s.limit && !s.discarded {
+		// Too big to keep (no Content-Length told us before): keep
+		// streaming to whoever reads, with bounded memory.
+		s.f.Discard(discardWindow)
+		s.discarded = true
+		s.p.stored = false
+	}
+	return s.f.Write(b)
 }
 
 // setBody gives a new entry its body: in a memory file when it is large
@@ -449,6 +482,9 @@ func (n *Node) revalidateInBackground(ctx *fasthttp.RequestCtx, st *reqState, st
 	oreq := n.forwardRequest(ctx, "GET", true)
 	addValidators(oreq, stale)
 	host := append([]byte(nil), ctx.Request.Header.Host()...)
+	aeSet := n.acceptedSet(&ctx.Request.Header)
+	var hdr fasthttp.RequestHeader // for a response whose Vary differs from the stale one's
+	ctx.Request.Header.CopyTo(&hdr)
 	var req cache.RequestMeta
 	requestMeta(&req, &ctx.Request)
 	req.CC.Reset() // the client's directives do not govern a background refresh
@@ -487,11 +523,21 @@ func (n *Node) revalidateInBackground(ctx *fasthttp.RequestCtx, st *reqState, st
 		}
 		e := n.newEntry(key, resp.Status, resp.Header, &meta, reqTime, respTime)
 		p := &pending{primary: key, entry: e, stored: true, status: resp.Status, fwd: fwdStale}
-		if e.Vary != nil {
+		length := n.planCoding(p, aeSet, resp)
+		switch {
+		case e.Vary == nil:
+		case slices.EqualFunc(e.Vary, stale.Vary, bytes.Equal):
 			p.vkey = stale.Key // the stale variant was selected by the same request
 			e.Key = stale.Key
+		default:
+			// The response varies on other fields than the stale one did
+			// (the origin changed Vary, or cache.compress now applies to
+			// it): key it by this request's values of them, or a coded
+			// body would land under a key every client reads.
+			p.vkey = cache.VariantKey(nil, key, e.Vary, func(name []byte) []byte { return hdr.PeekBytes(name) })
+			e.Key = p.vkey
 		}
-		f.Publish(origin.Head{Status: resp.Status, ContentLength: resp.ContentLength, Meta: p})
+		f.Publish(origin.Head{Status: resp.Status, ContentLength: length, Meta: p})
 		n.fillsWG.Add(1)
 		n.fill(f, p, resp)
 	}()
@@ -574,7 +620,7 @@ func (n *Node) refreshed(stale *cache.Entry, h304 []origin.Field, reqTime, respT
 	// A 304 without Date gets the receipt time, like a stored response
 	// (RFC 9110 §6.6.1); else the stored Date would stay, and the refreshed
 	// entry would look as old as the stored one.
-	updates := withDate(n.storedHeaders(h304, &m304.CC), respTime)
+	updates := withDate(keepRepresentation(stale, n.storedHeaders(h304, &m304.CC)), respTime)
 	// The freshness of the merged response: stored fields the 304 does not
 	// replace, the 304's fields (Age and the targeted field included, which
 	// are not stored) and the Date the refreshed entry will carry.

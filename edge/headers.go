@@ -82,13 +82,18 @@ func connectionListed(conn, name []byte) bool {
 var strAcceptEncoding = []byte(fasthttp.HeaderAcceptEncoding)
 
 // normalizeAcceptEncoding rewrites a GET or HEAD request's Accept-Encoding to
-// the single coding of cache.accept_encodings that cache.NegotiateEncoding
-// picks, or removes it when the client accepts none of them (no
-// Accept-Encoding asks for identity). It runs before the variant key is built
-// and before the request is forwarded, so the origin chooses its coding from
-// the same value the response is stored under, and a response with
-// "Vary: Accept-Encoding" (RFC 9111 §4.1) is stored once per coding instead of
-// once per browser's spelling of the field. Varnish and Fastly do the same.
+// the set of cache.accept_encodings codings the client accepts, in the
+// configured order ("br, gzip" for every current browser, "gzip" for a
+// gzip-only client; see cache.AcceptedEncodings), or removes it when the
+// client accepts none of them (no Accept-Encoding asks for identity). It runs
+// before the variant key is built and before the request is forwarded, so the
+// origin chooses its coding from the same value the response is stored
+// under, and a response with "Vary: Accept-Encoding" (RFC 9111 §4.1) is
+// stored once per set of capabilities instead of once per browser's spelling
+// of the field. Varnish and Fastly normalise too; keeping the whole set
+// rather than the single best coding is what lets an origin without brotli
+// still answer gzip: the rewrite must never turn a client that takes a coding
+// the origin offers into one that gets identity.
 //
 // Unsafe methods are left alone: their responses are never stored, so the
 // rewrite would only narrow what the origin may send (a client that takes
@@ -99,7 +104,7 @@ var strAcceptEncoding = []byte(fasthttp.HeaderAcceptEncoding)
 //
 // It is idempotent (a value it wrote is left as it is, without a write) and
 // allocation-free once the request's header buffers have grown, which the
-// fresh-hit path relies on.
+// fresh-hit path relies on: the values it writes are precomputed per set.
 func (n *Node) normalizeAcceptEncoding(h *fasthttp.RequestHeader) {
 	if len(n.encodings) == 0 {
 		return // cache.accept_encodings: []: pass the field through
@@ -108,17 +113,18 @@ func (n *Node) normalizeAcceptEncoding(h *fasthttp.RequestHeader) {
 	if len(lines) == 0 {
 		return // absent: identity, as wanted
 	}
-	i := cache.NegotiateEncoding(lines, n.encodings)
+	set := cache.AcceptedEncodings(lines, n.encodings)
+	v := n.aeFields[set]
 	switch {
-	case i < 0:
+	case set == 0:
 		h.DelBytes(strAcceptEncoding)
-	case len(lines) == 1 && bytes.Equal(lines[0], n.encodings[i]):
+	case len(lines) == 1 && bytes.Equal(lines[0], v):
 		// Already normalised: a repeat, or a client that sends exactly it.
 	default:
 		if len(lines) > 1 {
 			h.DelBytes(strAcceptEncoding) // SetCanonical replaces only the first line
 		}
-		h.SetCanonical(strAcceptEncoding, n.encodings[i])
+		h.SetCanonical(strAcceptEncoding, v)
 	}
 }
 

@@ -46,7 +46,9 @@ type Node struct {
 
 	viaBytes   []byte
 	healthPath string
-	encodings  [][]byte // cache.accept_encodings, lower-cased: the values normalizeAcceptEncoding writes
+	encodings  [][]byte    // cache.accept_encodings, lower-cased
+	aeFields   [][]byte    // per set of encodings (bit i: encodings[i]), the Accept-Encoding value normalizeAcceptEncoding writes
+	compress   *compressor // cache.compress; nil when off
 
 	store   *cache.Store
 	blobs   *cache.Blobs // off-heap bodies (cache.offheap_min_size)
@@ -116,6 +118,11 @@ func New(cfg Config, opts Options) (*Node, error) {
 	for _, c := range cfg.Cache.AcceptEncodings {
 		n.encodings = append(n.encodings, []byte(strings.ToLower(c)))
 	}
+	n.aeFields = make([][]byte, 1<<len(n.encodings))
+	for set := range n.aeFields {
+		n.aeFields[set] = cache.AppendEncodingField(nil, uint(set), n.encodings)
+	}
+	n.compress = newCompressor(cfg.Cache, n.encodings)
 
 	store, err := cache.NewStore(cache.StoreConfig{MaxBytes: int64(cfg.Cache.MaxBytes)})
 	if err != nil {

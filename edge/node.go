@@ -18,6 +18,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -47,7 +48,8 @@ type Node struct {
 
 	viaBytes   []byte
 	healthPath string
-	encodings  [][]byte // cache.accept_encodings, lower-cased: the values normalizeAcceptEncoding writes
+	encodings  [][]byte       // cache.accept_encodings, lower-cased: the values normalizeAcceptEncoding writes
+	trusted    []netip.Prefix // server.trusted_proxies
 
 	store   *cache.Store
 	blobs   *cache.Blobs // off-heap bodies (cache.offheap_min_size)
@@ -114,6 +116,10 @@ func New(cfg Config, opts Options) (*Node, error) {
 	n.healthPath = cfg.Server.HealthPath
 	for _, c := range cfg.Cache.AcceptEncodings {
 		n.encodings = append(n.encodings, []byte(strings.ToLower(c)))
+	}
+	for _, p := range cfg.Server.TrustedProxies {
+		pfx, _ := parseTrustedProxy(p) // Validate checked it
+		n.trusted = append(n.trusted, pfx)
 	}
 
 	store, err := cache.NewStore(cache.StoreConfig{MaxBytes: int64(cfg.Cache.MaxBytes)})

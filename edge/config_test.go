@@ -84,6 +84,8 @@ func TestConfigFileErrorsNameKeyAndLine(t *testing.T) {
 		{"validation: accept_encodings identity", "cache:\n  accept_encodings: [identity]\n", 2, "cache.accept_encodings[0]", "not a content coding"},
 		{"validation: accept_encodings star", "cache:\n  accept_encodings: [br, \"*\"]\n", 2, "cache.accept_encodings[1]", "not a content coding"},
 		{"accept_encodings scalar", "cache:\n  accept_encodings: gzip\n", 2, "cache.accept_encodings", "cannot unmarshal"},
+		{"validation: trusted_proxies bad CIDR", "server:\n  trusted_proxies: [10.0.0.0/8, 10.0.0.0/33]\n", 2, "server.trusted_proxies[1]", "want a CIDR"},
+		{"validation: trusted_proxies host name", "server:\n  trusted_proxies:\n    - 127.0.0.1/32\n    - proxy.example\n", 4, "server.trusted_proxies[1]", `"proxy.example"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

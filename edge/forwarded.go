@@ -87,12 +87,16 @@ var overrideHeaders = [][]byte{
 // of a hit (each DelBytes validates and normalises its key), so the raw
 // header block the server kept is scanned once and only the fields present
 // are deleted; the usual request has none and costs one pass over its
-// header bytes. A request not parsed from the wire (no raw headers) gets
-// every name deleted.
+// header bytes. A request not parsed from the wire (no raw headers), or
+// with a chunked body (whose trailer fields fasthttp adds to the header),
+// gets every name deleted.
 func (n *Node) sanitizeRequest(ctx *fasthttp.RequestCtx) {
 	h := &ctx.Request.Header
 	raw := h.RawHeaders()
-	if len(raw) == 0 {
+	if len(raw) == 0 || h.ContentLength() < 0 {
+		// Built in memory, or chunked: fasthttp merges a chunked body's
+		// trailer fields into the header, and they are not in the raw
+		// block.
 		n.sanitizeAll(ctx)
 		return
 	}

@@ -139,8 +139,8 @@ func (n *Node) forwardRequest(ctx *fasthttp.RequestCtx, method string, cacheable
 	for k, v := range req.Header.All() {
 		if inList(hopHeaders, k) || connectionListed(conn, k) || bytes.EqualFold(k, []byte("Host")) ||
 			bytes.EqualFold(k, []byte(shieldHopHeader)) || bytes.EqualFold(k, []byte(revalidateHeader)) ||
-			forwardingIndex(k) >= 0 {
-			continue
+			forwardingIndex(k) >= 0 || inList(overrideHeaders, k) || inList(frontHopHeaders, k) {
+			continue // the front removed these already (sanitizeRequest); defence in depth
 		}
 		if cacheable && inList(ownRequestHeaders, k) {
 			continue

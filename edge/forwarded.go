@@ -93,11 +93,8 @@ var overrideHeaders = [][]byte{
 func (n *Node) sanitizeRequest(ctx *fasthttp.RequestCtx) {
 	h := &ctx.Request.Header
 	raw := h.RawHeaders()
-	if len(raw) == 0 || h.ContentLength() < 0 {
-		// Built in memory, or chunked: fasthttp merges a chunked body's
-		// trailer fields into the header, and they are not in the raw
-		// block.
-		n.sanitizeAll(ctx)
+	if len(raw) == 0 {
+		n.sanitizeAll(ctx) // built in memory
 		return
 	}
 	trusted, trustKnown := false, false
@@ -114,9 +111,14 @@ func (n *Node) sanitizeRequest(ctx *fasthttp.RequestCtx) {
 		}
 		name := bytes.TrimRight(line[:colon], " \t")
 		switch {
-		case bytes.EqualFold(name, strConnection):
+		case len(name) == len(strTransferEncoding) && bytes.EqualFold(name, strTransferEncoding):
+			// A chunked body may end in trailer fields, which fasthttp
+			// adds to the header and which the raw block lacks.
+			n.sanitizeAll(ctx)
+			return
+		case len(name) == len(strConnection) && bytes.EqualFold(name, strConnection):
 			deleteConnectionListed(h, bytes.TrimSpace(line[colon+1:]))
-		case inList(frontHopHeaders, name) || inList(overrideHeaders, name):
+		case hasName(frontHopHeaders, name) || hasName(overrideHeaders, name):
 			h.DelBytes(name)
 		case forwardingIndex(name) >= 0:
 			if !trustKnown {
@@ -129,7 +131,10 @@ func (n *Node) sanitizeRequest(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-var strConnection = []byte(fasthttp.HeaderConnection)
+var (
+	strConnection       = []byte(fasthttp.HeaderConnection)
+	strTransferEncoding = []byte(fasthttp.HeaderTransferEncoding)
+)
 
 // sanitizeAll is sanitizeRequest for a request built in memory.
 func (n *Node) sanitizeAll(ctx *fasthttp.RequestCtx) {
@@ -259,10 +264,21 @@ func ownProto(ctx *fasthttp.RequestCtx) string {
 	return "http"
 }
 
+// hasName is inList for the front's per-request scan: field names are ASCII
+// tokens, so a length mismatch settles most comparisons at once.
+func hasName(list [][]byte, name []byte) bool {
+	for _, h := range list {
+		if len(h) == len(name) && bytes.EqualFold(h, name) {
+			return true
+		}
+	}
+	return false
+}
+
 // forwardingIndex returns the fwd* index of a forwarding field name, or -1.
 func forwardingIndex(name []byte) int {
 	for i, f := range forwardingHeaders {
-		if bytes.EqualFold(f, name) {
+		if len(f) == len(name) && bytes.EqualFold(f, name) {
 			return i
 		}
 	}

@@ -259,21 +259,27 @@ func (n *Node) serveOwner(ctx *fasthttp.RequestCtx) {
 	writeJSON(ctx, fasthttp.StatusOK, out)
 }
 
-// purgeKey turns "http://Host/path?q" or "host/path?q" into a cache key.
+// purgeKey turns "http://Host/path?q" or "host/path?q" into a cache key. The
+// path and query are taken as written and normalised like a request's
+// (appendKeyTarget), so "/%62" purges what a request for "/b" stored, and
+// "/a%2Fb" never purges "/a/b".
 func purgeKey(v string) ([]byte, error) {
 	if strings.Contains(v, "://") {
 		u, err := url.Parse(v)
 		if err != nil || u.Host == "" {
 			return nil, &ConfigError{Key: "url", Msg: "want an absolute URL like https://example.com/path"}
 		}
-		uri := u.RequestURI()
-		return []byte(strings.ToLower(u.Host) + uri), nil
+		raw := v
+		if i := strings.IndexByte(raw, '#'); i >= 0 {
+			raw = raw[:i] // a fragment is never sent in a request
+		}
+		return appendKeyTarget([]byte(strings.ToLower(u.Host)), []byte(raw), false), nil
 	}
 	host, path, ok := strings.Cut(v, "/")
 	if !ok || host == "" {
 		return nil, &ConfigError{Key: "url", Msg: "want an absolute URL like https://example.com/path"}
 	}
-	return []byte(strings.ToLower(host) + "/" + path), nil
+	return appendKeyTarget([]byte(strings.ToLower(host)), []byte("/"+path), false), nil
 }
 
 func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"reflect"
@@ -207,6 +208,14 @@ type ServerConfig struct {
 	// serving this long before it stops accepting, so checkers (and DNS)
 	// move traffic away first. Set it ≥ the checker's interval. Default 0.
 	DrainDelay Duration `yaml:"drain_delay"`
+	// TrustedProxies are the addresses (CIDRs like "10.0.0.0/8", or single
+	// IPs) of proxies in front of this node whose forwarding fields are
+	// believed: from them, X-Forwarded-For and Forwarded are extended and
+	// X-Forwarded-Host and X-Forwarded-Proto kept. Any other client's copies
+	// are dropped and replaced by the node's own values, so a client cannot
+	// make a reflecting origin's cached answer depend on them. Default []
+	// (trust no one).
+	TrustedProxies []string `yaml:"trusted_proxies"`
 }
 
 // RateLimitConfig is a token bucket per client IP (the TCP peer's address):
@@ -700,6 +709,11 @@ func (c *Config) Validate(file string, src []byte) error {
 	if c.Server.MaxConnsPerIP < 0 {
 		return bad("server.max_conns_per_ip", "must be 0 (off) or positive, got %d", c.Server.MaxConnsPerIP)
 	}
+	for i, p := range c.Server.TrustedProxies {
+		if _, err := parseTrustedProxy(p); err != nil {
+			return bad(fmt.Sprintf("server.trusted_proxies[%d]", i), "%v", err)
+		}
+	}
 	if c.Admin.Listen != "" {
 		host, _, err := net.SplitHostPort(c.Admin.Listen)
 		if err != nil {
@@ -766,6 +780,24 @@ func (c *Config) Validate(file string, src []byte) error {
 		return bad("log.access_format", "want combined or json, got %q", c.Log.AccessFormat)
 	}
 	return nil
+}
+
+// parseTrustedProxy parses a server.trusted_proxies item: a CIDR or a
+// single IP (a /32 or /128). IPv4-mapped IPv6 forms are unmapped, as client
+// addresses are before they are compared.
+func parseTrustedProxy(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("want a CIDR like 10.0.0.0/8 or an IP, got %q", s)
+	}
+	if p.Addr().Is4In6() {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p.Masked(), nil
 }
 
 func isLoopbackHost(host string) bool {

@@ -91,6 +91,8 @@ func TestConfigFileErrorsNameKeyAndLine(t *testing.T) {
 		{"validation: compress_types everything", "cache:\n  compress_types:\n    - text/*\n    - \"*/*\"\n", 4, "cache.compress_types[1]", "would compress every type"},
 		{"compress not a bool", "cache:\n  compress: maybe\n", 2, "cache.compress", "cannot unmarshal"},
 		{"compress_min_size negative", "cache:\n  compress_min_size: -1\n", 2, "cache.compress_min_size", "invalid size"},
+		{"validation: trusted_proxies bad CIDR", "server:\n  trusted_proxies: [10.0.0.0/8, 10.0.0.0/33]\n", 2, "server.trusted_proxies[1]", "want a CIDR"},
+		{"validation: trusted_proxies host name", "server:\n  trusted_proxies:\n    - 127.0.0.1/32\n    - proxy.example\n", 4, "server.trusted_proxies[1]", `"proxy.example"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

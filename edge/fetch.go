@@ -99,7 +99,7 @@ func forwards(f *origin.Flight) bool { return strings.HasSuffix(f.Key(), fwdFlig
 // are known, decides whether the response is shared and stored, and hands
 // the body copy to a goroutine that outlives this client.
 func (n *Node) lead(ctx *fasthttp.RequestCtx, st *reqState, f *origin.Flight, stale *cache.Entry, fwd string) {
-	oreq := n.forwardRequest(ctx, "GET", true)
+	oreq := n.forwardRequest(ctx, "GET", true, st.hop)
 	if stale != nil {
 		addValidators(oreq, stale)
 	}
@@ -479,7 +479,7 @@ func (n *Node) revalidateInBackground(ctx *fasthttp.RequestCtx, st *reqState, st
 	if !leader {
 		return
 	}
-	oreq := n.forwardRequest(ctx, "GET", true)
+	oreq := n.forwardRequest(ctx, "GET", true, hop)
 	addValidators(oreq, stale)
 	host := append([]byte(nil), ctx.Request.Header.Host()...)
 	aeSet := n.acceptedSet(&ctx.Request.Header)

@@ -130,20 +130,23 @@ func (n *Node) normalizeAcceptEncoding(h *fasthttp.RequestHeader) {
 
 // forwardRequest builds the origin request for a client request. cacheable
 // strips the client's range and conditional fields (see ownRequestHeaders);
-// validators from a stale entry are added by the caller.
-func (n *Node) forwardRequest(ctx *fasthttp.RequestCtx, method string, cacheable bool) *origin.Request {
+// validators from a stale entry are added by the caller. hop marks a shield
+// hop from a cluster peer, whose forwarding fields pass verbatim
+// (appendForwarded). The request-target goes out as received, in
+// origin-form (RFC 9110 §7.7; see target.go).
+func (n *Node) forwardRequest(ctx *fasthttp.RequestCtx, method string, cacheable, hop bool) *origin.Request {
 	req := &ctx.Request
 	conn := req.Header.Peek("Connection")
 	out := &origin.Request{
 		Method:     method,
-		RequestURI: string(req.URI().RequestURI()),
+		RequestURI: string(appendOriginForm(nil, req.Header.RequestURI())),
 		Header:     make([]origin.Field, 0, 16),
 	}
 	for k, v := range req.Header.All() {
 		if inList(hopHeaders, k) || connectionListed(conn, k) || bytes.EqualFold(k, []byte("Host")) ||
 			bytes.EqualFold(k, []byte(shieldHopHeader)) || bytes.EqualFold(k, []byte(revalidateHeader)) ||
-			bytes.EqualFold(k, []byte("X-Forwarded-For")) || bytes.EqualFold(k, []byte("X-Forwarded-Proto")) {
-			continue
+			forwardingIndex(k) >= 0 || inList(overrideHeaders, k) || inList(frontHopHeaders, k) {
+			continue // the front removed these already (sanitizeRequest); defence in depth
 		}
 		if cacheable && inList(ownRequestHeaders, k) {
 			continue
@@ -158,19 +161,14 @@ func (n *Node) forwardRequest(ctx *fasthttp.RequestCtx, method string, cacheable
 	default:
 		out.Host = n.cfg.Origin.HostHeader
 	}
-	xff := ctx.RemoteIP().String()
-	if prior := req.Header.Peek("X-Forwarded-For"); len(prior) > 0 {
-		xff = string(prior) + ", " + xff
+	var buf []byte
+	for f := range forwardingHeaders {
+		if v := appendForwarded(buf[:0], ctx, f, hop); v != nil {
+			out.Header = append(out.Header, origin.Field{Name: string(forwardingHeaders[f]), Value: string(v)})
+			buf = v
+		}
 	}
-	proto := "http"
-	if ctx.IsTLS() {
-		proto = "https"
-	}
-	out.Header = append(out.Header,
-		origin.Field{Name: "X-Forwarded-For", Value: xff},
-		origin.Field{Name: "X-Forwarded-Proto", Value: proto},
-		origin.Field{Name: "Via", Value: n.via},
-	)
+	out.Header = append(out.Header, origin.Field{Name: "Via", Value: n.via})
 	return out
 }
 

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bufio"
 	"net"
 	"path/filepath"
 	"strings"
@@ -14,13 +15,18 @@ import (
 // that hits it when passed to n.handle. hdr holds extra "Name: value" fields.
 func warmHit(tb testing.TB, n *Node, path string, hdr ...string) *fasthttp.RequestCtx {
 	tb.Helper()
+	// Parsed from wire bytes, as the server does: the front reads the raw
+	// header block (sanitizeRequest), which a request built in memory lacks.
 	var req fasthttp.Request
-	req.Header.SetMethod("GET")
-	req.SetRequestURI("http://bench.local" + path)
-	req.Header.SetHost("bench.local")
+	wire := "GET " + path + " HTTP/1.1\r\nHost: bench.local\r\n"
 	for _, h := range hdr {
-		k, v, _ := strings.Cut(h, ":")
-		req.Header.Add(k, strings.TrimSpace(v))
+		wire += h + "\r\n"
+	}
+	if err := req.Read(bufio.NewReader(strings.NewReader(wire + "\r\n"))); err != nil {
+		tb.Fatalf("parse request: %v", err)
+	}
+	if len(req.Header.RawHeaders()) == 0 {
+		tb.Fatal("parsed request kept no raw headers")
 	}
 	ctx := &fasthttp.RequestCtx{}
 	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}, nil)

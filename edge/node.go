@@ -18,6 +18,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -46,9 +47,10 @@ type Node struct {
 
 	viaBytes   []byte
 	healthPath string
-	encodings  [][]byte    // cache.accept_encodings, lower-cased
-	aeFields   [][]byte    // per set of encodings (bit i: encodings[i]), the Accept-Encoding value normalizeAcceptEncoding writes
-	compress   *compressor // cache.compress; nil when off
+	encodings  [][]byte       // cache.accept_encodings, lower-cased
+	aeFields   [][]byte       // per set of encodings (bit i: encodings[i]), the Accept-Encoding value normalizeAcceptEncoding writes
+	compress   *compressor    // cache.compress; nil when off
+	trusted    []netip.Prefix // server.trusted_proxies
 
 	store   *cache.Store
 	blobs   *cache.Blobs // off-heap bodies (cache.offheap_min_size)
@@ -123,6 +125,10 @@ func New(cfg Config, opts Options) (*Node, error) {
 		n.aeFields[set] = cache.AppendEncodingField(nil, uint(set), n.encodings)
 	}
 	n.compress = newCompressor(cfg.Cache, n.encodings)
+	for _, p := range cfg.Server.TrustedProxies {
+		pfx, _ := parseTrustedProxy(p) // Validate checked it
+		n.trusted = append(n.trusted, pfx)
+	}
 
 	store, err := cache.NewStore(cache.StoreConfig{MaxBytes: int64(cfg.Cache.MaxBytes)})
 	if err != nil {

@@ -26,6 +26,8 @@ type reqState struct {
 	num    []byte // scratch for formatting numbers
 	cs     []byte // Cache-Status value
 	hdr    *fasthttp.RequestHeader
+	ctx    *fasthttp.RequestCtx     // the request, for the forwarding fields' values (peek)
+	fv     []byte                   // scratch for a forwarding field's value (peek)
 	get    func(name []byte) []byte // st.peek bound once, so VariantKey gets no new closure
 	held   *cache.Blob              // reference held on the looked-up entry's body, released after the handler
 	body   requestBody              // the client's body as forwarded by pass
@@ -35,7 +37,17 @@ type reqState struct {
 	out    outcome                  // how the request was answered, set by whatever wrote the response
 }
 
-func (st *reqState) peek(name []byte) []byte { return st.hdr.PeekBytes(name) }
+// peek returns a request field's value for a Vary variant key. The
+// forwarding fields the edge sets itself are answered with the value the
+// origin gets (appendForwarded), not the client's, so a response varying on
+// X-Forwarded-Proto, say, is keyed by what it was made for.
+func (st *reqState) peek(name []byte) []byte {
+	if i := forwardingIndex(name); i >= 0 {
+		st.fv = appendForwarded(st.fv[:0], st.ctx, i, st.hop)
+		return st.fv
+	}
+	return st.hdr.PeekBytes(name)
+}
 
 var statePool = sync.Pool{New: func() any {
 	st := &reqState{
@@ -44,26 +56,25 @@ var statePool = sync.Pool{New: func() any {
 		ranges: make([]cache.ByteRange, 0, 4),
 		num:    make([]byte, 0, 32),
 		cs:     make([]byte, 0, 128),
+		fv:     make([]byte, 0, 128),
 	}
 	st.get = st.peek
 	return st
 }}
 
-// appendKey appends the primary cache key: lower-cased host, then the request
-// URI (or just the path when the query is ignored). An absolute-form request
-// target's host wins over the Host field (RFC 9112 §3.2.2).
+// appendKey appends the primary cache key: lower-cased host, then the
+// request-target as received, normalised by appendKeyTarget's conservative
+// rule (never fasthttp's URI().RequestURI(), which decodes %2F and resolves
+// dot-segments: see target.go). An absolute-form request target's host wins
+// over the Host field (RFC 9112 §3.2.2).
 func (n *Node) appendKey(dst []byte, req *fasthttp.Request) []byte {
-	u := req.URI()
-	for _, c := range u.Host() {
+	for _, c := range req.URI().Host() {
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		}
 		dst = append(dst, c)
 	}
-	if n.cfg.Cache.KeyIgnoreQuery {
-		return append(dst, u.PathOriginal()...)
-	}
-	return append(dst, u.RequestURI()...)
+	return appendKeyTarget(dst, req.Header.RequestURI(), n.cfg.Cache.KeyIgnoreQuery)
 }
 
 // handle is the public listener's handler. Its time, from here to its
@@ -98,16 +109,20 @@ func (n *Node) handle(ctx *fasthttp.RequestCtx) {
 		// Shield hops belong on the peer listener; one arriving here is
 		// forged or misrouted. Refuse it rather than strip it silently.
 		ctx.Error("forbidden: shield hops go to the peer listener\n", fasthttp.StatusForbidden)
-	case ctx.IsGet() || ctx.IsHead():
+	default:
+		// Before lookup: lookup, Vary variant keys and the forward must
+		// all see the one header set the origin receives (issue 10).
+		n.sanitizeRequest(ctx)
+		if !ctx.IsGet() && !ctx.IsHead() {
+			// pass forwards the body and deals with what is left of it.
+			out = n.serveUnsafe(ctx)
+			return
+		}
 		// Here, on the public listener only: it must precede the variant
 		// lookup and the forward, and shield hops arrive already normalised
 		// by the member that received the client's request.
 		n.normalizeAcceptEncoding(&ctx.Request.Header)
 		out = n.serveCacheable(ctx, false, n.requestTime(start))
-	default:
-		// pass forwards the body and deals with what is left of it.
-		out = n.serveUnsafe(ctx)
-		return
 	}
 	if ctx.Request.IsBodyStream() {
 		skipBody(ctx) // answered without reading the body (see body.go)
@@ -144,7 +159,7 @@ func (n *Node) serveCacheable(ctx *fasthttp.RequestCtx, hop bool, now time.Time)
 		out = st.out
 		releaseState(st)
 	}()
-	st.hdr = &ctx.Request.Header
+	st.hdr, st.ctx = &ctx.Request.Header, ctx
 	st.hop, st.purged, st.joined, st.out = hop, false, false, outMiss
 	st.key = n.appendKey(st.key[:0], &ctx.Request)
 	requestMeta(&st.req, &ctx.Request)
@@ -211,7 +226,7 @@ func releaseState(st *reqState) {
 		st.held.Release()
 		st.held = nil
 	}
-	st.hdr = nil
+	st.hdr, st.ctx = nil, nil
 	statePool.Put(st)
 }
 
@@ -547,6 +562,7 @@ func (h *hitForPass) forget(key []byte) {
 func (n *Node) serveUnsafe(ctx *fasthttp.RequestCtx) outcome {
 	st := statePool.Get().(*reqState)
 	defer statePool.Put(st)
+	st.hop = false // unsafe methods never come as shield hops
 	method := methodString(ctx.Method())
 	status, h := n.pass(ctx, st, method, fwdMethod)
 	if status < 200 || status >= 400 || method == "OPTIONS" || method == "TRACE" {
@@ -566,7 +582,9 @@ func (n *Node) serveUnsafe(ctx *fasthttp.RequestCtx) outcome {
 }
 
 // sameHostKey turns a Location value into a cache key when it points at the
-// same host (§4.4 forbids invalidating other hosts' URIs).
+// same host (§4.4 forbids invalidating other hosts' URIs). An absolute or
+// absolute-path reference is keyed as written, like a request target
+// (appendKeyTarget); a relative one is resolved against the request first.
 func sameHostKey(host []byte, loc string) ([]byte, bool) {
 	var u fasthttp.URI
 	if err := u.Parse(host, []byte(loc)); err != nil {
@@ -575,7 +593,19 @@ func sameHostKey(host []byte, loc string) ([]byte, bool) {
 	if !bytes.EqualFold(u.Host(), host) {
 		return nil, false
 	}
-	k := append(bytes.ToLower(append([]byte(nil), host...)), u.RequestURI()...)
+	if i := strings.IndexByte(loc, '#'); i >= 0 {
+		loc = loc[:i] // RFC 9110 §10.2.2: a fragment is not part of the target
+	}
+	var target []byte
+	switch {
+	case strings.Contains(loc, "://"), strings.HasPrefix(loc, "/") && !strings.HasPrefix(loc, "//"):
+		target = []byte(loc)
+	default:
+		// A relative reference ("b", "../b", "//host/b"): resolved by
+		// fasthttp (RFC 3986 §5.2 does remove dot-segments here).
+		target = u.RequestURI()
+	}
+	k := appendKeyTarget(bytes.ToLower(append([]byte(nil), host...)), target, false)
 	return k, true
 }
 
@@ -593,7 +623,7 @@ func (n *Node) invalidate(key []byte) {
 func (n *Node) pass(ctx *fasthttp.RequestCtx, st *reqState, method string, fwd string) (int, []origin.Field) {
 	st.out = outPass
 	n.stats.originFetches.Add(1)
-	oreq := n.forwardRequest(ctx, method, false)
+	oreq := n.forwardRequest(ctx, method, false, st.hop)
 	if !n.attachBody(ctx, st, oreq) {
 		return 0, nil
 	}

@@ -142,11 +142,7 @@ func (d *Directives) apply(name, arg []byte, hasArg bool) {
 	case 9:
 		switch {
 		case ascii.EqualFoldLower(name, "max-stale"):
-			if !hasArg {
-				d.MaxStaleAny = true
-			} else if n, ok := parseDelta(arg); ok {
-				d.MaxStale = minDelta(d.MaxStale, n)
-			}
+			d.setMaxStale(arg, hasArg)
 		case ascii.EqualFoldLower(name, "min-fresh"):
 			d.MinFresh = optionalDelta(d.MinFresh, arg, hasArg)
 		case ascii.EqualFoldLower(name, "immutable"):
@@ -178,6 +174,16 @@ func (d *Directives) apply(name, arg []byte, hasArg bool) {
 		if ascii.EqualFoldLower(name, "stale-while-revalidate") {
 			d.StaleWhileRevalidate = optionalDelta(d.StaleWhileRevalidate, arg, hasArg)
 		}
+	}
+}
+
+// setMaxStale records max-stale: without a value any staleness is accepted
+// (RFC 9111 §5.2.1.2).
+func (d *Directives) setMaxStale(arg []byte, hasArg bool) {
+	if !hasArg {
+		d.MaxStaleAny = true
+	} else if n, ok := parseDelta(arg); ok {
+		d.MaxStale = minDelta(d.MaxStale, n)
 	}
 }
 

@@ -207,8 +207,15 @@ func New(cfg Config, opts Options) (*Node, error) {
 	n.purger = &purger{store: n.store, purges: n.purges, hfp: &n.hfp, now: n.now, log: n.log}
 	n.api = n.newAdmin()
 	n.public = n.newPublicServer(n.handle)
-	n.admin = &fasthttp.Server{
-		Handler:               n.api.handle,
+	n.admin = newAdminServer(n.api.handle, n.log)
+	return n, nil
+}
+
+// newAdminServer is the admin listener's server: small fixed limits, as
+// operators and scrapers send small requests.
+func newAdminServer(h fasthttp.RequestHandler, log *slog.Logger) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:               h,
 		Name:                  "edgeshield-admin",
 		NoDefaultServerHeader: true,
 		ReadTimeout:           10 * time.Second,
@@ -216,10 +223,9 @@ func New(cfg Config, opts Options) (*Node, error) {
 		IdleTimeout:           30 * time.Second,
 		MaxRequestBodySize:    1 << 20,
 		CloseOnShutdown:       true,
-		Logger:                fasthttpLogger{n.log},
+		Logger:                fasthttpLogger{log},
 		SecureErrorLogMessage: true,
 	}
-	return n, nil
 }
 
 // newAdmin builds the admin API from the parts it reads; Start adds the

@@ -79,10 +79,8 @@ func (n *Node) ReloadTLS() error {
 	return n.certs.Reload()
 }
 
-// ExportTLSRoot writes the internal CA's root certificate (tls.mode
-// internal), for clients to trust in development.
-func (n *Node) ExportTLSRoot(w io.Writer) error { return exportTLSRoot(n.certs, w) }
-
+// exportTLSRoot writes the internal CA's root certificate (tls.mode
+// internal), for clients to trust in development (GET /tls/root.pem).
 func exportTLSRoot(m *certs.Manager, w io.Writer) error {
 	if m == nil {
 		return errors.New("tls is off")

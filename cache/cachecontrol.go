@@ -1,5 +1,7 @@
 package cache
 
+import "github.com/edgeshield/edgeshield/internal/ascii"
+
 // maxDeltaSeconds is the value a delta-seconds larger than 2^31 is clamped to
 // (RFC 9111 §1.2.2: "a cache MUST consider it to have the value 2147483648").
 const maxDeltaSeconds = 2147483648
@@ -118,64 +120,70 @@ func scanArgument(v []byte, i int) ([]byte, int) {
 func (d *Directives) apply(name, arg []byte, hasArg bool) {
 	switch len(name) {
 	case 6:
-		if equalFold(name, "public") {
+		if ascii.EqualFoldLower(name, "public") {
 			d.Public = true
 		}
 	case 7:
 		switch {
-		case equalFold(name, "max-age"):
+		case ascii.EqualFoldLower(name, "max-age"):
 			d.MaxAge = minDelta(d.MaxAge, freshnessDelta(arg, hasArg))
-		case equalFold(name, "private"):
+		case ascii.EqualFoldLower(name, "private"):
 			d.setPrivate(arg, hasArg)
 		}
 	case 8:
 		switch {
-		case equalFold(name, "s-maxage"):
+		case ascii.EqualFoldLower(name, "s-maxage"):
 			d.SMaxAge = minDelta(d.SMaxAge, freshnessDelta(arg, hasArg))
-		case equalFold(name, "no-store"):
+		case ascii.EqualFoldLower(name, "no-store"):
 			d.NoStore = true
-		case equalFold(name, "no-cache"):
+		case ascii.EqualFoldLower(name, "no-cache"):
 			d.NoCache = true
 		}
 	case 9:
 		switch {
-		case equalFold(name, "max-stale"):
-			if !hasArg {
-				d.MaxStaleAny = true
-			} else if n, ok := parseDelta(arg); ok {
-				d.MaxStale = minDelta(d.MaxStale, n)
-			}
-		case equalFold(name, "min-fresh"):
+		case ascii.EqualFoldLower(name, "max-stale"):
+			d.setMaxStale(arg, hasArg)
+		case ascii.EqualFoldLower(name, "min-fresh"):
 			d.MinFresh = optionalDelta(d.MinFresh, arg, hasArg)
-		case equalFold(name, "immutable"):
+		case ascii.EqualFoldLower(name, "immutable"):
 			d.Immutable = true
 		}
 	case 12:
-		if equalFold(name, "no-transform") {
+		if ascii.EqualFoldLower(name, "no-transform") {
 			d.NoTransform = true
 		}
 	case 14:
 		switch {
-		case equalFold(name, "stale-if-error"):
+		case ascii.EqualFoldLower(name, "stale-if-error"):
 			d.StaleIfError = optionalDelta(d.StaleIfError, arg, hasArg)
-		case equalFold(name, "only-if-cached"):
+		case ascii.EqualFoldLower(name, "only-if-cached"):
 			d.OnlyIfCached = true
 		}
 	case 15:
 		switch {
-		case equalFold(name, "must-revalidate"):
+		case ascii.EqualFoldLower(name, "must-revalidate"):
 			d.MustRevalidate = true
-		case equalFold(name, "must-understand"):
+		case ascii.EqualFoldLower(name, "must-understand"):
 			d.MustUnderstand = true
 		}
 	case 16:
-		if equalFold(name, "proxy-revalidate") {
+		if ascii.EqualFoldLower(name, "proxy-revalidate") {
 			d.ProxyRevalidate = true
 		}
 	case 22:
-		if equalFold(name, "stale-while-revalidate") {
+		if ascii.EqualFoldLower(name, "stale-while-revalidate") {
 			d.StaleWhileRevalidate = optionalDelta(d.StaleWhileRevalidate, arg, hasArg)
 		}
+	}
+}
+
+// setMaxStale records max-stale: without a value any staleness is accepted
+// (RFC 9111 §5.2.1.2).
+func (d *Directives) setMaxStale(arg []byte, hasArg bool) {
+	if !hasArg {
+		d.MaxStaleAny = true
+	} else if n, ok := parseDelta(arg); ok {
+		d.MaxStale = minDelta(d.MaxStale, n)
 	}
 }
 
@@ -202,7 +210,7 @@ func (d *Directives) PrivateField(name []byte) bool {
 		} else {
 			tok, v = v, nil
 		}
-		if asciiEqualFold(trimOWS(tok), name) {
+		if ascii.EqualFold(trimOWS(tok), name) {
 			return true
 		}
 	}
@@ -265,21 +273,3 @@ func parseDelta(b []byte) (int64, bool) {
 }
 
 func isOWS(c byte) bool { return c == ' ' || c == '\t' }
-
-// equalFold reports whether b equals the lower-case ASCII string s, ignoring
-// ASCII case in b. It avoids bytes.EqualFold's Unicode handling on a hot path.
-func equalFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != s[i] {
-			return false
-		}
-	}
-	return true
-}

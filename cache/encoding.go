@@ -3,6 +3,8 @@ package cache
 import (
 	"errors"
 	"fmt"
+
+	"github.com/edgeshield/edgeshield/internal/ascii"
 )
 
 // MaxEncodingPrefs bounds a preference list: the edge precomputes the
@@ -190,7 +192,7 @@ func parseParam(v []byte, i int) (wellFormed, positive bool, next int) {
 		}
 		arg = v[start:i]
 	}
-	if !equalFold(pname, "q") {
+	if !ascii.EqualFoldLower(pname, "q") {
 		return true, true, i
 	}
 	// A quoted weight is not a qvalue: refuse rather than guess.
@@ -226,11 +228,11 @@ func positiveQ(q []byte) bool {
 // sameCoding compares content codings case-insensitively, with the "x-"
 // aliases of §8.4.1.1 and §8.4.1.3.
 func sameCoding(a, b []byte) bool {
-	return asciiEqualFold(canonicalCoding(a), canonicalCoding(b))
+	return ascii.EqualFold(canonicalCoding(a), canonicalCoding(b))
 }
 
 func canonicalCoding(c []byte) []byte {
-	if len(c) > 2 && lower(c[0]) == 'x' && c[1] == '-' && (equalFold(c[2:], "gzip") || equalFold(c[2:], "compress")) {
+	if len(c) > 2 && ascii.Lower(c[0]) == 'x' && c[1] == '-' && (ascii.EqualFoldLower(c[2:], "gzip") || ascii.EqualFoldLower(c[2:], "compress")) {
 		return c[2:]
 	}
 	return c
@@ -276,7 +278,7 @@ func CheckEncodingPrefs(prefs []string) (int, error) {
 				return i, fmt.Errorf("%w: %q is not a token (RFC 9110 §5.6.2)", ErrBadEncodingPref, p)
 			}
 		}
-		if equalFold(b, "identity") || p == "*" {
+		if ascii.EqualFoldLower(b, "identity") || p == "*" {
 			return i, fmt.Errorf("%w: %q is not a content coding; leave it out (no Accept-Encoding asks for identity)", ErrBadEncodingPref, p)
 		}
 		for j := range i {

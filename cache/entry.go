@@ -3,6 +3,8 @@ package cache
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/edgeshield/edgeshield/internal/ascii"
 )
 
 // Field is one stored header line.
@@ -303,12 +305,12 @@ func (e *Entry) WithUpdatedHeaders(h []Field, f Freshness) *Entry {
 	arena := make([]byte, 0, size)
 	header := make([]Field, 0, len(e.Header)+len(h))
 	for _, fl := range e.Header {
-		if !hasField(h, fl.Name) || equalFold(fl.Name, "content-length") {
+		if !hasField(h, fl.Name) || ascii.EqualFoldLower(fl.Name, "content-length") {
 			header = append(header, fl)
 		}
 	}
 	for _, fl := range h {
-		if equalFold(fl.Name, "content-length") {
+		if ascii.EqualFoldLower(fl.Name, "content-length") {
 			continue
 		}
 		var c Field
@@ -316,9 +318,9 @@ func (e *Entry) WithUpdatedHeaders(h []Field, f Freshness) *Entry {
 		arena, c.Value = appendCopy(arena, fl.Value)
 		header = append(header, c)
 		switch {
-		case equalFold(c.Name, "etag"):
+		case ascii.EqualFoldLower(c.Name, "etag"):
 			n.ETag = c.Value
-		case equalFold(c.Name, "last-modified"):
+		case ascii.EqualFoldLower(c.Name, "last-modified"):
 			n.LastModified = c.Value
 		}
 	}
@@ -336,29 +338,9 @@ func appendCopy(arena, b []byte) ([]byte, []byte) {
 
 func hasField(h []Field, name []byte) bool {
 	for _, f := range h {
-		if asciiEqualFold(f.Name, name) {
+		if ascii.EqualFold(f.Name, name) {
 			return true
 		}
 	}
 	return false
-}
-
-// asciiEqualFold compares two byte slices ignoring ASCII case.
-func asciiEqualFold(a, b []byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if lower(a[i]) != lower(b[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func lower(c byte) byte {
-	if 'A' <= c && c <= 'Z' {
-		return c + 'a' - 'A'
-	}
-	return c
 }

@@ -56,14 +56,6 @@ type prefixTomb struct {
 	tomb
 }
 
-// Tombstone is one purge, as exchanged between cluster nodes.
-type Tombstone struct {
-	Kind  PurgeKind
-	Value []byte
-	Hard  bool
-	At    time.Time
-}
-
 // Purges is a concurrency-safe set of purge tombstones. A purge applies to
 // every entry stored before it (Entry.StoredAt earlier than the purge time),
 // including entries looked up long after the purge and entries of other
@@ -317,31 +309,6 @@ func (p *Purges) dropBefore(cutoff int64) {
 	}
 	clear(p.prefixes[len(kept):])
 	p.prefixes = kept
-}
-
-// Tombstones appends all tombstones to dst, e.g. for a cluster push/pull
-// state exchange. Values are copies.
-func (p *Purges) Tombstones(dst []Tombstone) []Tombstone {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	add := func(kind PurgeKind, v []byte, t tomb) {
-		if t.soft != 0 {
-			dst = append(dst, Tombstone{Kind: kind, Value: bytes.Clone(v), At: time.Unix(0, t.soft)})
-		}
-		if t.hard != 0 {
-			dst = append(dst, Tombstone{Kind: kind, Value: bytes.Clone(v), Hard: true, At: time.Unix(0, t.hard)})
-		}
-	}
-	for k, t := range p.urls {
-		add(PurgeURL, []byte(k), t)
-	}
-	for k, t := range p.tags {
-		add(PurgeTag, []byte(k), t)
-	}
-	for _, pt := range p.prefixes {
-		add(PurgePrefix, pt.value, pt.tomb)
-	}
-	return dst
 }
 
 // unixNano converts t to Unix nanoseconds, saturating outside the int64

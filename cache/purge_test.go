@@ -2,7 +2,6 @@ package cache
 
 import (
 	"fmt"
-	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -140,38 +139,6 @@ func TestPurgesCapSetsSoftFloor(t *testing.T) {
 	fresh := &Entry{Key: []byte("k"), StoredAt: t0.Add(time.Second)}
 	if purged, _ := p.Check(fresh); purged {
 		t.Errorf("Check of entry newer than everything: got purged want not purged")
-	}
-}
-
-func TestPurgesTombstones(t *testing.T) {
-	clock := t0.Add(time.Minute)
-	p := newTestPurges(time.Hour, &clock)
-	p.Add(PurgeURL, []byte("a.com/x"), false, t0)
-	p.Add(PurgeURL, []byte("a.com/x"), true, t0.Add(time.Second))
-	p.Add(PurgeTag, []byte("t"), false, t0)
-	p.Add(PurgePrefix, []byte("b.com/"), true, t0)
-	got := p.Tombstones(nil)
-	var lines []string
-	for _, ts := range got {
-		lines = append(lines, fmt.Sprintf("%v %s hard=%v %s", ts.Kind, ts.Value, ts.Hard, ts.At.UTC().Format(time.RFC3339)))
-	}
-	sort.Strings(lines)
-	want := []string{
-		"prefix b.com/ hard=true 2026-01-02T03:04:05Z",
-		"tag t hard=false 2026-01-02T03:04:05Z",
-		"url a.com/x hard=false 2026-01-02T03:04:05Z",
-		"url a.com/x hard=true 2026-01-02T03:04:06Z",
-	}
-	if fmt.Sprint(lines) != fmt.Sprint(want) {
-		t.Errorf("Tombstones:\n got %q\nwant %q", lines, want)
-	}
-	// Replaying the snapshot into another set reproduces the decisions.
-	q := newTestPurges(time.Hour, &clock)
-	for _, ts := range got {
-		q.Add(ts.Kind, ts.Value, ts.Hard, ts.At)
-	}
-	if q.Len() != p.Len() {
-		t.Errorf("Len after replay: got %d want %d", q.Len(), p.Len())
 	}
 }
 

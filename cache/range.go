@@ -3,6 +3,8 @@ package cache
 import (
 	"errors"
 	"math"
+
+	"github.com/edgeshield/edgeshield/internal/ascii"
 )
 
 // Range errors returned by ParseRange.
@@ -47,7 +49,7 @@ func (r ByteRange) Len() int64 { return r.End - r.Start + 1 }
 // A negative (unknown) size is ErrRangeInvalid.
 func ParseRange(dst []ByteRange, header []byte, size int64) ([]ByteRange, error) {
 	h := trimOWS(header)
-	if size < 0 || len(h) < 6 || !equalFold(h[:6], "bytes=") {
+	if size < 0 || len(h) < 6 || !ascii.EqualFoldLower(h[:6], "bytes=") {
 		return dst, ErrRangeInvalid
 	}
 	h = h[6:]

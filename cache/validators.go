@@ -3,6 +3,8 @@ package cache
 import (
 	"bytes"
 	"time"
+
+	"github.com/edgeshield/edgeshield/internal/ascii"
 )
 
 // ParseHTTPDate parses an HTTP-date (RFC 9110 §5.6.7) strictly: the
@@ -109,7 +111,7 @@ func digits(b []byte) (int, bool) {
 	return n, true
 }
 
-func isGMT(b []byte) bool { return equalFold(b, "gmt") }
+func isGMT(b []byte) bool { return ascii.EqualFoldLower(b, "gmt") }
 
 const monthNames = "JanFebMarAprMayJunJulAugSepOctNovDec"
 

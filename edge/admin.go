@@ -2,19 +2,40 @@ package edge
 
 import (
 	"bytes"
-	"context"
 	"crypto/subtle"
 	"encoding/json"
-	"errors"
-	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
-	"github.com/edgeshield/edgeshield/cluster"
+	"github.com/edgeshield/edgeshield/cache"
+	"github.com/edgeshield/edgeshield/edge/certs"
+	"github.com/edgeshield/edgeshield/origin"
 	"github.com/valyala/fasthttp"
 )
 
-// handleAdmin serves the operator endpoints:
+// admin is the operator API on the admin listener. It holds only what its
+// endpoints read: the store and the origin's health (readiness), a stats
+// source, the metrics exposition, the purger, and the cluster and TLS parts
+// (nil when off; Start sets them before the admin listener serves, and they
+// never change after).
+type admin struct {
+	token    string // admin.token; "" = no check
+	node     string
+	store    *cache.Store   // readiness: is anything cached to serve stale?
+	health   *origin.Health // readiness: is the origin up?
+	draining *atomic.Bool   // readiness: the node is shutting down
+	stats    func() Stats
+	metrics  exposition
+	purger   *purger
+	peers    *peerSet       // nil without a cluster
+	certs    *certs.Manager // nil when TLS is off
+	tlsMode  string
+	// recoverPanic answers 500 and counts the panic (Stats.Panics).
+	recoverPanic func(*fasthttp.RequestCtx)
+}
+
+// handle serves the operator endpoints:
 //
 //	GET  /healthz  liveness (the process serves requests)
 //	GET  /readyz   readiness (not draining; origin reachable or content cached)
@@ -30,59 +51,71 @@ import (
 //
 // When admin.token is set every request needs "Authorization: Bearer <token>";
 // Config.Validate requires it when admin.listen is not loopback.
-func (n *Node) handleAdmin(ctx *fasthttp.RequestCtx) {
-	defer n.recoverPanic(ctx)
-	if n.cfg.Admin.Token != "" && !n.authorized(ctx) {
+func (a *admin) handle(ctx *fasthttp.RequestCtx) {
+	defer a.recoverPanic(ctx)
+	if a.token != "" && !a.authorized(ctx) {
 		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="edgeshield-admin"`)
 		ctx.Error("unauthorized: admin token required\n", fasthttp.StatusUnauthorized)
 		return
 	}
 	switch string(ctx.Path()) {
 	case "/healthz":
-		writeJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "node": n.name, "version": Version})
+		writeJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "node": a.node, "version": Version})
 	case "/readyz":
-		n.serveReadiness(ctx)
+		a.serveReadiness(ctx)
 	case "/stats":
-		writeJSON(ctx, fasthttp.StatusOK, n.Stats())
+		writeJSON(ctx, fasthttp.StatusOK, a.stats())
 	case "/metrics":
-		n.serveMetrics(ctx)
+		a.metrics.serve(ctx)
 	case "/cluster":
-		if n.peers == nil {
+		if a.peers == nil {
 			ctx.Error("no cluster configured\n", fasthttp.StatusNotFound)
 			return
 		}
-		writeJSON(ctx, fasthttp.StatusOK, n.clusterStatus())
+		writeJSON(ctx, fasthttp.StatusOK, a.peers.status())
 	case "/cluster/owner":
-		n.serveOwner(ctx)
+		a.serveOwner(ctx)
 	case "/tls":
-		n.serveTLSStatus(ctx)
+		a.serveTLSStatus(ctx)
 	case "/tls/root.pem":
-		var b bytes.Buffer
-		if err := n.ExportTLSRoot(&b); err != nil {
-			ctx.Error(err.Error()+"\n", fasthttp.StatusNotFound)
-			return
-		}
-		ctx.SetContentType("application/x-pem-file")
-		ctx.SetBody(b.Bytes())
+		a.serveTLSRoot(ctx)
 	case "/purge":
 		if !ctx.IsPost() {
 			ctx.Response.Header.Set("Allow", "POST")
 			ctx.Error("use POST\n", fasthttp.StatusMethodNotAllowed)
 			return
 		}
-		n.servePurge(ctx)
+		a.servePurge(ctx)
 	default:
 		ctx.Error("not found\n", fasthttp.StatusNotFound)
 	}
 }
 
-func (n *Node) authorized(ctx *fasthttp.RequestCtx) bool {
+func (a *admin) authorized(ctx *fasthttp.RequestCtx) bool {
 	auth := ctx.Request.Header.Peek("Authorization")
 	const prefix = "Bearer "
 	if len(auth) <= len(prefix) || !strings.EqualFold(string(auth[:len(prefix)]), prefix) {
 		return false
 	}
-	return subtle.ConstantTimeCompare(auth[len(prefix):], []byte(n.cfg.Admin.Token)) == 1
+	return subtle.ConstantTimeCompare(auth[len(prefix):], []byte(a.token)) == 1
+}
+
+func (a *admin) serveTLSStatus(ctx *fasthttp.RequestCtx) {
+	if a.certs == nil {
+		writeJSON(ctx, fasthttp.StatusOK, map[string]any{"mode": "off", "certificates": []any{}})
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"mode": a.tlsMode, "certificates": a.certs.Status()})
+}
+
+func (a *admin) serveTLSRoot(ctx *fasthttp.RequestCtx) {
+	var b bytes.Buffer
+	if err := exportTLSRoot(a.certs, &b); err != nil {
+		ctx.Error(err.Error()+"\n", fasthttp.StatusNotFound)
+		return
+	}
+	ctx.SetContentType("application/x-pem-file")
+	ctx.SetBody(b.Bytes())
 }
 
 // Readiness is the /readyz document.
@@ -93,20 +126,23 @@ type Readiness struct {
 	Checks   map[string]string `json:"checks"`
 }
 
-// Ready reports whether the node should receive traffic: it is not draining,
+// Ready reports whether the node should receive traffic (GET /readyz).
+func (n *Node) Ready() Readiness { return n.api.ready() }
+
+// ready reports whether the node should receive traffic: it is not draining,
 // and either the origin answers or there is cached content to serve stale.
-func (n *Node) Ready() Readiness {
-	r := Readiness{Ready: true, Node: n.name, Checks: map[string]string{}}
-	if n.draining.Load() {
+func (a *admin) ready() Readiness {
+	r := Readiness{Ready: true, Node: a.node, Checks: map[string]string{}}
+	if a.draining.Load() {
 		r.Ready, r.Draining = false, true
 		r.Checks["drain"] = "draining: shutting down"
 	} else {
 		r.Checks["drain"] = "ok"
 	}
-	if n.peers != nil {
+	if a.peers != nil {
 		// Running alone while seeds are unreachable still serves (from
 		// cache and origin); say so rather than fail over the whole region.
-		ok, detail := n.peers.c.Joined()
+		ok, detail := a.peers.c.Joined()
 		if ok {
 			r.Checks["cluster"] = "ok: " + detail
 		} else {
@@ -116,11 +152,11 @@ func (n *Node) Ready() Readiness {
 	// A down origin with content cached still serves (stale): stay in DNS.
 	// With nothing cached every request would fail: let DNS send users to
 	// the next region. Active checks bring the node back without traffic.
-	hs := n.health.State()
+	hs := a.health.State()
 	switch {
 	case hs.Up:
 		r.Checks["origin"] = "ok"
-	case n.store.Stats().Entries > 0:
+	case a.store.Stats().Entries > 0:
 		r.Checks["origin"] = "down (" + hs.LastError + "); serving stale content"
 	default:
 		r.Ready = false
@@ -129,8 +165,8 @@ func (n *Node) Ready() Readiness {
 	return r
 }
 
-func (n *Node) serveReadiness(ctx *fasthttp.RequestCtx) {
-	r := n.Ready()
+func (a *admin) serveReadiness(ctx *fasthttp.RequestCtx) {
+	r := a.ready()
 	status := fasthttp.StatusOK
 	if !r.Ready {
 		status = fasthttp.StatusServiceUnavailable
@@ -139,19 +175,7 @@ func (n *Node) serveReadiness(ctx *fasthttp.RequestCtx) {
 	writeJSON(ctx, status, r)
 }
 
-// PurgeResult is the /purge answer.
-type PurgeResult struct {
-	Kind  string `json:"kind"`
-	Value string `json:"value"`
-	Hard  bool   `json:"hard"`
-	Found int    `json:"found"` // url purges: whether this node held the entry
-	// With wait, in a cluster: members that confirmed applying it, and those
-	// that did not before the wait expired.
-	Confirmed []string `json:"confirmed,omitempty"`
-	Missing   []string `json:"missing,omitempty"`
-}
-
-func (n *Node) servePurge(ctx *fasthttp.RequestCtx) {
+func (a *admin) servePurge(ctx *fasthttp.RequestCtx) {
 	args := ctx.QueryArgs()
 	if ctx.PostArgs().Len() > 0 {
 		args = ctx.PostArgs()
@@ -183,7 +207,7 @@ func (n *Node) servePurge(ctx *fasthttp.RequestCtx) {
 		}
 		wait = d
 	}
-	res, err := n.Purge(kind, value, hard, wait)
+	res, err := a.purger.purge(kind, value, hard, wait)
 	if err != nil {
 		ctx.Error(err.Error()+"\n", fasthttp.StatusBadRequest)
 		return
@@ -191,54 +215,8 @@ func (n *Node) servePurge(ctx *fasthttp.RequestCtx) {
 	writeJSON(ctx, fasthttp.StatusOK, res)
 }
 
-// Purge invalidates cached content, cluster-wide when the node is in a
-// cluster. kind is "url" (an absolute URL or host/path: the entry and all its
-// variants), "prefix" (every key starting with host/path-prefix) or "tag"
-// (entries whose Surrogate-Key or Cache-Tag listed it). Soft purges mark
-// entries stale so the next request revalidates (and stale-while-revalidate
-// keeps clients fast); hard ones remove them. With wait > 0 in a cluster it
-// returns once every alive member applied it, or wait expired, listing who
-// confirmed.
-func (n *Node) Purge(kind, value string, hard bool, wait time.Duration) (PurgeResult, error) {
-	res := PurgeResult{Kind: kind, Value: value, Hard: hard}
-	var v []byte
-	switch kind {
-	case "url", "prefix":
-		key, err := purgeKey(value)
-		if err != nil {
-			return res, err
-		}
-		v = key
-	case "tag":
-		v = []byte(value)
-	default:
-		return res, &ConfigError{Key: "kind", Msg: "want url, prefix or tag"}
-	}
-	now := n.now()
-	if n.peers == nil {
-		found, err := n.applyPurge(kind, v, hard, now)
-		res.Found = found
-		return res, err
-	}
-	if kind == "url" && n.store.Get(v) != nil {
-		res.Found = 1
-	}
-	p := cluster.Purge{Kind: kind, Value: string(v), Hard: hard, At: now}
-	if wait <= 0 {
-		return res, n.peers.c.Purge(context.Background(), p)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	confirmed, missing, err := n.peers.c.PurgeWait(ctx, p)
-	res.Confirmed, res.Missing = confirmed, missing
-	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return res, err
-	}
-	return res, nil
-}
-
-func (n *Node) serveOwner(ctx *fasthttp.RequestCtx) {
-	if n.peers == nil {
+func (a *admin) serveOwner(ctx *fasthttp.RequestCtx) {
+	if a.peers == nil {
 		ctx.Error("no cluster configured\n", fasthttp.StatusNotFound)
 		return
 	}
@@ -247,7 +225,7 @@ func (n *Node) serveOwner(ctx *fasthttp.RequestCtx) {
 		ctx.Error(err.Error()+"\n", fasthttp.StatusBadRequest)
 		return
 	}
-	owners := n.peers.c.Owners(nil, key)
+	owners := a.peers.c.Owners(nil, key)
 	names := make([]string, 0, len(owners))
 	for _, m := range owners {
 		names = append(names, m.Name)
@@ -257,29 +235,6 @@ func (n *Node) serveOwner(ctx *fasthttp.RequestCtx) {
 		out["owner"] = owners[0]
 	}
 	writeJSON(ctx, fasthttp.StatusOK, out)
-}
-
-// purgeKey turns "http://Host/path?q" or "host/path?q" into a cache key. The
-// path and query are taken as written and normalised like a request's
-// (appendKeyTarget), so "/%62" purges what a request for "/b" stored, and
-// "/a%2Fb" never purges "/a/b".
-func purgeKey(v string) ([]byte, error) {
-	if strings.Contains(v, "://") {
-		u, err := url.Parse(v)
-		if err != nil || u.Host == "" {
-			return nil, &ConfigError{Key: "url", Msg: "want an absolute URL like https://example.com/path"}
-		}
-		raw := v
-		if i := strings.IndexByte(raw, '#'); i >= 0 {
-			raw = raw[:i] // a fragment is never sent in a request
-		}
-		return appendKeyTarget([]byte(strings.ToLower(u.Host)), []byte(raw), false), nil
-	}
-	host, path, ok := strings.Cut(v, "/")
-	if !ok || host == "" {
-		return nil, &ConfigError{Key: "url", Msg: "want an absolute URL like https://example.com/path"}
-	}
-	return appendKeyTarget([]byte(strings.ToLower(host)), []byte("/"+path), false), nil
 }
 
 func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {

@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/edgeshield/edgeshield/cache"
 	"github.com/edgeshield/edgeshield/cluster"
 	"github.com/edgeshield/edgeshield/origin"
 	"github.com/valyala/fasthttp"
@@ -71,16 +70,54 @@ const revalidateHeader = "X-Edgeshield-Revalidate"
 // The timestamp bounds replay; the body is not signed (shield hops are GET).
 const hopMaxSkew = 60 * time.Second
 
-// peerSet is the cluster side of a node.
+// peerSet is the cluster glue of a node: membership and key ownership (the
+// cluster), the signed peer listener, and the forwarding of misses to
+// their owners. It knows the node only through the fields below.
 type peerSet struct {
-	c       *cluster.Cluster
-	key     []byte
+	c          *cluster.Cluster
+	key        []byte // cluster.secret_key: signs shield hops
+	name       string // this node's name, signed into its hops
+	now        func() time.Time
+	log        *slog.Logger
+	downFor    time.Duration       // cluster.peer_down_for
+	peerClient origin.ClientConfig // template of the clients to peers (URL set per peer)
+	// serve answers a verified hop from this node's cache or origin;
+	// recoverPanic answers 500 and counts the panic.
+	serve        func(ctx *fasthttp.RequestCtx, hop bool, now time.Time) outcome
+	recoverPanic func(*fasthttp.RequestCtx)
+
 	ln      net.Listener
 	srv     *fasthttp.Server
 	mu      sync.Mutex // guards clients
 	clients map[string]*origin.Client
 
 	forwards, forwardFailures, hopsServed, hopsRefused atomic.Uint64
+}
+
+// newPeerSet builds the glue around the peer listener ln; startCluster
+// adds the cluster.
+func (n *Node) newPeerSet(key []byte, ln net.Listener) *peerSet {
+	return &peerSet{
+		key: key, name: n.name, now: n.now, log: n.log, ln: ln,
+		downFor:      n.cfg.Cluster.PeerDownFor.D(),
+		peerClient:   n.peerClientConfig(),
+		serve:        n.serveCacheable,
+		recoverPanic: n.recoverPanic,
+		clients:      map[string]*origin.Client{},
+	}
+}
+
+// peerClientConfig is how this node talks to its peers: the origin's limits,
+// with room for the peer's own origin fetch in the header timeout.
+func (n *Node) peerClientConfig() origin.ClientConfig {
+	return origin.ClientConfig{
+		ConnectTimeout:  n.cfg.Cluster.PeerConnectTimeout.D(),
+		HeaderTimeout:   n.cfg.Origin.HeaderTimeout.D() + n.cfg.Origin.ConnectTimeout.D() + time.Second,
+		IdleReadTimeout: n.cfg.Origin.IdleReadTimeout.D() + time.Second,
+		MaxConns:        n.cfg.Origin.MaxConns,
+		MaxConnWait:     n.cfg.Origin.MaxConnWait.D(),
+		Name:            "edgeshield-peer/" + Version,
+	}
 }
 
 func decodeSecret(s string) ([]byte, error) {
@@ -114,7 +151,7 @@ func (n *Node) startCluster() error {
 	if peerAddr == "" {
 		peerAddr = ln.Addr().String()
 	}
-	p := &peerSet{key: key, ln: ln, clients: map[string]*origin.Client{}}
+	p := n.newPeerSet(key, ln)
 	c, err := cluster.New(cluster.Config{
 		NodeName:       n.name,
 		BindAddr:       cc.Bind,
@@ -138,8 +175,8 @@ func (n *Node) startCluster() error {
 	p.c = c
 	// Published only now, complete: handlers read n.peers without a lock
 	// (Start serves the public listeners after this returns).
-	n.peers = p
-	p.srv = n.newPublicServer(n.handlePeer)
+	n.peers, n.purger.cluster, n.api.peers = p, c, p
+	p.srv = n.newPublicServer(p.handle)
 	p.srv.Name = "edgeshield-peer"
 	// server.max_conns_per_ip counts client connections; its listener
 	// wrapper is not on this one, so neither is the release hook.
@@ -219,11 +256,11 @@ func (p *peerSet) verifyHop(v []byte, method, host, uri []byte, now time.Time) (
 	return string(parts[0]), nil
 }
 
-// handlePeer serves the peer listener: only signed shield hops from
+// handle serves the peer listener: only signed shield hops from
 // members, answered from this node's cache or its own (coalesced) origin
 // fetch — never forwarded again, so there are no loops.
-func (n *Node) handlePeer(ctx *fasthttp.RequestCtx) {
-	defer n.recoverPanic(ctx)
+func (p *peerSet) handle(ctx *fasthttp.RequestCtx) {
+	defer p.recoverPanic(ctx)
 	if ctx.Request.IsBodyStream() {
 		// Hops have no body; an unread one must not be read as the next
 		// request (see body.go). Nothing is forwarded, so skip it first.
@@ -231,14 +268,14 @@ func (n *Node) handlePeer(ctx *fasthttp.RequestCtx) {
 	}
 	hop := ctx.Request.Header.Peek(shieldHopHeader)
 	if len(hop) == 0 {
-		n.peers.hopsRefused.Add(1)
+		p.hopsRefused.Add(1)
 		ctx.Error("forbidden: peer listener is for cluster members\n", fasthttp.StatusForbidden)
 		return
 	}
-	from, err := n.peers.verifyHop(hop, ctx.Method(), ctx.Request.Header.Host(), ctx.Request.Header.RequestURI(), n.now())
+	from, err := p.verifyHop(hop, ctx.Method(), ctx.Request.Header.Host(), ctx.Request.Header.RequestURI(), p.now())
 	if err != nil {
-		n.peers.hopsRefused.Add(1)
-		n.log.Warn("refused shield hop", "remote", ctx.RemoteAddr().String(), "err", err)
+		p.hopsRefused.Add(1)
+		p.log.Warn("refused shield hop", "remote", ctx.RemoteAddr().String(), "err", err)
 		ctx.Error("forbidden: "+err.Error()+"\n", fasthttp.StatusForbidden)
 		return
 	}
@@ -246,66 +283,72 @@ func (n *Node) handlePeer(ctx *fasthttp.RequestCtx) {
 		ctx.Error("shield hops are GET or HEAD\n", fasthttp.StatusMethodNotAllowed)
 		return
 	}
-	n.peers.hopsServed.Add(1)
-	if n.log.Enabled(context.Background(), slog.LevelDebug) {
-		n.log.Debug("shield hop", "from", from, "uri", string(ctx.Request.Header.RequestURI()))
+	p.hopsServed.Add(1)
+	if p.log.Enabled(context.Background(), slog.LevelDebug) {
+		p.log.Debug("shield hop", "from", from, "uri", string(ctx.Request.Header.RequestURI()))
 	}
-	n.serveCacheable(ctx, true, n.now())
+	p.serve(ctx, true, p.now())
 }
 
 // upstreamOwner fetches a cacheable miss: from the key's owner when that is
-// another member, else (and always when originOnly: shield hops, origin
-// flights) from the origin. A peer that refuses, resets or times
-// out is marked down at once and the next owner in rendezvous order is
-// tried, then the origin: a client never sees a peer's failure.
+// another member (peerSet.forward), else (and always when originOnly: shield
+// hops, origin flights) from the origin.
 func (n *Node) upstreamOwner(ctx context.Context, key, host []byte, originOnly, purged bool, req *origin.Request) (*origin.Response, error) {
-	p := n.peers
-	if p == nil || originOnly {
-		return n.upstream(ctx, host, req)
+	if n.peers != nil && !originOnly {
+		if resp, ok := n.peers.forward(ctx, key, host, purged, req); ok {
+			return resp, nil
+		}
 	}
+	return n.upstream(ctx, host, req)
+}
+
+// owner is the key's first owner in rendezvous order (false when no member
+// is alive).
+func (p *peerSet) owner(key []byte) (cluster.Member, bool) { return p.c.Owner(key) }
+
+// forward sends a cacheable miss to the key's owner when that is another
+// member, signed as a shield hop. A peer that refuses, resets or times out is
+// marked down at once and the next owner in rendezvous order is tried; ok is
+// false when no peer answered (or this node owns the key), and the caller
+// asks the origin: a client never sees a peer's failure.
+func (p *peerSet) forward(ctx context.Context, key, host []byte, purged bool, req *origin.Request) (resp *origin.Response, ok bool) {
 	var buf [8]cluster.Member
 	for _, m := range p.c.Owners(buf[:0], key) {
 		if m.Self || m.PeerAddr == "" {
 			break
 		}
-		client, err := p.client(m.PeerAddr, n)
+		client, err := p.client(m.PeerAddr)
 		if err != nil {
 			continue
 		}
 		preq := *req
 		preq.Host = string(host)
 		preq.Header = append(req.Header[:len(req.Header):len(req.Header)],
-			origin.Field{Name: shieldHopHeader, Value: string(p.sign(nil, n.name, n.now().Unix(), req.Method, string(host), req.RequestURI))})
+			origin.Field{Name: shieldHopHeader, Value: string(p.sign(nil, p.name, p.now().Unix(), req.Method, string(host), req.RequestURI))})
 		if purged {
 			preq.Header = append(preq.Header, origin.Field{Name: revalidateHeader, Value: "1"})
 		}
 		p.forwards.Add(1)
 		resp, err := client.Do(ctx, &preq)
 		if err == nil {
-			return resp, nil
+			return resp, true
 		}
 		p.forwardFailures.Add(1)
-		p.c.MarkDown(m.Name, n.cfg.Cluster.PeerDownFor.D())
-		n.log.Warn("peer failed; trying the next owner", "peer", m.Name, "addr", m.PeerAddr, "err", err)
+		p.c.MarkDown(m.Name, p.downFor)
+		p.log.Warn("peer failed; trying the next owner", "peer", m.Name, "addr", m.PeerAddr, "err", err)
 	}
-	return n.upstream(ctx, host, req)
+	return nil, false
 }
 
-func (p *peerSet) client(addr string, n *Node) (*origin.Client, error) {
+func (p *peerSet) client(addr string) (*origin.Client, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.clients[addr]; ok {
 		return c, nil
 	}
-	c, err := origin.NewClient(origin.ClientConfig{
-		URL:             "http://" + addr,
-		ConnectTimeout:  n.cfg.Cluster.PeerConnectTimeout.D(),
-		HeaderTimeout:   n.cfg.Origin.HeaderTimeout.D() + n.cfg.Origin.ConnectTimeout.D() + time.Second,
-		IdleReadTimeout: n.cfg.Origin.IdleReadTimeout.D() + time.Second,
-		MaxConns:        n.cfg.Origin.MaxConns,
-		MaxConnWait:     n.cfg.Origin.MaxConnWait.D(),
-		Name:            "edgeshield-peer/" + Version,
-	})
+	cc := p.peerClient
+	cc.URL = "http://" + addr
+	c, err := origin.NewClient(cc)
 	if err != nil {
 		return nil, err
 	}
@@ -322,39 +365,16 @@ func (p *peerSet) close() {
 	p.clients = nil
 }
 
-// applyClusterPurge is the cluster's OnPurge: every purge, local or remote,
-// new or learned from a peer's tombstones on (re)join, lands here once.
-func (n *Node) applyClusterPurge(p cluster.Purge) {
-	if _, err := n.applyPurge(p.Kind, []byte(p.Value), p.Hard, p.At); err != nil {
-		n.log.Warn("cluster purge not applied", "kind", p.Kind, "value", p.Value, "err", err)
-	}
-}
+// applyClusterPurge is the cluster's OnPurge (purger.applyCluster).
+func (n *Node) applyClusterPurge(p cluster.Purge) { n.purger.applyCluster(p) }
 
-// applyPurge invalidates locally. For url purges value is the cache key.
-func (n *Node) applyPurge(kind string, value []byte, hard bool, at time.Time) (int, error) {
-	found := 0
-	switch kind {
-	case "url":
-		if e := n.store.Get(value); e != nil {
-			found = 1
-			if hard {
-				n.store.Delete(value)
-			} else {
-				e.Invalidate()
-			}
-		}
-		// Variants live under their own keys: the tombstone covers them and
-		// anything filling right now.
-		n.purges.Add(cache.PurgeURL, value, hard, at)
-		n.hfp.forget(value)
-	case "prefix":
-		n.purges.Add(cache.PurgePrefix, value, hard, at)
-	case "tag":
-		n.purges.Add(cache.PurgeTag, value, hard, at)
-	default:
-		return 0, &ConfigError{Key: "kind", Msg: "want url, prefix or tag"}
-	}
-	return found, nil
+// addStats fills the cluster figures of s.
+func (p *peerSet) addStats(s *Stats) {
+	s.ClusterAlive = p.c.Alive()
+	s.PeerForwards = p.forwards.Load()
+	s.PeerForwardFailures = p.forwardFailures.Load()
+	s.ShieldHopsServed = p.hopsServed.Load()
+	s.ShieldHopsRefused = p.hopsRefused.Load()
 }
 
 // ClusterStatus is the /cluster document.
@@ -374,16 +394,16 @@ type ClusterMember struct {
 	OwnedShare float64 `json:"owned_share"`
 }
 
-func (n *Node) clusterStatus() ClusterStatus {
-	c := n.peers.c
+func (p *peerSet) status() ClusterStatus {
+	c := p.c
 	ok, detail := c.Joined()
-	st := ClusterStatus{Node: n.name, Joined: ok, Detail: detail, Alive: c.Alive()}
+	st := ClusterStatus{Node: p.name, Joined: ok, Detail: detail, Alive: c.Alive()}
 	counts := map[string]int{}
 	const samples = 4096
 	var buf [8]byte
 	for i := 0; i < samples; i++ {
 		k := strconv.AppendInt(buf[:0], int64(i), 10)
-		if m, ok := c.Owner(k); ok {
+		if m, ok := p.owner(k); ok {
 			counts[m.Name]++
 		}
 	}

@@ -51,7 +51,7 @@ func TestRateLimit(t *testing.T) {
 	if got, want := n.Stats().RateLimited, uint64(4); got != want {
 		t.Errorf("Stats.RateLimited: got %d, want %d", got, want)
 	}
-	if !strings.Contains(string(n.appendMetrics(nil)), "edgeshield_rate_limited_total 4\n") {
+	if !strings.Contains(string(n.api.metrics.appendTo(nil)), "edgeshield_rate_limited_total 4\n") {
 		t.Errorf("metrics lack edgeshield_rate_limited_total 4")
 	}
 

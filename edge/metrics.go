@@ -208,9 +208,16 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-// appendMetrics writes the whole exposition.
-func (n *Node) appendMetrics(dst []byte) []byte {
-	s := n.Stats()
+// exposition writes GET /metrics from a stats source and the public
+// listeners' response-time histogram; it knows nothing else of the node.
+type exposition struct {
+	stats   func() Stats
+	latency *requestDurations
+}
+
+// appendTo writes the whole exposition.
+func (e exposition) appendTo(dst []byte) []byte {
+	s := e.stats()
 	dst = appendFamily(dst, "edgeshield_info", "gauge", "Always 1; the labels name the node and its version.")
 	dst = append(dst, `edgeshield_info{node="`...)
 	dst = appendLabelValue(dst, s.Node)
@@ -225,13 +232,13 @@ func (n *Node) appendMetrics(dst []byte) []byte {
 		dst = appendValue(dst, m.value(&s))
 		dst = append(dst, '\n')
 	}
-	return n.latency.appendTo(dst)
+	return e.latency.appendTo(dst)
 }
 
-func (n *Node) serveMetrics(ctx *fasthttp.RequestCtx) {
+func (e exposition) serve(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.Set("Cache-Control", "no-store")
 	ctx.SetContentType(metricsContentType)
-	ctx.SetBody(n.appendMetrics(make([]byte, 0, 16<<10)))
+	ctx.SetBody(e.appendTo(make([]byte, 0, 16<<10)))
 }
 
 func appendFamily(dst []byte, name, typ, help string) []byte {

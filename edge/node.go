@@ -59,6 +59,8 @@ type Node struct {
 	origin  *origin.Client
 	health  *origin.Health // the origin's state, from checks and real requests
 	access  *accessLog     // nil when log.access is off
+	purger  *purger        // local and cluster-wide purges
+	api     *admin         // the admin listener's endpoints
 	flights *origin.Group
 	hfp     hitForPass
 	latency requestDurations // the public listeners' response times (GET /metrics)
@@ -202,9 +204,18 @@ func New(cfg Config, opts Options) (*Node, error) {
 		}
 	}
 
+	n.purger = &purger{store: n.store, purges: n.purges, hfp: &n.hfp, now: n.now, log: n.log}
+	n.api = n.newAdmin()
 	n.public = n.newPublicServer(n.handle)
-	n.admin = &fasthttp.Server{
-		Handler:               n.handleAdmin,
+	n.admin = newAdminServer(n.api.handle, n.log)
+	return n, nil
+}
+
+// newAdminServer is the admin listener's server: small fixed limits, as
+// operators and scrapers send small requests.
+func newAdminServer(h fasthttp.RequestHandler, log *slog.Logger) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:               h,
 		Name:                  "edgeshield-admin",
 		NoDefaultServerHeader: true,
 		ReadTimeout:           10 * time.Second,
@@ -212,11 +223,31 @@ func New(cfg Config, opts Options) (*Node, error) {
 		IdleTimeout:           30 * time.Second,
 		MaxRequestBodySize:    1 << 20,
 		CloseOnShutdown:       true,
-		Logger:                fasthttpLogger{n.log},
+		Logger:                fasthttpLogger{log},
 		SecureErrorLogMessage: true,
 	}
-	return n, nil
 }
+
+// newAdmin builds the admin API from the parts it reads; Start adds the
+// cluster and TLS parts when they are on.
+func (n *Node) newAdmin() *admin {
+	return &admin{
+		token:        n.cfg.Admin.Token,
+		node:         n.name,
+		store:        n.store,
+		health:       n.health,
+		draining:     &n.draining,
+		stats:        n.Stats,
+		metrics:      exposition{stats: n.Stats, latency: &n.latency},
+		purger:       n.purger,
+		tlsMode:      n.cfg.TLS.Mode,
+		recoverPanic: n.recoverPanic,
+	}
+}
+
+// serveReadiness answers the public health path (server.health_path) as
+// /readyz does.
+func (n *Node) serveReadiness(ctx *fasthttp.RequestCtx) { n.api.serveReadiness(ctx) }
 
 func (n *Node) newPublicServer(h fasthttp.RequestHandler) *fasthttp.Server {
 	c := n.cfg.Server

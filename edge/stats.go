@@ -128,12 +128,8 @@ func (n *Node) Stats() Stats {
 	s.OriginChecksKicked = hs.Kicked
 	bs := n.blobs.Stats()
 	s.OffheapObjects, s.OffheapBytes, s.SendfileBytes, s.OffheapLeaked = bs.Files, bs.Bytes, bs.SendfileBytes, bs.Leaked
-	if p := n.peers; p != nil {
-		s.ClusterAlive = p.c.Alive()
-		s.PeerForwards = p.forwards.Load()
-		s.PeerForwardFailures = p.forwardFailures.Load()
-		s.ShieldHopsServed = p.hopsServed.Load()
-		s.ShieldHopsRefused = p.hopsRefused.Load()
+	if n.peers != nil {
+		n.peers.addStats(&s)
 	}
 	if t := s.Hits + s.Misses; t > 0 {
 		s.HitRatio = float64(s.Hits) / float64(t)

@@ -3,12 +3,12 @@ package edge
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 
 	"github.com/edgeshield/edgeshield/edge/certs"
-	"github.com/valyala/fasthttp"
 )
 
 // buildTLS creates the certificate manager once both public listeners are
@@ -51,7 +51,7 @@ func (n *Node) buildTLS(tlsLn net.Listener) error {
 	if err != nil {
 		return fmt.Errorf("tls: %w", err)
 	}
-	n.certs = m
+	n.certs, n.api.certs = m, m
 	return nil
 }
 
@@ -79,13 +79,13 @@ func (n *Node) ReloadTLS() error {
 	return n.certs.Reload()
 }
 
-// ExportTLSRoot writes the internal CA's root certificate (tls.mode
-// internal), for clients to trust in development.
-func (n *Node) ExportTLSRoot(w io.Writer) error {
-	if n.certs == nil {
-		return fmt.Errorf("tls is off")
+// exportTLSRoot writes the internal CA's root certificate (tls.mode
+// internal), for clients to trust in development (GET /tls/root.pem).
+func exportTLSRoot(m *certs.Manager, w io.Writer) error {
+	if m == nil {
+		return errors.New("tls is off")
 	}
-	return n.certs.ExportRoot(w)
+	return m.ExportRoot(w)
 }
 
 // TLSAddr is the HTTPS listener's address ("" when TLS is off).
@@ -94,12 +94,4 @@ func (n *Node) TLSAddr() string {
 		return ""
 	}
 	return n.tlsLn.Addr().String()
-}
-
-func (n *Node) serveTLSStatus(ctx *fasthttp.RequestCtx) {
-	if n.certs == nil {
-		writeJSON(ctx, fasthttp.StatusOK, map[string]any{"mode": "off", "certificates": []any{}})
-		return
-	}
-	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"mode": n.cfg.TLS.Mode, "certificates": n.certs.Status()})
 }

@@ -1,0 +1,147 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/edgeshield/edgeshield/cache"
+	"github.com/edgeshield/edgeshield/cluster"
+)
+
+// purger applies purges: to this node's store, tombstones and hit-for-pass
+// markers, and, in a cluster, to every member through the cluster (which
+// calls applyCluster back on each member, this one included).
+type purger struct {
+	store  *cache.Store
+	purges *cache.Purges
+	hfp    *hitForPass
+	now    func() time.Time
+	log    *slog.Logger
+	// cluster is nil without one; Start sets it before any listener serves
+	// and it never changes after.
+	cluster *cluster.Cluster
+}
+
+// PurgeResult is the /purge answer.
+type PurgeResult struct {
+	Kind  string `json:"kind"`
+	Value string `json:"value"`
+	Hard  bool   `json:"hard"`
+	Found int    `json:"found"` // url purges: whether this node held the entry
+	// With wait, in a cluster: members that confirmed applying it, and those
+	// that did not before the wait expired.
+	Confirmed []string `json:"confirmed,omitempty"`
+	Missing   []string `json:"missing,omitempty"`
+}
+
+// Purge invalidates cached content, cluster-wide when the node is in a
+// cluster. kind is "url" (an absolute URL or host/path: the entry and all its
+// variants), "prefix" (every key starting with host/path-prefix) or "tag"
+// (entries whose Surrogate-Key or Cache-Tag listed it). Soft purges mark
+// entries stale so the next request revalidates (and stale-while-revalidate
+// keeps clients fast); hard ones remove them. With wait > 0 in a cluster it
+// returns once every alive member applied it, or wait expired, listing who
+// confirmed.
+func (n *Node) Purge(kind, value string, hard bool, wait time.Duration) (PurgeResult, error) {
+	return n.purger.purge(kind, value, hard, wait)
+}
+
+func (p *purger) purge(kind, value string, hard bool, wait time.Duration) (PurgeResult, error) {
+	res := PurgeResult{Kind: kind, Value: value, Hard: hard}
+	var v []byte
+	switch kind {
+	case "url", "prefix":
+		key, err := purgeKey(value)
+		if err != nil {
+			return res, err
+		}
+		v = key
+	case "tag":
+		v = []byte(value)
+	default:
+		return res, &ConfigError{Key: "kind", Msg: "want url, prefix or tag"}
+	}
+	now := p.now()
+	if p.cluster == nil {
+		found, err := p.apply(kind, v, hard, now)
+		res.Found = found
+		return res, err
+	}
+	if kind == "url" && p.store.Get(v) != nil {
+		res.Found = 1
+	}
+	cp := cluster.Purge{Kind: kind, Value: string(v), Hard: hard, At: now}
+	if wait <= 0 {
+		return res, p.cluster.Purge(context.Background(), cp)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	confirmed, missing, err := p.cluster.PurgeWait(ctx, cp)
+	res.Confirmed, res.Missing = confirmed, missing
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return res, err
+	}
+	return res, nil
+}
+
+// applyCluster is the cluster's OnPurge: every purge, local or remote,
+// new or learned from a peer's tombstones on (re)join, lands here once.
+func (p *purger) applyCluster(cp cluster.Purge) {
+	if _, err := p.apply(cp.Kind, []byte(cp.Value), cp.Hard, cp.At); err != nil {
+		p.log.Warn("cluster purge not applied", "kind", cp.Kind, "value", cp.Value, "err", err)
+	}
+}
+
+// apply invalidates locally. For url purges value is the cache key.
+func (p *purger) apply(kind string, value []byte, hard bool, at time.Time) (int, error) {
+	found := 0
+	switch kind {
+	case "url":
+		if e := p.store.Get(value); e != nil {
+			found = 1
+			if hard {
+				p.store.Delete(value)
+			} else {
+				e.Invalidate()
+			}
+		}
+		// Variants live under their own keys: the tombstone covers them and
+		// anything filling right now.
+		p.purges.Add(cache.PurgeURL, value, hard, at)
+		p.hfp.forget(value)
+	case "prefix":
+		p.purges.Add(cache.PurgePrefix, value, hard, at)
+	case "tag":
+		p.purges.Add(cache.PurgeTag, value, hard, at)
+	default:
+		return 0, &ConfigError{Key: "kind", Msg: "want url, prefix or tag"}
+	}
+	return found, nil
+}
+
+// purgeKey turns "http://Host/path?q" or "host/path?q" into a cache key. The
+// path and query are taken as written and normalised like a request's
+// (appendKeyTarget), so "/%62" purges what a request for "/b" stored, and
+// "/a%2Fb" never purges "/a/b".
+func purgeKey(v string) ([]byte, error) {
+	if strings.Contains(v, "://") {
+		u, err := url.Parse(v)
+		if err != nil || u.Host == "" {
+			return nil, &ConfigError{Key: "url", Msg: "want an absolute URL like https://example.com/path"}
+		}
+		raw := v
+		if i := strings.IndexByte(raw, '#'); i >= 0 {
+			raw = raw[:i] // a fragment is never sent in a request
+		}
+		return appendKeyTarget([]byte(strings.ToLower(u.Host)), []byte(raw), false), nil
+	}
+	host, path, ok := strings.Cut(v, "/")
+	if !ok || host == "" {
+		return nil, &ConfigError{Key: "url", Msg: "want an absolute URL like https://example.com/path"}
+	}
+	return appendKeyTarget([]byte(strings.ToLower(host)), []byte("/"+path), false), nil
+}

@@ -34,6 +34,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/edgeshield/edgeshield/internal/ascii"
 	"github.com/valyala/fasthttp"
 )
 
@@ -511,12 +512,12 @@ func (f *frameCheck) transferCodings(v []byte) *framingError {
 			}
 		}
 		if f.chunked {
-			if asciiEqualFold(elem, "chunked") {
+			if ascii.EqualFoldLower(elem, "chunked") {
 				return errTEChunkedTwice
 			}
 			return errTENotChunked // a coding after chunked
 		}
-		if asciiEqualFold(elem, "chunked") {
+		if ascii.EqualFoldLower(elem, "chunked") {
 			f.chunked = true
 		} else {
 			other = true
@@ -569,21 +570,6 @@ func trimOWS(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
-}
-
-func asciiEqualFold(b []byte, lower string) bool {
-	if len(b) != len(lower) {
-		return false
-	}
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // frontListener wraps a public (or peer) listener so that every connection
@@ -698,7 +684,7 @@ func connectionHasClose(raw []byte) bool {
 			raw = nil
 		}
 		colon := bytes.IndexByte(line, ':')
-		if colon != len("connection") || !asciiEqualFold(line[:colon], "connection") {
+		if colon != len("connection") || !ascii.EqualFoldLower(line[:colon], "connection") {
 			continue
 		}
 		v := line[colon+1:]
@@ -709,7 +695,7 @@ func connectionHasClose(raw []byte) bool {
 			} else {
 				v = nil
 			}
-			if asciiEqualFold(bytes.TrimRight(trimOWS(tok), "\r"), "close") {
+			if ascii.EqualFoldLower(bytes.TrimRight(trimOWS(tok), "\r"), "close") {
 				return true
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/edgeshield/edgeshield/cache"
+	"github.com/edgeshield/edgeshield/internal/ascii"
 	"github.com/edgeshield/edgeshield/origin"
 	"github.com/valyala/fasthttp"
 )
@@ -56,14 +57,15 @@ var unstoredResponseHeaders = [][]byte{
 
 func inList(list [][]byte, name []byte) bool {
 	for _, h := range list {
-		if bytes.EqualFold(h, name) {
+		if ascii.EqualFold(h, name) {
 			return true
 		}
 	}
 	return false
 }
 
-// connectionListed reports whether name is a token in the Connection field.
+// connectionListed reports whether name is a token in the comma-separated
+// list conn (the Connection field, or any other token list).
 func connectionListed(conn, name []byte) bool {
 	for len(conn) > 0 {
 		var tok []byte
@@ -72,7 +74,7 @@ func connectionListed(conn, name []byte) bool {
 		} else {
 			tok, conn = conn, nil
 		}
-		if bytes.EqualFold(bytes.TrimSpace(tok), name) {
+		if ascii.EqualFold(bytes.TrimSpace(tok), name) {
 			return true
 		}
 	}
@@ -313,12 +315,12 @@ func surrogateKeys(h []origin.Field) [][]byte {
 	return out
 }
 
+// containsToken reports whether tok is a member of any of the comma-separated
+// lists in values.
 func containsToken(values []string, tok string) bool {
 	for _, v := range values {
-		for _, t := range bytes.Split([]byte(v), []byte(",")) {
-			if bytes.EqualFold(bytes.TrimSpace(t), []byte(tok)) {
-				return true
-			}
+		if connectionListed([]byte(v), []byte(tok)) {
+			return true
 		}
 	}
 	return false

@@ -157,7 +157,6 @@ func New(cfg Config, opts Options) (*Node, error) {
 		n.store.Close()
 		return nil, errors.New(`origin.url "demo" is resolved by the caller: start the demo origin and set its URL`)
 	}
-	originURL := cfg.Origin.URL
 	var tlsConf *tls.Config
 	if cfg.Origin.CAFile != "" {
 		pem, err := os.ReadFile(cfg.Origin.CAFile)
@@ -175,16 +174,10 @@ func New(cfg Config, opts Options) (*Node, error) {
 		}
 		tlsConf = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	client, err := origin.NewClient(origin.ClientConfig{
-		URL:             originURL,
-		ConnectTimeout:  cfg.Origin.ConnectTimeout.D(),
-		HeaderTimeout:   cfg.Origin.HeaderTimeout.D(),
-		IdleReadTimeout: cfg.Origin.IdleReadTimeout.D(),
-		MaxConns:        cfg.Origin.MaxConns,
-		MaxConnWait:     cfg.Origin.MaxConnWait.D(),
-		TLS:             tlsConf,
-		Name:            "edgeshield/" + Version,
-	})
+	oc := cfg.Origin.ClientConfig // the operator's keys; the rest is the node's
+	oc.TLS = tlsConf
+	oc.Name = "edgeshield/" + Version
+	client, err := origin.NewClient(oc)
 	if err != nil {
 		n.closeParts()
 		return nil, &ConfigError{Key: "origin.url", Msg: err.Error()}
@@ -529,23 +522,19 @@ func (n *Node) newHealth() (*origin.Health, error) {
 	if h := n.cfg.Origin.HostHeader; h != "pass" && h != "origin" {
 		host = h
 	}
-	return origin.NewHealth(origin.HealthConfig{
-		Interval: hc.Interval.D(),
-		Timeout:  hc.Timeout.D(),
-		Rise:     hc.Rise,
-		Fall:     hc.Fall,
-		Check: func(ctx context.Context) error {
-			return n.origin.Check(ctx, hc.Path, host)
-		},
-		OnChange: func(up bool, cause error) {
-			if up {
-				n.log.Info("origin is up", "origin", n.cfg.Origin.URL)
-			} else {
-				n.log.Warn("origin is down; misses are answered from stale copies or with 502 until it passes its checks",
-					"origin", n.cfg.Origin.URL, "err", cause, "active_checks", hc.Interval > 0)
-			}
-		},
-	})
+	hcc := hc.HealthConfig
+	hcc.Check = func(ctx context.Context) error {
+		return n.origin.Check(ctx, hc.Path, host)
+	}
+	hcc.OnChange = func(up bool, cause error) {
+		if up {
+			n.log.Info("origin is up", "origin", n.cfg.Origin.URL)
+		} else {
+			n.log.Warn("origin is down; misses are answered from stale copies or with 502 until it passes its checks",
+				"origin", n.cfg.Origin.URL, "err", cause, "active_checks", hc.Interval > 0)
+		}
+	}
+	return origin.NewHealth(hcc)
 }
 
 // badRequest answers requests fasthttp could not parse or the front door

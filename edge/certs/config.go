@@ -221,6 +221,10 @@ func (cfg Config) withDefaults() Config {
 	return cfg
 }
 
+// DefaultConfig is the zero Config with its mode spelled out: zero fields
+// mean New's defaults (the Default* constants).
+func DefaultConfig() Config { return Config{Mode: ModeOff} }
+
 // Validate checks cfg as New would, after New's defaults. Errors are
 // *conf.FieldError values naming the yaml key; New wraps them in
 // ErrInvalidConfig.

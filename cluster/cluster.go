@@ -21,6 +21,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -460,13 +461,8 @@ func parseAdvertise(s string) (netip.AddrPort, error) {
 	return parseAddrPort(s, false)
 }
 
-// createMemberlist binds the transport (retrying the racy port-0 case: the
-// kernel picks the TCP port, which may then be taken for UDP) and creates the
-// memberlist with our delegates.
-func (c *Cluster) createMemberlist() (*memberlist.Memberlist, error) {
-	cfg := c.cfg
-	bind, _ := parseAddrPort(cfg.BindAddr, true)
-	mlLog := newMemberlistLogger(c.log)
+// bindTransport binds the gossip transport, retrying the racy port-0 case.
+func bindTransport(bind netip.AddrPort, mlLog *log.Logger) (*memberlist.NetTransport, error) {
 	var nt *memberlist.NetTransport
 	var err error
 	for range 10 {
@@ -479,6 +475,17 @@ func (c *Cluster) createMemberlist() (*memberlist.Memberlist, error) {
 			break
 		}
 	}
+	return nt, err
+}
+
+// createMemberlist binds the transport (retrying the racy port-0 case: the
+// kernel picks the TCP port, which may then be taken for UDP) and creates the
+// memberlist with our delegates.
+func (c *Cluster) createMemberlist() (*memberlist.Memberlist, error) {
+	cfg := c.cfg
+	bind, _ := parseAddrPort(cfg.BindAddr, true)
+	mlLog := newMemberlistLogger(c.log)
+	nt, err := bindTransport(bind, mlLog)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: bind gossip %s: %w", cfg.BindAddr, err)
 	}

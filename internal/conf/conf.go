@@ -11,10 +11,7 @@
 // the edge (or each other).
 package conf
 
-import (
-	"errors"
-	"fmt"
-)
+import "fmt"
 
 // FieldError is a bad configuration value. Field is the yaml key relative
 // to the struct that Validate was called on: "storage",
@@ -29,14 +26,4 @@ func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
 // Errorf returns a *FieldError for field.
 func Errorf(field, format string, args ...any) error {
 	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
-}
-
-// Within prefixes the Field of a *FieldError in err with parent (a nested
-// struct's key); other errors are returned unchanged.
-func Within(parent string, err error) error {
-	var fe *FieldError
-	if !errors.As(err, &fe) {
-		return err
-	}
-	return &FieldError{Field: parent + "." + fe.Field, Msg: fe.Msg}
 }

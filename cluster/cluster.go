@@ -18,8 +18,10 @@
 package cluster
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -29,6 +31,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgeshield/edgeshield/internal/conf"
 	"github.com/hashicorp/memberlist"
 )
 
@@ -63,78 +66,81 @@ const (
 )
 
 // Config configures a Cluster. The zero value of each field selects the
-// default named in its comment. Only PeerAddr is always required.
+// default named in its comment. Only PeerAddr is always required. The yaml
+// keys are the edge's cluster block (configs/cluster-node1.yaml); fields
+// tagged "-" are set by the program, not the operator. Durations are
+// time.Duration for Go callers; the edge's loader reads "30s" into them.
 type Config struct {
 	// NodeName is the unique member name. Empty means the host name.
-	NodeName string
+	NodeName string `yaml:"-"`
 	// BindAddr is the gossip "ip:port" for both UDP and TCP. Port 0 picks a
 	// free port (see Cluster.GossipAddr). Empty means DefaultBindAddr.
-	BindAddr string
+	BindAddr string `yaml:"bind"`
 	// AdvertiseAddr is the "ip" or "ip:port" other members use to reach this
 	// node's gossip listener. Empty means the bind address, which then must
 	// not be unspecified (0.0.0.0 or ::).
-	AdvertiseAddr string
+	AdvertiseAddr string `yaml:"advertise"`
 	// PeerAddr is this node's peer HTTP "host:port", published in the node
 	// metadata so that other members can forward misses to it. Required.
-	PeerAddr string
+	PeerAddr string `yaml:"-"`
 	// PublicAddr is the optional public address, published in the metadata.
-	PublicAddr string
+	PublicAddr string `yaml:"-"`
 	// Region is the region label published in the metadata.
-	Region string
+	Region string `yaml:"region"`
 	// Version is the software version published in the metadata.
-	Version string
+	Version string `yaml:"-"`
 	// Seeds are gossip "host:port" addresses to join at start and re-join
 	// every RejoinInterval. Empty means a single-node cluster until another
 	// node joins us.
-	Seeds []string
+	Seeds []string `yaml:"seeds"`
 	// SecretKey is the AES key (16, 24 or 32 bytes) that encrypts and
 	// authenticates all gossip. It is required unless the bind address, the
 	// advertise address and every seed are loopback. Nodes with a different
 	// key cannot join: the error and the logs say "secret key mismatch".
-	SecretKey []byte
+	SecretKey Key `yaml:"secret_key"`
 	// RejoinInterval is the period of the re-join of the seeds. Re-joining
 	// heals a partition that lasted longer than GossipToTheDeadTime, after
 	// which memberlist stops talking to the other side. Zero means
 	// DefaultRejoinInterval; it is jittered by ±10%.
-	RejoinInterval time.Duration
+	RejoinInterval time.Duration `yaml:"rejoin_interval"`
 	// JoinRetryMax caps the exponential backoff between the first join
 	// attempts. Zero means DefaultJoinRetryMax.
-	JoinRetryMax time.Duration
+	JoinRetryMax time.Duration `yaml:"-"`
 	// ShieldRegion, when set, restricts owners to members of this region so
 	// that misses from every region funnel through it. When no member of the
 	// region is available, owners are chosen among all members.
-	ShieldRegion string
+	ShieldRegion string `yaml:"shield_region"`
 	// PurgeTTL is how long a purge tombstone is kept and exchanged, counted
 	// from Purge.At. Zero means DefaultPurgeTTL.
-	PurgeTTL time.Duration
+	PurgeTTL time.Duration `yaml:"-"`
 	// MaxTombstones bounds the tombstone set; the oldest are dropped beyond
 	// it (with a warning). Zero means DefaultMaxTombstones.
-	MaxTombstones int
+	MaxTombstones int `yaml:"-"`
 	// OnPurge is called exactly once per purge ID this node learns about, the
 	// local ones included, before Purge returns for a local purge, and never
 	// after Close returned. It must not block for long (remote purges are
 	// delivered on the gossip receive path) and must not call Purge,
 	// PurgeWait or Close.
-	OnPurge func(Purge)
+	OnPurge func(Purge) `yaml:"-"`
 	// OnChange is called (asynchronously, coalesced) after members joined,
 	// left, failed or changed metadata. It must not block for long.
-	OnChange func()
+	OnChange func() `yaml:"-"`
 	// Logger receives cluster and memberlist logs (memberlist's with
 	// source=memberlist). Nil means slog.Default().
-	Logger *slog.Logger
+	Logger *slog.Logger `yaml:"-"`
 
 	// Timing knobs, mostly for tests. Zero means memberlist.DefaultLANConfig's
 	// value, except DeadNodeReclaimTime (DefaultDeadNodeReclaimTime).
-	ProbeInterval       time.Duration
-	ProbeTimeout        time.Duration
-	GossipInterval      time.Duration
-	PushPullInterval    time.Duration
-	GossipToTheDeadTime time.Duration
-	DeadNodeReclaimTime time.Duration
-	SuspicionMult       int
+	ProbeInterval       time.Duration `yaml:"-"`
+	ProbeTimeout        time.Duration `yaml:"-"`
+	GossipInterval      time.Duration `yaml:"-"`
+	PushPullInterval    time.Duration `yaml:"-"`
+	GossipToTheDeadTime time.Duration `yaml:"-"`
+	DeadNodeReclaimTime time.Duration `yaml:"-"`
+	SuspicionMult       int           `yaml:"-"`
 	// TCPTimeout bounds gossip TCP dials and push/pull exchanges; Close may
 	// wait this long for an in-flight join. Zero means memberlist's 10s.
-	TCPTimeout time.Duration
+	TCPTimeout time.Duration `yaml:"-"`
 
 	// wrapTransport is a test hook that wraps the gossip transport (used to
 	// simulate partitions). Nil in production.
@@ -274,71 +280,111 @@ func New(cfg Config) (*Cluster, error) {
 	return c, nil
 }
 
-// fill applies defaults and validates. Errors name the Config field.
+// Key is the gossip secret key. Its text form (YAML, environment) is
+// base64; in Go it is the raw bytes, and a []byte can be assigned to it.
+type Key []byte
+
+// UnmarshalText decodes base64.
+func (k *Key) UnmarshalText(text []byte) error {
+	b, err := base64.StdEncoding.DecodeString(string(text))
+	if err != nil {
+		return fmt.Errorf("not base64: %w", err)
+	}
+	*k = b
+	return nil
+}
+
+// DefaultConfig is the configuration New gives the zero fields that the
+// edge's cluster block shows (the rest are timing knobs and callbacks).
+func DefaultConfig() Config {
+	return Config{BindAddr: DefaultBindAddr, RejoinInterval: DefaultRejoinInterval}
+}
+
+// Validate checks cfg without filling defaults or requiring what only New
+// needs (PeerAddr, NodeName), so a configuration can be checked before the
+// node binds its listeners. When PeerAddr is set it counts in the loopback
+// rule of SecretKey. Errors are *conf.FieldError values naming the yaml key
+// (the Go field for fields not in YAML).
+func (cfg *Config) Validate() error {
+	bindAddr := cfg.BindAddr
+	if bindAddr == "" {
+		bindAddr = DefaultBindAddr
+	}
+	bind, err := parseAddrPort(bindAddr, true)
+	if err != nil {
+		return conf.Errorf("bind", "%v", err)
+	}
+	if cfg.AdvertiseAddr == "" {
+		if bind.Addr().IsUnspecified() {
+			return conf.Errorf("advertise", "required when bind %q is unspecified (0.0.0.0 or ::)", bindAddr)
+		}
+	} else if _, err := parseAdvertise(cfg.AdvertiseAddr); err != nil {
+		return conf.Errorf("advertise", "%v", err)
+	}
+	switch len(cfg.SecretKey) {
+	case 0:
+		if a := cfg.notLoopback(bind); a != "" {
+			return conf.Errorf("secret_key", "required unless every cluster address is loopback (%q is not): base64 of 16, 24 or 32 random bytes, e.g. `head -c32 /dev/urandom | base64`", a)
+		}
+	case 16, 24, 32:
+	default:
+		return conf.Errorf("secret_key", "must be 16, 24 or 32 bytes (AES-128/192/256), got %d", len(cfg.SecretKey))
+	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{{"rejoin_interval", cfg.RejoinInterval}, {"JoinRetryMax", cfg.JoinRetryMax}, {"PurgeTTL", cfg.PurgeTTL}, {"DeadNodeReclaimTime", cfg.DeadNodeReclaimTime}} {
+		if d.v < 0 {
+			return conf.Errorf(d.field, "must not be negative, got %v", d.v)
+		}
+	}
+	if cfg.MaxTombstones < 0 {
+		return conf.Errorf("MaxTombstones", "must not be negative")
+	}
+	return nil
+}
+
+// fill validates and applies defaults. Errors wrap ErrInvalidConfig.
 func (cfg *Config) fill() error {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, a...)...)
+	bad := func(field, format string, a ...any) error {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, conf.Errorf(field, format, a...))
 	}
 	if cfg.NodeName == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {
-			return bad("NodeName is empty and the host name is unknown: %v", err)
+			return bad("NodeName", "empty and the host name is unknown: %v", err)
 		}
 		cfg.NodeName = h
 	}
 	if err := checkText(cfg.NodeName, maxNodeNameLen); err != nil {
-		return bad("NodeName %q: %w", cfg.NodeName, err)
+		return bad("NodeName", "%q: %v", cfg.NodeName, err)
+	}
+	if cfg.PeerAddr == "" {
+		return bad("PeerAddr", "required")
+	}
+	host, _, err := net.SplitHostPort(cfg.PeerAddr)
+	if err != nil {
+		return bad("PeerAddr", "want host:port, got %q", cfg.PeerAddr)
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
+		return bad("PeerAddr", "%q is unspecified: other members could not reach it; advertise a routable address", cfg.PeerAddr)
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	if cfg.BindAddr == "" {
 		cfg.BindAddr = DefaultBindAddr
 	}
-	bind, err := parseAddrPort("BindAddr", cfg.BindAddr, true)
-	if err != nil {
-		return bad("%w", err)
-	}
-	if cfg.AdvertiseAddr == "" {
-		if bind.Addr().IsUnspecified() {
-			return bad("AdvertiseAddr is required when BindAddr %q is unspecified (0.0.0.0 or ::)", cfg.BindAddr)
-		}
-	} else if _, err := parseAdvertise(cfg.AdvertiseAddr); err != nil {
-		return bad("%w", err)
-	}
-	if cfg.PeerAddr == "" {
-		return bad("PeerAddr is required")
-	}
-	if host, _, err := net.SplitHostPort(cfg.PeerAddr); err == nil {
-		if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
-			return bad("PeerAddr %q is unspecified: other members could not reach it; advertise a routable address", cfg.PeerAddr)
-		}
-	}
-	switch len(cfg.SecretKey) {
-	case 0:
-		if !cfg.allLoopback(bind) {
-			return bad("SecretKey is required unless BindAddr, AdvertiseAddr and all Seeds are loopback")
-		}
-	case 16, 24, 32:
-	default:
-		return bad("SecretKey must be 16, 24 or 32 bytes (AES-128/192/256), got %d", len(cfg.SecretKey))
-	}
 	for _, d := range []struct {
-		name string
-		v    *time.Duration
-		def  time.Duration
+		v   *time.Duration
+		def time.Duration
 	}{
-		{"RejoinInterval", &cfg.RejoinInterval, DefaultRejoinInterval},
-		{"JoinRetryMax", &cfg.JoinRetryMax, DefaultJoinRetryMax},
-		{"PurgeTTL", &cfg.PurgeTTL, DefaultPurgeTTL},
-		{"DeadNodeReclaimTime", &cfg.DeadNodeReclaimTime, DefaultDeadNodeReclaimTime},
+		{&cfg.RejoinInterval, DefaultRejoinInterval}, {&cfg.JoinRetryMax, DefaultJoinRetryMax},
+		{&cfg.PurgeTTL, DefaultPurgeTTL}, {&cfg.DeadNodeReclaimTime, DefaultDeadNodeReclaimTime},
 	} {
-		if *d.v < 0 {
-			return bad("%s must not be negative", d.name)
-		}
 		if *d.v == 0 {
 			*d.v = d.def
 		}
-	}
-	if cfg.MaxTombstones < 0 {
-		return bad("MaxTombstones must not be negative")
 	}
 	if cfg.MaxTombstones == 0 {
 		cfg.MaxTombstones = DefaultMaxTombstones
@@ -354,19 +400,25 @@ func (cfg *Config) fill() error {
 	return nil
 }
 
-// allLoopback reports whether gossip can only ever reach this host, the one
-// case where running without encryption is acceptable.
-func (cfg *Config) allLoopback(bind netip.AddrPort) bool {
+// notLoopback returns the first address (bind, advertise, PeerAddr, a
+// seed) that can reach beyond this host, or "" when gossip can only ever
+// reach this host: the one case where running without encryption is
+// acceptable.
+func (cfg *Config) notLoopback(bind netip.AddrPort) string {
 	if !bind.Addr().IsLoopback() {
-		return false
+		return bind.String()
 	}
 	if cfg.AdvertiseAddr != "" {
 		a, err := parseAdvertise(cfg.AdvertiseAddr)
 		if err != nil || !a.Addr().IsLoopback() {
-			return false
+			return cfg.AdvertiseAddr
 		}
 	}
-	for _, s := range cfg.Seeds {
+	all := append([]string(nil), cfg.Seeds...)
+	if cfg.PeerAddr != "" {
+		all = append(all, cfg.PeerAddr)
+	}
+	for _, s := range all {
 		host, _, err := net.SplitHostPort(s)
 		if err != nil {
 			host = s
@@ -376,27 +428,27 @@ func (cfg *Config) allLoopback(bind netip.AddrPort) bool {
 		}
 		ip, err := netip.ParseAddr(host)
 		if err != nil || !ip.IsLoopback() {
-			return false
+			return s
 		}
 	}
-	return true
+	return ""
 }
 
-func parseAddrPort(field, s string, allowEmptyHost bool) (netip.AddrPort, error) {
+func parseAddrPort(s string, allowEmptyHost bool) (netip.AddrPort, error) {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("%s %q: %w", field, s, err)
+		return netip.AddrPort{}, fmt.Errorf("%q: %w", s, err)
 	}
 	if host == "" && allowEmptyHost {
 		host = "0.0.0.0"
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("%s %q: host must be an IP address: %w", field, s, err)
+		return netip.AddrPort{}, fmt.Errorf("%q: host must be an IP address: %w", s, err)
 	}
 	p, err := strconv.ParseUint(port, 10, 16)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("%s %q: bad port: %w", field, s, err)
+		return netip.AddrPort{}, fmt.Errorf("%q: bad port: %w", s, err)
 	}
 	return netip.AddrPortFrom(ip.Unmap(), uint16(p)), nil
 }
@@ -406,16 +458,11 @@ func parseAdvertise(s string) (netip.AddrPort, error) {
 	if ip, err := netip.ParseAddr(s); err == nil {
 		return netip.AddrPortFrom(ip.Unmap(), 0), nil
 	}
-	return parseAddrPort("AdvertiseAddr", s, false)
+	return parseAddrPort(s, false)
 }
 
-// createMemberlist binds the transport (retrying the racy port-0 case: the
-// kernel picks the TCP port, which may then be taken for UDP) and creates the
-// memberlist with our delegates.
-func (c *Cluster) createMemberlist() (*memberlist.Memberlist, error) {
-	cfg := c.cfg
-	bind, _ := parseAddrPort("BindAddr", cfg.BindAddr, true)
-	mlLog := newMemberlistLogger(c.log)
+// bindTransport binds the gossip transport, retrying the racy port-0 case.
+func bindTransport(bind netip.AddrPort, mlLog *log.Logger) (*memberlist.NetTransport, error) {
 	var nt *memberlist.NetTransport
 	var err error
 	for range 10 {
@@ -428,6 +475,17 @@ func (c *Cluster) createMemberlist() (*memberlist.Memberlist, error) {
 			break
 		}
 	}
+	return nt, err
+}
+
+// createMemberlist binds the transport (retrying the racy port-0 case: the
+// kernel picks the TCP port, which may then be taken for UDP) and creates the
+// memberlist with our delegates.
+func (c *Cluster) createMemberlist() (*memberlist.Memberlist, error) {
+	cfg := c.cfg
+	bind, _ := parseAddrPort(cfg.BindAddr, true)
+	mlLog := newMemberlistLogger(c.log)
+	nt, err := bindTransport(bind, mlLog)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: bind gossip %s: %w", cfg.BindAddr, err)
 	}

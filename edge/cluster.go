@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -24,36 +23,20 @@ import (
 // ClusterConfig joins the node to a gossip cluster (hashicorp/memberlist)
 // whose members shield the origin together: a miss on a node that does not
 // own the key (rendezvous hashing) is forwarded to the owner, so the origin
-// sees one request per object per cluster. configs/cluster-*.yaml documents
-// a 3-node setup.
+// sees one request per object per cluster. The gossip keys (bind,
+// advertise, region, shield_region, seeds, secret_key, rejoin_interval) are
+// cluster.Config's own, documented, defaulted and validated there; the
+// secret key also signs shield hops. configs/cluster-*.yaml documents a
+// 3-node setup.
 type ClusterConfig struct {
+	cluster.Config `yaml:",inline"`
 	// Enabled turns clustering on. Default false.
 	Enabled bool `yaml:"enabled"`
-	// Bind is the gossip address (TCP and UDP). Default 0.0.0.0:7946.
-	Bind string `yaml:"bind"`
-	// Advertise is the gossip address others use; "" = Bind (then Bind must
-	// not be 0.0.0.0).
-	Advertise string `yaml:"advertise"`
 	// PeerListen is the peer HTTP listener for shield hops. Only cluster
 	// members can use it: every request is signed with the secret key.
 	PeerListen string `yaml:"peer_listen"`
 	// PeerAdvertise is the peer address others dial; "" = PeerListen.
 	PeerAdvertise string `yaml:"peer_advertise"`
-	// Region labels this node; see ShieldRegion.
-	Region string `yaml:"region"`
-	// ShieldRegion, when set, makes only members of that region own keys,
-	// so misses from every region funnel through the shield next to the
-	// origin (Fastly-style shielding). Default "" = all members.
-	ShieldRegion string `yaml:"shield_region"`
-	// Seeds are gossip addresses to join (any member will do).
-	Seeds []string `yaml:"seeds"`
-	// SecretKey is the cluster key, base64 of 16, 24 or 32 bytes; it
-	// encrypts gossip and signs shield hops. Required unless every address
-	// is loopback.
-	SecretKey string `yaml:"secret_key"`
-	// RejoinInterval re-joins the seeds periodically so partitions heal by
-	// themselves. Default 30s.
-	RejoinInterval Duration `yaml:"rejoin_interval"`
 	// PeerDownFor: a peer that refused, reset or timed out is skipped this
 	// long, before gossip notices. Default 10s.
 	PeerDownFor Duration `yaml:"peer_down_for"`
@@ -112,37 +95,18 @@ func (n *Node) newPeerSet(key []byte, ln net.Listener) *peerSet {
 func (n *Node) peerClientConfig() origin.ClientConfig {
 	return origin.ClientConfig{
 		ConnectTimeout:  n.cfg.Cluster.PeerConnectTimeout.D(),
-		HeaderTimeout:   n.cfg.Origin.HeaderTimeout.D() + n.cfg.Origin.ConnectTimeout.D() + time.Second,
-		IdleReadTimeout: n.cfg.Origin.IdleReadTimeout.D() + time.Second,
+		HeaderTimeout:   n.cfg.Origin.HeaderTimeout + n.cfg.Origin.ConnectTimeout + time.Second,
+		IdleReadTimeout: n.cfg.Origin.IdleReadTimeout + time.Second,
 		MaxConns:        n.cfg.Origin.MaxConns,
-		MaxConnWait:     n.cfg.Origin.MaxConnWait.D(),
+		MaxConnWait:     n.cfg.Origin.MaxConnWait,
 		Name:            "edgeshield-peer/" + Version,
 	}
-}
-
-func decodeSecret(s string) ([]byte, error) {
-	if s == "" {
-		return nil, nil
-	}
-	k, err := base64.StdEncoding.DecodeString(s)
-	if err != nil {
-		return nil, fmt.Errorf("not base64: %w", err)
-	}
-	switch len(k) {
-	case 16, 24, 32:
-		return k, nil
-	}
-	return nil, fmt.Errorf("want 16, 24 or 32 bytes, got %d", len(k))
 }
 
 // startCluster binds the peer listener, then joins the gossip cluster
 // advertising it.
 func (n *Node) startCluster() error {
 	cc := n.cfg.Cluster
-	key, err := decodeSecret(cc.SecretKey)
-	if err != nil {
-		return &ConfigError{Key: "cluster.secret_key", Msg: err.Error()}
-	}
 	ln, err := net.Listen("tcp", cc.PeerListen)
 	if err != nil {
 		return fmt.Errorf("cluster peer listen %s: %w", cc.PeerListen, err)
@@ -151,23 +115,17 @@ func (n *Node) startCluster() error {
 	if peerAddr == "" {
 		peerAddr = ln.Addr().String()
 	}
-	p := n.newPeerSet(key, ln)
-	c, err := cluster.New(cluster.Config{
-		NodeName:       n.name,
-		BindAddr:       cc.Bind,
-		AdvertiseAddr:  cc.Advertise,
-		PeerAddr:       peerAddr,
-		PublicAddr:     advertised(n.Addr(), cc.Advertise, cc.Bind, peerAddr),
-		Region:         cc.Region,
-		Version:        Version,
-		Seeds:          cc.Seeds,
-		SecretKey:      key,
-		RejoinInterval: cc.RejoinInterval.D(),
-		ShieldRegion:   cc.ShieldRegion,
-		PurgeTTL:       n.cfg.Cache.PurgeTTL.D(),
-		OnPurge:        n.applyClusterPurge,
-		Logger:         n.log.With("component", "cluster"),
-	})
+	p := n.newPeerSet(cc.SecretKey, ln)
+	// The operator's keys are in cc.Config already; these are the node's.
+	gc := cc.Config
+	gc.NodeName = n.name
+	gc.PeerAddr = peerAddr
+	gc.PublicAddr = advertised(n.Addr(), cc.AdvertiseAddr, cc.BindAddr, peerAddr)
+	gc.Version = Version
+	gc.PurgeTTL = n.cfg.Cache.PurgeTTL.D()
+	gc.OnPurge = n.applyClusterPurge
+	gc.Logger = n.log.With("component", "cluster")
+	c, err := cluster.New(gc)
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("cluster: %w", err)

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgeshield/edgeshield/cluster"
 )
 
 // newCluster starts size nodes on loopback that join through the first one,
@@ -29,10 +31,10 @@ func newCluster(t testing.TB, size int, originURL string, mutate func(i int, c *
 			// Generous: under -race on 2 shared cores a 2000-client crowd
 			// takes seconds to arrive while the gated origin holds every
 			// flight; a timeout here would send nodes to the origin.
-			c.Origin.HeaderTimeout = Duration(60 * time.Second)
+			c.Origin.HeaderTimeout = 60 * time.Second
 			c.Cluster = ClusterConfig{
-				Enabled: true, Bind: "127.0.0.1:0", PeerListen: "127.0.0.1:0", Seeds: seeds,
-				RejoinInterval: Duration(time.Second), PeerDownFor: Duration(5 * time.Second),
+				Config:  cluster.Config{BindAddr: "127.0.0.1:0", Seeds: seeds, RejoinInterval: time.Second},
+				Enabled: true, PeerListen: "127.0.0.1:0", PeerDownFor: Duration(5 * time.Second),
 				PeerConnectTimeout: Duration(500 * time.Millisecond),
 			}
 			if mutate != nil {
@@ -294,7 +296,7 @@ func TestClusterPurgeWaitConfirms(t *testing.T) {
 func TestShieldHopForgeryRefused(t *testing.T) {
 	o := newTestOrigin(t, nil, static("x", "Cache-Control: max-age=60"))
 	nodes := newCluster(t, 2, o.srv.URL, func(i int, c *Config) {
-		c.Cluster.SecretKey = "MDEyMzQ1Njc4OWFiY2RlZg==" // 16 bytes
+		c.Cluster.SecretKey = cluster.Key("0123456789abcdef") // 16 bytes
 	})
 	n := nodes[0]
 	peer := "http://" + n.PeerAddr() + "/x"
@@ -490,8 +492,8 @@ func TestStartUnderLoadServesOnlyWhenBuilt(t *testing.T) {
 		n := newTestNode(t, o.srv.URL, nil, func(c *Config) {
 			c.Name = fmt.Sprintf("start-%d", round)
 			c.Listen, c.Admin.Listen = pub, adm
-			c.Cluster = ClusterConfig{Enabled: true, Bind: "127.0.0.1:0", PeerListen: "127.0.0.1:0",
-				RejoinInterval: Duration(time.Second), PeerDownFor: Duration(5 * time.Second), PeerConnectTimeout: Duration(500 * time.Millisecond)}
+			c.Cluster = ClusterConfig{Config: cluster.Config{BindAddr: "127.0.0.1:0", RejoinInterval: time.Second},
+				Enabled: true, PeerListen: "127.0.0.1:0", PeerDownFor: Duration(5 * time.Second), PeerConnectTimeout: Duration(500 * time.Millisecond)}
 		})
 		waitFor(t, "requests to be served", 5*time.Second, func() bool { return n.Stats().Requests > 20 })
 		close(stop)

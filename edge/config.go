@@ -1,20 +1,25 @@
 package edge
 
 import (
+	"cmp"
 	_ "embed"
 	"errors"
 	"fmt"
 	"math"
 	"net"
 	"net/netip"
-	"net/url"
 	"os"
 	"reflect"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/edgeshield/edgeshield/cache"
+	"github.com/edgeshield/edgeshield/cluster"
+	"github.com/edgeshield/edgeshield/edge/certs"
+	"github.com/edgeshield/edgeshield/internal/conf"
+	"github.com/edgeshield/edgeshield/origin"
 	"gopkg.in/yaml.v3"
 )
 
@@ -51,54 +56,34 @@ type Config struct {
 	Log LogConfig `yaml:"log"`
 }
 
-// OriginConfig describes the origin.
+// OriginConfig describes the origin. The client's keys (url, timeouts,
+// max_conns, max_conn_wait) are origin.ClientConfig's own, documented and
+// defaulted there; the rest are the edge's.
 type OriginConfig struct {
-	// URL is "http://host:port" or "https://host[:port]", or "demo" to start
-	// the built-in demo origin in-process on a loopback port.
-	URL string `yaml:"url"`
+	// ClientConfig's URL is "http://host:port" or "https://host[:port]", or
+	// "demo" for the caller to start the built-in demo origin (see New).
+	origin.ClientConfig `yaml:",inline"`
 	// HostHeader selects the Host sent upstream: "pass" (the client's Host,
 	// default), "origin" (the origin URL's host), or any literal host name.
 	HostHeader string `yaml:"host_header"`
-	// ConnectTimeout bounds dialing. Default 5s.
-	ConnectTimeout Duration `yaml:"connect_timeout"`
-	// HeaderTimeout bounds the wait for response headers; past it the client
-	// gets 504 (or stale). Default 30s.
-	HeaderTimeout Duration `yaml:"header_timeout"`
-	// IdleReadTimeout bounds a stall while a body streams. Default 30s.
-	IdleReadTimeout Duration `yaml:"idle_read_timeout"`
-	// MaxConns caps connections to the origin. Default 512.
-	MaxConns int `yaml:"max_conns"`
-	// MaxConnWait is how long a request waits for a free connection when
-	// MaxConns are busy before it fails with 503. Default 1s.
-	MaxConnWait Duration `yaml:"max_conn_wait"`
 	// CAFile adds a PEM bundle to the roots trusted for an https origin.
 	CAFile string `yaml:"ca_file"`
 	// HealthCheck probes the origin in the background.
 	HealthCheck HealthCheckConfig `yaml:"health_check"`
 }
 
-// HealthCheckConfig is the active origin health check (origin.Health). With
-// it, a node whose origin is down answers misses at once (stale or 502)
-// instead of making every client wait for a failing connection, and its
-// readiness follows the origin back up even when no traffic arrives.
+// HealthCheckConfig is the active origin health check: origin.HealthConfig
+// (interval, timeout, fall, rise; default origin.DefaultHealthConfig) plus
+// what the check requests. With it, a node whose origin is down answers
+// misses at once (stale or 502) instead of making every client wait for a
+// failing connection, and its readiness follows the origin back up even
+// when no traffic arrives.
 type HealthCheckConfig struct {
-	// Interval between checks. 0 turns them off: the origin is then always
-	// tried, and readiness judges it by real requests (fall consecutive
-	// transport failures mark it down, any answer up). Default 2s.
-	Interval Duration `yaml:"interval"`
-	// Timeout of one check, at most Interval. Default 1s.
-	Timeout Duration `yaml:"timeout"`
+	origin.HealthConfig `yaml:",inline"`
 	// Path, when set (e.g. "/healthz"), makes each check a GET of it that
 	// must answer 2xx or 3xx; "" only opens a connection (and the TLS
 	// handshake for https). Default "".
 	Path string `yaml:"path"`
-	// Fall consecutive failed checks mark the origin down. Real requests
-	// never do: one broken URL must not take the site down; a request
-	// that fails at the transport level (refused, reset, timeout) only
-	// starts a check early (at most one per interval/4). Default 3.
-	Fall int `yaml:"fall"`
-	// Rise consecutive passing checks mark it up again. Default 2.
-	Rise int `yaml:"rise"`
 }
 
 // CacheConfig bounds the store and tunes policy.
@@ -244,45 +229,18 @@ type AdminConfig struct {
 	Token string `yaml:"token"`
 }
 
-// TLSConfig is the HTTPS listener and its certificates. Mode "" or "off"
-// means plain HTTP only. See configs/tls.yaml for every key.
+// TLSConfig is the HTTPS listener and its certificates: certs.Config (the
+// certificate keys, documented and validated there) plus the listener.
+// Mode "" or "off" means plain HTTP only. See configs/tls.yaml for every
+// key. http_port and tls_port 0 (default) mean the ports of the node's own
+// plain and HTTPS listeners.
 type TLSConfig struct {
-	Mode   string `yaml:"mode"`   // acme | internal | manual | off
-	Listen string `yaml:"listen"` // HTTPS address, e.g. 0.0.0.0:443
+	certs.Config `yaml:",inline"`
+	// Listen is the HTTPS address, e.g. 0.0.0.0:443.
+	Listen string `yaml:"listen"`
 	// HTTP is what the plain listener does with non-challenge requests:
 	// "redirect" (308 to https, default) or "serve".
-	HTTP                    string           `yaml:"http"`
-	Names                   []string         `yaml:"names"`
-	Email                   string           `yaml:"email"`
-	CA                      string           `yaml:"ca"`
-	TrustedRoots            []string         `yaml:"trusted_roots"`
-	AgreeTerms              bool             `yaml:"agree_terms"`
-	Storage                 string           `yaml:"storage"`
-	DefaultServerName       string           `yaml:"default_server_name"`
-	HTTPPort                int              `yaml:"http_port"`
-	TLSPort                 int              `yaml:"tls_port"`
-	DisableHTTPChallenge    bool             `yaml:"disable_http_challenge"`
-	DisableTLSALPNChallenge bool             `yaml:"disable_tls_alpn_challenge"`
-	RenewalWindowRatio      float64          `yaml:"renewal_window_ratio"`
-	RenewCheckInterval      Duration         `yaml:"renew_check_interval"`
-	ReloadInterval          SignedDuration   `yaml:"reload_interval"` // negative: no polling (SIGHUP still reloads)
-	InternalLifetime        Duration         `yaml:"internal_lifetime"`
-	OnDemand                *OnDemandConfig  `yaml:"on_demand"`
-	Certificates            []CertFileConfig `yaml:"certificates"`
-}
-
-// OnDemandConfig allows issuing certificates at handshake time for
-// allow-listed names, rate-limited.
-type OnDemandConfig struct {
-	Allow     []string `yaml:"allow"`
-	RateLimit int      `yaml:"rate_limit"`
-	Interval  Duration `yaml:"interval"`
-}
-
-// CertFileConfig is one manual certificate (PEM chain and key).
-type CertFileConfig struct {
-	Cert string `yaml:"cert"`
-	Key  string `yaml:"key"`
+	HTTP string `yaml:"http"`
 }
 
 // Enabled reports whether an HTTPS listener is configured.
@@ -331,12 +289,26 @@ func (e *ConfigError) Error() string {
 	return b.String()
 }
 
-// DefaultConfig returns the built-in defaults (the embedded default.yaml).
+// DefaultConfig returns the built-in defaults: the packages' defaults for
+// their blocks (packageDefaults), then the embedded default.yaml, which
+// holds the edge's own and restates the packages' (a test keeps the two
+// equal, so a package's setting has one default, in the package).
 func DefaultConfig() Config {
-	var c Config
+	c := packageDefaults()
 	if err := decodeStrict(&c, DefaultConfigYAML, "default.yaml"); err != nil {
 		panic("edge: embedded default.yaml is invalid: " + err.Error())
 	}
+	return c
+}
+
+// packageDefaults is a Config holding only the defaults of the blocks that
+// packages own.
+func packageDefaults() Config {
+	var c Config
+	c.Origin.ClientConfig = origin.DefaultClientConfig()
+	c.Origin.HealthCheck.HealthConfig = origin.DefaultHealthConfig()
+	c.TLS.Config = certs.DefaultConfig()
+	c.Cluster.Config = cluster.DefaultConfig()
 	return c
 }
 
@@ -415,7 +387,7 @@ func walk(v reflect.Value, n *yaml.Node, path, file string) error {
 				}
 				return &ConfigError{File: file, Line: k.Line, Key: key, Msg: "unknown key" + suggest(k.Value, fields)}
 			}
-			if err := walk(v.Field(idx), val, key, file); err != nil {
+			if err := walk(v.FieldByIndex(idx), val, key, file); err != nil {
 				return err
 			}
 		}
@@ -423,6 +395,9 @@ func walk(v reflect.Value, n *yaml.Node, path, file string) error {
 	}
 	if v.Kind() == reflect.Struct && !implementsUnmarshaler(v) && n.Kind != yaml.MappingNode {
 		return &ConfigError{File: file, Line: n.Line, Key: path, Msg: "want a mapping of keys"}
+	}
+	if v.Type() == durationType {
+		return decodeDuration(v, n, path, file)
 	}
 	if err := n.Decode(v.Addr().Interface()); err != nil {
 		msg := err.Error()
@@ -435,17 +410,42 @@ func walk(v reflect.Value, n *yaml.Node, path, file string) error {
 	return nil
 }
 
+var durationType = reflect.TypeFor[time.Duration]()
+
+// decodeDuration reads a time.Duration field of a package's Config as
+// Duration is read ("30s"; a bare number other than 0 is refused), sign
+// included: whether a negative value means something is the package's
+// Validate's call (tls.reload_interval: no polling), not the loader's.
+func decodeDuration(v reflect.Value, n *yaml.Node, path, file string) error {
+	d, err := parseDuration(n)
+	if err != nil {
+		return &ConfigError{File: file, Line: n.Line, Key: path, Msg: err.Error()}
+	}
+	v.SetInt(int64(d))
+	return nil
+}
+
 func implementsUnmarshaler(v reflect.Value) bool {
 	_, ok := v.Addr().Interface().(yaml.Unmarshaler)
 	return ok
 }
 
-func yamlFields(t reflect.Type) map[string]int {
-	m := make(map[string]int, t.NumField())
+// yamlFields maps each yaml key of struct type t to its field's index
+// path; the fields of a `yaml:",inline"` embedded struct (a package's
+// Config inside the edge's block) count as t's own.
+func yamlFields(t reflect.Type) map[string][]int {
+	m := make(map[string][]int, t.NumField())
 	for i := 0; i < t.NumField(); i++ {
-		tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
-		if tag != "" && tag != "-" {
-			m[tag] = i
+		f := t.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if f.Anonymous && opts == "inline" {
+			for k, idx := range yamlFields(f.Type) {
+				m[k] = append([]int{i}, idx...)
+			}
+			continue
+		}
+		if name != "" && name != "-" {
+			m[name] = []int{i}
 		}
 	}
 	return m
@@ -458,7 +458,7 @@ func joinKey(path, k string) string {
 	return path + "." + k
 }
 
-func suggest(k string, fields map[string]int) string {
+func suggest(k string, fields map[string][]int) string {
 	names := make([]string, 0, len(fields))
 	for f := range fields {
 		names = append(names, f)
@@ -560,14 +560,9 @@ func applyEnv(c *Config, environ []string) error {
 }
 
 func collectEnvPaths(v reflect.Value, prefix string, out map[string]reflect.Value) {
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
-		if tag == "" || tag == "-" {
-			continue
-		}
+	for tag, idx := range yamlFields(v.Type()) {
 		name := prefix + strings.ToUpper(tag)
-		f := v.Field(i)
+		f := v.FieldByIndex(idx)
 		if f.Kind() == reflect.Struct && !implementsUnmarshaler(f) {
 			collectEnvPaths(f, name+"_", out)
 			continue
@@ -622,6 +617,8 @@ func lineOf(data []byte, key string) int {
 
 // Validate checks values that decode fine but cannot work. src is the file's
 // content (nil when none) so errors can carry the line of the offending key.
+// The blocks that packages own are checked by the packages' Validate, whose
+// *conf.FieldError names the key within the block.
 func (c *Config) Validate(file string, src []byte) error {
 	bad := func(key, format string, args ...any) error {
 		e := &ConfigError{Key: key, Msg: fmt.Sprintf(format, args...)}
@@ -632,40 +629,55 @@ func (c *Config) Validate(file string, src []byte) error {
 		}
 		return e
 	}
+	for _, check := range []func(badFunc) error{c.validateOrigin, c.validateCache, c.validateServer, c.validateTLS, c.validateCluster, c.validateRest} {
+		if err := check(bad); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// badFunc makes the ConfigError of a key, with its line when known.
+type badFunc func(key, format string, args ...any) error
+
+// within turns a package's Validate error into the ConfigError of the key
+// under block.
+func within(bad badFunc, block string, err error) error {
+	var fe *conf.FieldError
+	if errors.As(err, &fe) {
+		return bad(block+"."+fe.Field, "%s", fe.Msg)
+	}
+	if err != nil {
+		return bad(block, "%v", err)
+	}
+	return nil
+}
+
+func (c *Config) validateOrigin(bad badFunc) error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return bad("listen", "want host:port, got %q", c.Listen)
 	}
-	if c.Origin.URL == "" {
+	oc := c.Origin.ClientConfig
+	switch oc.URL {
+	case "":
 		return bad("origin.url", "required (an http:// or https:// URL, or \"demo\")")
+	case "demo": // the caller resolves it; check the rest
+		oc.URL = "http://127.0.0.1"
 	}
-	if c.Origin.URL != "demo" {
-		u, err := url.Parse(c.Origin.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return bad("origin.url", "want http://host[:port] or https://host[:port], got %q", c.Origin.URL)
-		}
-		if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
-			return bad("origin.url", "must not have a path or query, got %q", c.Origin.URL)
-		}
+	if err := oc.Validate(); err != nil {
+		return within(bad, "origin", err)
 	}
-	if hc := c.Origin.HealthCheck; hc.Interval < 0 {
-		return bad("origin.health_check.interval", "must be 0 (off) or positive, got %s", hc.Interval)
-	} else if hc.Interval > 0 {
-		if hc.Timeout <= 0 || hc.Timeout > hc.Interval {
-			return bad("origin.health_check.timeout", "must be positive and at most origin.health_check.interval (%s), got %s", hc.Interval, hc.Timeout)
-		}
-		if hc.Path != "" && (!strings.HasPrefix(hc.Path, "/") || strings.ContainsAny(hc.Path, " \t\r\n#")) {
-			return bad("origin.health_check.path", "want \"\" (connect only) or an origin-form path like /healthz, got %q", hc.Path)
-		}
-		if hc.Fall < 1 {
-			return bad("origin.health_check.fall", "must be at least 1, got %d", hc.Fall)
-		}
-		if hc.Rise < 1 {
-			return bad("origin.health_check.rise", "must be at least 1, got %d", hc.Rise)
-		}
+	hc := c.Origin.HealthCheck
+	if err := hc.HealthConfig.Validate(); err != nil {
+		return within(bad, "origin.health_check", err)
 	}
-	if c.Origin.MaxConns <= 0 {
-		return bad("origin.max_conns", "must be positive, got %d", c.Origin.MaxConns)
+	if hc.Path != "" && (!strings.HasPrefix(hc.Path, "/") || strings.ContainsAny(hc.Path, " \t\r\n#")) {
+		return bad("origin.health_check.path", "want \"\" (connect only) or an origin-form path like /healthz, got %q", hc.Path)
 	}
+	return nil
+}
+
+func (c *Config) validateCache(bad badFunc) error {
 	if c.Cache.MaxBytes <= 0 {
 		return bad("cache.max_bytes", "must be positive, got %s", c.Cache.MaxBytes)
 	}
@@ -689,6 +701,10 @@ func (c *Config) Validate(file string, src []byte) error {
 	if c.Cache.HeuristicFraction < 0 || c.Cache.HeuristicFraction > 1 {
 		return bad("cache.heuristic_fraction", "must be between 0 and 1, got %v", c.Cache.HeuristicFraction)
 	}
+	return nil
+}
+
+func (c *Config) validateServer(bad badFunc) error {
 	if c.Server.MaxHeaderBytes < 1024 {
 		return bad("server.max_header_bytes", "must be at least 1KiB, got %s", c.Server.MaxHeaderBytes)
 	}
@@ -714,6 +730,46 @@ func (c *Config) Validate(file string, src []byte) error {
 			return bad(fmt.Sprintf("server.trusted_proxies[%d]", i), "%v", err)
 		}
 	}
+	return nil
+}
+
+func (c *Config) validateTLS(bad badFunc) error {
+	if !c.TLS.Enabled() {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(c.TLS.Listen); err != nil {
+		return bad("tls.listen", "want host:port, got %q", c.TLS.Listen)
+	}
+	switch c.TLS.HTTP {
+	case "redirect", "serve":
+	default:
+		return bad("tls.http", "want redirect or serve, got %q", c.TLS.HTTP)
+	}
+	return within(bad, "tls", c.TLS.Config.Validate())
+}
+
+// validateCluster checks the edge's keys, then cluster.Config's rules with
+// the peer address counted among the addresses that must all be loopback
+// for gossip to run without a secret key (shield hops are signed with it).
+func (c *Config) validateCluster(bad badFunc) error {
+	cc := c.Cluster
+	if !cc.Enabled {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(cc.PeerListen); err != nil {
+		return bad("cluster.peer_listen", "want host:port, got %q", cc.PeerListen)
+	}
+	if cc.PeerAdvertise != "" {
+		if _, _, err := net.SplitHostPort(cc.PeerAdvertise); err != nil {
+			return bad("cluster.peer_advertise", "want host:port, got %q", cc.PeerAdvertise)
+		}
+	}
+	gc := cc.Config
+	gc.PeerAddr = cmp.Or(cc.PeerAdvertise, cc.PeerListen)
+	return within(bad, "cluster", gc.Validate())
+}
+
+func (c *Config) validateRest(bad badFunc) error {
 	if c.Admin.Listen != "" {
 		host, _, err := net.SplitHostPort(c.Admin.Listen)
 		if err != nil {
@@ -721,47 +777,6 @@ func (c *Config) Validate(file string, src []byte) error {
 		}
 		if !isLoopbackHost(host) && c.Admin.Token == "" {
 			return bad("admin.token", "required when admin.listen (%s) is not a loopback address", c.Admin.Listen)
-		}
-	}
-	if c.TLS.Enabled() {
-		switch c.TLS.Mode {
-		case "acme", "internal", "manual":
-		default:
-			return bad("tls.mode", "want acme, internal, manual or off, got %q", c.TLS.Mode)
-		}
-		if _, _, err := net.SplitHostPort(c.TLS.Listen); err != nil {
-			return bad("tls.listen", "want host:port, got %q", c.TLS.Listen)
-		}
-		switch c.TLS.HTTP {
-		case "redirect", "serve":
-		default:
-			return bad("tls.http", "want redirect or serve, got %q", c.TLS.HTTP)
-		}
-		if c.TLS.Storage == "" {
-			return bad("tls.storage", "required: a directory for keys, certificates and locks (shared by a cluster)")
-		}
-	}
-	if cc := c.Cluster; cc.Enabled {
-		for _, kv := range [][2]string{{"cluster.bind", cc.Bind}, {"cluster.peer_listen", cc.PeerListen}} {
-			if _, _, err := net.SplitHostPort(kv[1]); err != nil {
-				return bad(kv[0], "want host:port, got %q", kv[1])
-			}
-		}
-		if _, err := decodeSecret(cc.SecretKey); err != nil {
-			return bad("cluster.secret_key", "%v", err)
-		}
-		if cc.SecretKey == "" {
-			all := []string{cc.Bind, cc.Advertise, cc.PeerListen, cc.PeerAdvertise}
-			all = append(all, cc.Seeds...)
-			for _, a := range all {
-				if a == "" {
-					continue
-				}
-				host, _, err := net.SplitHostPort(a)
-				if err != nil || !isLoopbackHost(host) {
-					return bad("cluster.secret_key", "required unless every cluster address is loopback (%q is not): base64 of 16, 24 or 32 random bytes, e.g. `head -c32 /dev/urandom | base64`", a)
-				}
-			}
 		}
 	}
 	switch c.Log.Level {

@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -76,10 +77,22 @@ func TestConfigFileErrorsNameKeyAndLine(t *testing.T) {
 		{"unknown key in list item", "tls:\n  certificates:\n    - cert: a\n      kee: b\n", 4, "tls.certificates[0].kee", `did you mean "key"`},
 		{"unknown key in optional block", "tls:\n  on_demand:\n    allow: [a]\n    ratelimit: 3\n", 4, "tls.on_demand.ratelimit", `did you mean "rate_limit"`},
 		{"validation: tls storage", "tls:\n  mode: internal\n", 0, "tls.storage", "required"},
-		{"validation: check timeout > interval", "origin:\n  health_check:\n    interval: 1s\n    timeout: 2s\n", 4, "origin.health_check.timeout", "at most origin.health_check.interval"},
+		{"validation: check timeout > interval", "origin:\n  health_check:\n    interval: 1s\n    timeout: 2s\n", 4, "origin.health_check.timeout", "at most interval"},
 		{"validation: check path", "origin:\n  health_check:\n    path: healthz\n", 3, "origin.health_check.path", "origin-form path"},
-		{"validation: check fall", "origin:\n  health_check:\n    fall: 0\n", 3, "origin.health_check.fall", "at least 1"},
-		{"validation: check interval", "origin:\n  health_check:\n    interval: -1s\n", 3, "origin.health_check.interval", "negative duration"},
+		{"validation: check fall", "origin:\n  health_check:\n    fall: -1\n", 3, "origin.health_check.fall", "must not be negative"},
+		{"validation: check interval", "origin:\n  health_check:\n    interval: -1s\n", 3, "origin.health_check.interval", "must not be negative"},
+		{"validation: origin timeout negative", "origin:\n  connect_timeout: -2s\n", 2, "origin.connect_timeout", "must not be negative"},
+		{"validation: origin url path", "origin:\n  url: http://o.test/x\n", 2, "origin.url", "must not have a path"},
+		{"validation: tls mode", "tls:\n  mode: magic\n  storage: /tmp/x\n", 2, "tls.mode", "want acme, internal, manual or off"},
+		{"validation: tls manual needs certificates", "tls:\n  mode: manual\n  storage: /tmp/x\n", 0, "tls.certificates", "at least one certificate"},
+		{"validation: tls certificate without key", "tls:\n  mode: manual\n  storage: /tmp/x\n  certificates:\n    - cert: a.pem\n", 5, "tls.certificates[0]", "both cert and key"},
+		{"validation: tls on_demand allow", "tls:\n  mode: internal\n  storage: /tmp/x\n  on_demand:\n    allow: [ok.test, \"a b\"]\n", 5, "tls.on_demand.allow[1]", "not a host name"},
+		{"validation: tls renew_check_interval", "tls:\n  mode: internal\n  storage: /tmp/x\n  renew_check_interval: -1m\n", 4, "tls.renew_check_interval", "negative"},
+		{"cluster secret_key not base64", "cluster:\n  enabled: true\n  secret_key: \"abc!\"\n", 3, "cluster.secret_key", "not base64"},
+		{"validation: cluster secret_key length", "cluster:\n  enabled: true\n  bind: 127.0.0.1:7946\n  peer_listen: 127.0.0.1:7947\n  secret_key: YWJj\n", 5, "cluster.secret_key", "must be 16, 24 or 32 bytes"},
+		{"validation: cluster secret_key required", "cluster:\n  enabled: true\n  bind: 127.0.0.1:7946\n  peer_listen: 10.0.0.1:7947\n", 0, "cluster.secret_key", `"10.0.0.1:7947" is not`},
+		{"validation: cluster advertise", "cluster:\n  enabled: true\n  bind: 0.0.0.0:7946\n  secret_key: MDEyMzQ1Njc4OWFiY2RlZg==\n", 0, "cluster.advertise", "required when bind"},
+		{"validation: cluster bind", "cluster:\n  enabled: true\n  bind: gossip.test:7946\n", 3, "cluster.bind", "must be an IP address"},
 		{"validation: accept_encodings not a token", "cache:\n  accept_encodings: [br, \"g zip\"]\n", 2, "cache.accept_encodings[1]", "not a token"},
 		{"validation: accept_encodings repeat in a block list", "cache:\n  accept_encodings:\n    - gzip\n    - br\n    - x-gzip\n", 5, "cache.accept_encodings[2]", `"x-gzip" repeats "gzip"`},
 		{"validation: accept_encodings identity", "cache:\n  accept_encodings: [identity]\n", 2, "cache.accept_encodings[0]", "not a content coding"},
@@ -142,10 +155,10 @@ func TestConfigPrecedence(t *testing.T) {
 	if c.Cache.MaxObjectSize != 1<<20 {
 		t.Errorf("max_object_size = %s, want file's 1MiB", c.Cache.MaxObjectSize)
 	}
-	if c.Origin.HeaderTimeout.D() != 2*time.Second {
+	if c.Origin.HeaderTimeout != 2*time.Second {
 		t.Errorf("header_timeout = %s, want env's 2s", c.Origin.HeaderTimeout)
 	}
-	if c.Origin.ConnectTimeout.D() != 5*time.Second {
+	if c.Origin.ConnectTimeout != 5*time.Second {
 		t.Errorf("connect_timeout = %s, want default 5s", c.Origin.ConnectTimeout)
 	}
 }
@@ -179,13 +192,65 @@ func TestDocumentedConfigLoads(t *testing.T) {
 	}
 }
 
-func TestSignedDuration(t *testing.T) {
+// TestPackageDurationsTakeSign: a package's time.Duration key is read with
+// its sign, and the package's Validate decides: tls.reload_interval -1s
+// turns polling off, origin.header_timeout -1s is an error naming the key.
+func TestPackageDurationsTakeSign(t *testing.T) {
 	c, err := ParseConfig([]byte("tls:\n  reload_interval: -1s\n"), "x.yaml")
-	if err != nil || c.TLS.ReloadInterval.D() != -time.Second {
-		t.Fatalf("reload_interval -1s: got %v, %v; want -1s (negative disables polling)", c.TLS.ReloadInterval.D(), err)
+	if err != nil || c.TLS.ReloadInterval != -time.Second {
+		t.Fatalf("reload_interval -1s: got %v, %v; want -1s (negative disables polling)", c.TLS.ReloadInterval, err)
 	}
-	if _, err := ParseConfig([]byte("origin:\n  header_timeout: -1s\n"), "x.yaml"); err == nil {
-		t.Errorf("negative header_timeout accepted")
+	if err := c.Validate("x.yaml", nil); err != nil {
+		t.Errorf("reload_interval -1s: Validate: %v", err)
+	}
+	src := []byte("origin:\n  header_timeout: -1s\n")
+	c, err = ParseConfig(src, "x.yaml")
+	if err == nil {
+		err = c.Validate("x.yaml", src)
+	}
+	var ce *ConfigError
+	if !errors.As(err, &ce) || ce.Key != "origin.header_timeout" || ce.Line != 2 {
+		t.Errorf("negative header_timeout: got %v, want a ConfigError for origin.header_timeout at line 2", err)
+	}
+}
+
+// TestDefaultYAMLRestatesPackageDefaults: where default.yaml states a key of
+// a block a package owns, the value is the package's default, so the two
+// cannot drift apart (and a package setting needs no line in default.yaml).
+func TestDefaultYAMLRestatesPackageDefaults(t *testing.T) {
+	check := func(data []byte) []string {
+		got := packageDefaults()
+		if err := decodeStrict(&got, data, "default.yaml"); err != nil {
+			t.Fatal(err)
+		}
+		want := packageDefaults()
+		// origin.url has no package default (it is required); "demo" is
+		// the edge's own.
+		got.Origin.URL = ""
+		var diffs []string
+		for _, p := range []struct {
+			block     string
+			got, want any
+		}{
+			{"origin", got.Origin.ClientConfig, want.Origin.ClientConfig},
+			{"origin.health_check", got.Origin.HealthCheck.HealthConfig, want.Origin.HealthCheck.HealthConfig},
+			{"tls", got.TLS.Config, want.TLS.Config},
+			{"cluster", got.Cluster.Config, want.Cluster.Config},
+		} {
+			if !reflect.DeepEqual(p.got, p.want) {
+				diffs = append(diffs, fmt.Sprintf("%s: default.yaml gives %+v, the package %+v", p.block, p.got, p.want))
+			}
+		}
+		return diffs
+	}
+	for _, d := range check(DefaultConfigYAML) {
+		t.Error(d)
+	}
+	// The check sees a drift: a default.yaml that differs from a package.
+	for _, y := range []string{"origin:\n  connect_timeout: 6s\n", "origin:\n  health_check:\n    fall: 4\n", "tls:\n  mode: internal\n", "cluster:\n  rejoin_interval: 31s\n"} {
+		if len(check([]byte(y))) != 1 {
+			t.Errorf("a default.yaml with %q: got no difference, want one", y)
+		}
 	}
 }
 
@@ -215,19 +280,25 @@ func TestEveryKeyDocumented(t *testing.T) {
 		walk(root.Content[0], "")
 		return out
 	}
-	var fields func(typ reflect.Type, prefix string, out *[]string)
-	fields = func(typ reflect.Type, prefix string, out *[]string) {
-		for i := 0; i < typ.NumField(); i++ {
-			k := joinKey(prefix, strings.Split(typ.Field(i).Tag.Get("yaml"), ",")[0])
-			if ft := typ.Field(i).Type; ft.Kind() == reflect.Struct && !implementsUnmarshaler(reflect.New(ft).Elem()) {
-				fields(ft, k, out)
+	// owned collects the keys of the blocks packages own: their defaults
+	// are the packages' (TestDefaultYAMLRestatesPackageDefaults).
+	owned := map[string]bool{}
+	var fields func(typ reflect.Type, prefix string, pkg bool, out *[]string)
+	fields = func(typ reflect.Type, prefix string, pkg bool, out *[]string) {
+		for tag, idx := range yamlFields(typ) {
+			k := joinKey(prefix, tag)
+			f := typ.FieldByIndex(idx)
+			fromPkg := pkg || len(idx) > 1 && typ.Field(idx[0]).Type.PkgPath() != typ.PkgPath()
+			if ft := f.Type; ft.Kind() == reflect.Struct && !implementsUnmarshaler(reflect.New(ft).Elem()) {
+				fields(ft, k, fromPkg, out)
 				continue
 			}
+			owned[k] = fromPkg
 			*out = append(*out, k)
 		}
 	}
 	var all []string
-	fields(reflect.TypeOf(Config{}), "", &all)
+	fields(reflect.TypeOf(Config{}), "", false, &all)
 	edge := keys(t, "../configs/edge.yaml")
 	for _, k := range all {
 		if !strings.HasPrefix(k, "tls.") && !strings.HasPrefix(k, "cluster.") && !edge[k] {
@@ -244,7 +315,7 @@ func TestEveryKeyDocumented(t *testing.T) {
 		}
 	}
 	for _, k := range all {
-		if !strings.HasPrefix(k, "tls.") && !defaults[k] {
+		if !strings.HasPrefix(k, "tls.") && !owned[k] && !defaults[k] {
 			t.Errorf("default.yaml has no default for %s", k)
 		}
 	}

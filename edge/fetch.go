@@ -44,7 +44,7 @@ func (n *Node) fetch(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry,
 	}
 	n.stats.coalesced.Add(1)
 	st.joined = true
-	wctx, cancel := context.WithTimeout(context.Background(), n.cfg.Origin.HeaderTimeout.D()+n.cfg.Origin.ConnectTimeout.D()+time.Second)
+	wctx, cancel := context.WithTimeout(context.Background(), n.cfg.Origin.HeaderTimeout+n.cfg.Origin.ConnectTimeout+time.Second)
 	head, err := f.Wait(wctx)
 	cancel()
 	if err != nil {

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgeshield/edgeshield/edge/certs"
 )
 
 // framingRow is one raw-bytes attack (or control) on the public listener.
@@ -136,7 +138,7 @@ func TestFrontDoorFraming(t *testing.T) {
 		io.WriteString(w, "ok")
 	})
 	n := newTestNode(t, o.srv.URL, nil, func(c *Config) {
-		c.TLS = TLSConfig{Mode: "internal", Listen: "127.0.0.1:0", HTTP: "serve", Names: []string{"edge.test"}, Storage: t.TempDir()}
+		c.TLS = TLSConfig{Config: certs.Config{Mode: "internal", Names: []string{"edge.test"}, Storage: t.TempDir()}, Listen: "127.0.0.1:0", HTTP: "serve"}
 	})
 	tlsConf := internalTLSClient(t, n)
 	listeners := []struct {

@@ -123,7 +123,7 @@ func newTestNode(t testing.TB, originURL string, clock *testClock, mutate func(*
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Admin.Listen = "127.0.0.1:0"
 	cfg.Origin.URL = originURL
-	cfg.Origin.HeaderTimeout = Duration(5 * time.Second)
+	cfg.Origin.HeaderTimeout = 5 * time.Second
 	cfg.Cache.MaxBytes = 64 << 20
 	cfg.Cache.MaxObjectSize = 8 << 20
 	if *offheapMin >= 0 {

@@ -10,14 +10,16 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgeshield/edgeshield/origin"
 )
 
 // fastChecks makes the origin health check quick enough for tests.
 func fastChecks(path string) func(*Config) {
 	return func(c *Config) {
 		c.Origin.HealthCheck = HealthCheckConfig{
-			Interval: Duration(50 * time.Millisecond), Timeout: Duration(50 * time.Millisecond),
-			Path: path, Fall: 2, Rise: 2,
+			HealthConfig: origin.HealthConfig{Interval: 50 * time.Millisecond, Timeout: 50 * time.Millisecond, Fall: 2, Rise: 2},
+			Path:         path,
 		}
 	}
 }
@@ -192,7 +194,7 @@ func TestOriginStopsAndReturns(t *testing.T) {
 	o := newTestOrigin(t, clk, h)
 	addr := o.srv.Listener.Addr().String()
 	n := newTestNode(t, o.srv.URL, clk, func(c *Config) {
-		c.Origin.HealthCheck = HealthCheckConfig{Interval: Duration(interval), Timeout: Duration(interval), Fall: fall, Rise: rise}
+		c.Origin.HealthCheck = HealthCheckConfig{HealthConfig: origin.HealthConfig{Interval: interval, Timeout: interval, Fall: fall, Rise: rise}}
 	})
 	base := "http://" + n.Addr()
 	warm(t, n, base+"/a")

@@ -108,29 +108,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 	if n.log == nil {
 		n.log = NewLogger(cfg.Log, os.Stderr)
 	}
-	n.name = cfg.Name
-	if n.name == "" {
-		h, err := os.Hostname()
-		if err != nil || h == "" {
-			h = "edgeshield"
-		}
-		n.name = h
-	}
-	n.via = "1.1 " + n.name + " (edgeshield)"
-	n.viaBytes = []byte(n.via)
-	n.healthPath = cfg.Server.HealthPath
-	for _, c := range cfg.Cache.AcceptEncodings {
-		n.encodings = append(n.encodings, []byte(strings.ToLower(c)))
-	}
-	n.aeFields = make([][]byte, 1<<len(n.encodings))
-	for set := range n.aeFields {
-		n.aeFields[set] = cache.AppendEncodingField(nil, uint(set), n.encodings)
-	}
-	n.compress = newCompressor(cfg.Cache, n.encodings)
-	for _, p := range cfg.Server.TrustedProxies {
-		pfx, _ := parseTrustedProxy(p) // Validate checked it
-		n.trusted = append(n.trusted, pfx)
-	}
+	n.initHeaders()
 
 	store, err := cache.NewStore(cache.StoreConfig{MaxBytes: int64(cfg.Cache.MaxBytes)})
 	if err != nil {
@@ -153,48 +131,9 @@ func New(cfg Config, opts Options) (*Node, error) {
 	}
 	n.hfp = hitForPass{ttl: cfg.Cache.HitForPass.D(), m: map[string]time.Time{}}
 
-	if cfg.Origin.URL == "demo" {
-		// The caller (cmd/edgeshield) starts the demo origin and passes
-		// its URL: the node is never in the business of test servers.
-		n.store.Close()
-		return nil, errors.New(`origin.url "demo" is resolved by the caller: start the demo origin and set its URL`)
-	}
-	originURL := cfg.Origin.URL
-	var tlsConf *tls.Config
-	if cfg.Origin.CAFile != "" {
-		pem, err := os.ReadFile(cfg.Origin.CAFile)
-		if err != nil {
-			n.closeParts()
-			return nil, &ConfigError{Key: "origin.ca_file", Msg: err.Error()}
-		}
-		pool, _ := x509.SystemCertPool()
-		if pool == nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			n.closeParts()
-			return nil, &ConfigError{Key: "origin.ca_file", Msg: "no PEM certificates in " + cfg.Origin.CAFile}
-		}
-		tlsConf = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	}
-	client, err := origin.NewClient(origin.ClientConfig{
-		URL:             originURL,
-		ConnectTimeout:  cfg.Origin.ConnectTimeout.D(),
-		HeaderTimeout:   cfg.Origin.HeaderTimeout.D(),
-		IdleReadTimeout: cfg.Origin.IdleReadTimeout.D(),
-		MaxConns:        cfg.Origin.MaxConns,
-		MaxConnWait:     cfg.Origin.MaxConnWait.D(),
-		TLS:             tlsConf,
-		Name:            "edgeshield/" + Version,
-	})
-	if err != nil {
+	if err := n.newOrigin(); err != nil {
 		n.closeParts()
-		return nil, &ConfigError{Key: "origin.url", Msg: err.Error()}
-	}
-	n.origin = client
-	if n.health, err = n.newHealth(); err != nil {
-		n.closeParts()
-		return nil, &ConfigError{Key: "origin.health_check", Msg: err.Error()}
+		return nil, err
 	}
 
 	if cfg.Log.Access != "" {
@@ -553,6 +492,73 @@ func (n *Node) upstream(ctx context.Context, host []byte, req *origin.Request) (
 	return resp, err
 }
 
+// initHeaders derives the node's name, Via member and the per-request
+// tables of accepted codings and trusted proxies from the configuration.
+func (n *Node) initHeaders() {
+	cfg := n.cfg
+	n.name = cfg.Name
+	if n.name == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "edgeshield"
+		}
+		n.name = h
+	}
+	n.via = "1.1 " + n.name + " (edgeshield)"
+	n.viaBytes = []byte(n.via)
+	n.healthPath = cfg.Server.HealthPath
+	for _, c := range cfg.Cache.AcceptEncodings {
+		n.encodings = append(n.encodings, []byte(strings.ToLower(c)))
+	}
+	n.aeFields = make([][]byte, 1<<len(n.encodings))
+	for set := range n.aeFields {
+		n.aeFields[set] = cache.AppendEncodingField(nil, uint(set), n.encodings)
+	}
+	n.compress = newCompressor(cfg.Cache, n.encodings)
+	for _, p := range cfg.Server.TrustedProxies {
+		pfx, _ := parseTrustedProxy(p) // Validate checked it
+		n.trusted = append(n.trusted, pfx)
+	}
+}
+
+// newOrigin builds the origin client and its health from cfg.Origin (the
+// caller closes the node's parts when it fails).
+func (n *Node) newOrigin() error {
+	cfg := n.cfg
+	if cfg.Origin.URL == "demo" {
+		// The caller (cmd/edgeshield) starts the demo origin and passes
+		// its URL: the node is never in the business of test servers.
+		return errors.New(`origin.url "demo" is resolved by the caller: start the demo origin and set its URL`)
+	}
+	var tlsConf *tls.Config
+	if cfg.Origin.CAFile != "" {
+		pem, err := os.ReadFile(cfg.Origin.CAFile)
+		if err != nil {
+			return &ConfigError{Key: "origin.ca_file", Msg: err.Error()}
+		}
+		pool, _ := x509.SystemCertPool()
+		if pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return &ConfigError{Key: "origin.ca_file", Msg: "no PEM certificates in " + cfg.Origin.CAFile}
+		}
+		tlsConf = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	oc := cfg.Origin.ClientConfig // the operator's keys; the rest is the node's
+	oc.TLS = tlsConf
+	oc.Name = "edgeshield/" + Version
+	client, err := origin.NewClient(oc)
+	if err != nil {
+		return &ConfigError{Key: "origin.url", Msg: err.Error()}
+	}
+	n.origin = client
+	if n.health, err = n.newHealth(); err != nil {
+		return &ConfigError{Key: "origin.health_check", Msg: err.Error()}
+	}
+	return nil
+}
+
 // newHealth starts the origin's health tracking (origin.health_check).
 func (n *Node) newHealth() (*origin.Health, error) {
 	hc := n.cfg.Origin.HealthCheck
@@ -560,23 +566,19 @@ func (n *Node) newHealth() (*origin.Health, error) {
 	if h := n.cfg.Origin.HostHeader; h != "pass" && h != "origin" {
 		host = h
 	}
-	return origin.NewHealth(origin.HealthConfig{
-		Interval: hc.Interval.D(),
-		Timeout:  hc.Timeout.D(),
-		Rise:     hc.Rise,
-		Fall:     hc.Fall,
-		Check: func(ctx context.Context) error {
-			return n.origin.Check(ctx, hc.Path, host)
-		},
-		OnChange: func(up bool, cause error) {
-			if up {
-				n.log.Info("origin is up", "origin", n.cfg.Origin.URL)
-			} else {
-				n.log.Warn("origin is down; misses are answered from stale copies or with 502 until it passes its checks",
-					"origin", n.cfg.Origin.URL, "err", cause, "active_checks", hc.Interval > 0)
-			}
-		},
-	})
+	hcc := hc.HealthConfig
+	hcc.Check = func(ctx context.Context) error {
+		return n.origin.Check(ctx, hc.Path, host)
+	}
+	hcc.OnChange = func(up bool, cause error) {
+		if up {
+			n.log.Info("origin is up", "origin", n.cfg.Origin.URL)
+		} else {
+			n.log.Warn("origin is down; misses are answered from stale copies or with 502 until it passes its checks",
+				"origin", n.cfg.Origin.URL, "err", cause, "active_checks", hc.Interval > 0)
+		}
+	}
+	return origin.NewHealth(hcc)
 }
 
 // badRequest answers requests fasthttp could not parse or the front door

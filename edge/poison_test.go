@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeshield/edgeshield/edge/certs"
 	"github.com/valyala/fasthttp"
 )
 
@@ -415,7 +416,7 @@ func TestVaryOnForwardedProto(t *testing.T) {
 		fmt.Fprintf(w, "proto=%s", r.Header.Get("X-Forwarded-Proto"))
 	})
 	n := newTestNode(t, o.srv.URL, nil, func(c *Config) {
-		c.TLS = TLSConfig{Mode: "internal", Listen: "127.0.0.1:0", HTTP: "serve", Names: []string{"edge.test"}, Storage: t.TempDir()}
+		c.TLS = TLSConfig{Config: certs.Config{Mode: "internal", Names: []string{"edge.test"}, Storage: t.TempDir()}, Listen: "127.0.0.1:0", HTTP: "serve"}
 	})
 	waitFor(t, "certificate for edge.test", 15*time.Second, func() bool {
 		_, b := get(t, "http://"+n.AdminAddr()+"/tls")

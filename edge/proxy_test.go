@@ -410,7 +410,7 @@ func TestOriginErrors(t *testing.T) {
 		time.Sleep(2 * time.Second)
 		io.WriteString(w, "late")
 	})
-	n2 := newTestNode(t, slow.srv.URL, nil, func(c *Config) { c.Origin.HeaderTimeout = Duration(300 * time.Millisecond) })
+	n2 := newTestNode(t, slow.srv.URL, nil, func(c *Config) { c.Origin.HeaderTimeout = 300 * time.Millisecond })
 	r, b = get(t, "http://"+n2.Addr()+"/slow")
 	if r.StatusCode != http.StatusGatewayTimeout || !strings.Contains(b, "timeout") {
 		t.Errorf("timeout: got %d %q, want 504 naming the timeout", r.StatusCode, b)

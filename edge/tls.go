@@ -15,37 +15,13 @@ import (
 // bound (so ACME challenges reach this process, not a listener certmagic
 // would open itself); serveTLS then serves on them.
 func (n *Node) buildTLS(tlsLn net.Listener) error {
-	c := n.cfg.TLS
-	cc := certs.Config{
-		Mode:                    c.Mode,
-		Names:                   c.Names,
-		Email:                   c.Email,
-		CA:                      c.CA,
-		TrustedRoots:            c.TrustedRoots,
-		AgreeTerms:              c.AgreeTerms,
-		Storage:                 c.Storage,
-		HTTPPort:                c.HTTPPort,
-		TLSPort:                 c.TLSPort,
-		DisableHTTPChallenge:    c.DisableHTTPChallenge,
-		DisableTLSALPNChallenge: c.DisableTLSALPNChallenge,
-		RenewalWindowRatio:      c.RenewalWindowRatio,
-		DefaultServerName:       c.DefaultServerName,
-		RenewCheckInterval:      c.RenewCheckInterval.D(),
-		ReloadInterval:          c.ReloadInterval.D(),
-		InternalLifetime:        c.InternalLifetime.D(),
-		Logger:                  n.log.With("component", "tls"),
-	}
+	cc := n.cfg.TLS.Config // the operator's keys; the rest is the node's
+	cc.Logger = n.log.With("component", "tls")
 	if cc.HTTPPort == 0 {
 		cc.HTTPPort = n.publicLn.Addr().(*net.TCPAddr).Port
 	}
 	if cc.TLSPort == 0 {
 		cc.TLSPort = tlsLn.Addr().(*net.TCPAddr).Port
-	}
-	if c.OnDemand != nil {
-		cc.OnDemand = &certs.OnDemand{Allow: c.OnDemand.Allow, RateLimit: c.OnDemand.RateLimit, Interval: c.OnDemand.Interval.D()}
-	}
-	for _, f := range c.Certificates {
-		cc.Certificates = append(cc.Certificates, certs.CertFile{Cert: f.Cert, Key: f.Key})
 	}
 	m, err := certs.New(context.Background(), cc)
 	if err != nil {

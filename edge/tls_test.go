@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgeshield/edgeshield/edge/certs"
 )
 
 // TestHTTPSInternalCA terminates TLS with the internal CA (offline): a
@@ -34,7 +36,7 @@ func TestHTTPSInternalCA(t *testing.T) {
 	})
 	n := newTestNode(t, o.srv.URL, nil, func(c *Config) {
 		c.Cache.OffheapMinSize = 128 << 10
-		c.TLS = TLSConfig{Mode: "internal", Listen: "127.0.0.1:0", HTTP: "redirect", Names: []string{"edge.test"}, Storage: t.TempDir()}
+		c.TLS = TLSConfig{Config: certs.Config{Mode: "internal", Names: []string{"edge.test"}, Storage: t.TempDir()}, Listen: "127.0.0.1:0", HTTP: "redirect"}
 	})
 	// Certificates are obtained in the background: wait until one is served.
 	waitFor(t, "certificate for edge.test", 15*time.Second, func() bool {

@@ -84,17 +84,9 @@ type Duration time.Duration
 
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("want a duration like 30s")
-	}
-	v := strings.TrimSpace(n.Value)
-	if v == "0" {
-		*d = 0
-		return nil
-	}
-	t, err := time.ParseDuration(v)
+	t, err := parseDuration(n)
 	if err != nil {
-		return fmt.Errorf("invalid duration %q (want e.g. 500ms, 30s, 5m, 24h)", n.Value)
+		return err
 	}
 	if t < 0 {
 		return fmt.Errorf("negative duration %q", n.Value)
@@ -103,30 +95,25 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// parseDuration reads "30s", "-1s" or a bare "0"; other bare numbers are
+// refused because their unit would be a guess.
+func parseDuration(n *yaml.Node) (time.Duration, error) {
+	if n.Kind != yaml.ScalarNode {
+		return 0, fmt.Errorf("want a duration like 30s")
+	}
+	v := strings.TrimSpace(n.Value)
+	if v == "0" {
+		return 0, nil
+	}
+	t, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q (want e.g. 500ms, 30s, 5m, 24h)", n.Value)
+	}
+	return t, nil
+}
+
 // D returns the value as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
 // String implements fmt.Stringer.
 func (d Duration) String() string { return time.Duration(d).String() }
-
-// SignedDuration is a Duration that may be negative, for the keys where a
-// negative value means "off" (tls.reload_interval).
-type SignedDuration time.Duration
-
-// UnmarshalYAML implements yaml.Unmarshaler.
-func (d *SignedDuration) UnmarshalYAML(n *yaml.Node) error {
-	v := strings.TrimSpace(n.Value)
-	neg := strings.HasPrefix(v, "-")
-	var u Duration
-	if err := u.UnmarshalYAML(&yaml.Node{Kind: n.Kind, Value: strings.TrimPrefix(v, "-"), Line: n.Line}); err != nil {
-		return err
-	}
-	*d = SignedDuration(u)
-	if neg {
-		*d = -*d
-	}
-	return nil
-}
-
-// D returns the value as a time.Duration.
-func (d SignedDuration) D() time.Duration { return time.Duration(d) }

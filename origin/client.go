@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgeshield/edgeshield/internal/conf"
 	"github.com/valyala/fasthttp"
 )
 
@@ -22,47 +23,50 @@ import (
 type Field struct{ Name, Value string }
 
 // ClientConfig configures a Client. Zero values select the documented
-// defaults; NewClient fills them in and validates the rest.
+// defaults; NewClient fills them in and validates the rest. The yaml keys
+// are the edge's origin block (configs/edge.yaml); fields tagged "-" are
+// not configurable there. Durations are time.Duration so that Go callers
+// write 5*time.Second; the edge's loader reads "5s" into them.
 type ClientConfig struct {
 	// URL is the upstream: "http://host[:port]" or "https://host[:port]".
 	// Scheme and host only: a path (other than "/"), query, fragment or
 	// user info is an error.
-	URL string
+	URL string `yaml:"url"`
 	// ConnectTimeout bounds the TCP connect plus, for https, the TLS
 	// handshake. Zero means 5s.
-	ConnectTimeout time.Duration
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	// HeaderTimeout is the longest wait from the moment the request has been
 	// written until the response headers have been read. Exceeding it yields
 	// ErrTimeout. Zero means 30s.
-	HeaderTimeout time.Duration
+	HeaderTimeout time.Duration `yaml:"header_timeout"`
 	// IdleReadTimeout is the longest gap between two successful reads of the
 	// connection while the body streams: a stalled upstream makes Body.Read
 	// fail with ErrTimeout instead of hanging. Zero means 30s.
-	IdleReadTimeout time.Duration
+	IdleReadTimeout time.Duration `yaml:"idle_read_timeout"`
 	// WriteTimeout bounds writing the request (headers and body).
 	// Zero means 30s.
-	WriteTimeout time.Duration
+	WriteTimeout time.Duration `yaml:"-"`
 	// MaxConns caps the connections to the upstream, idle and busy.
 	// Zero means 512.
-	MaxConns int
+	MaxConns int `yaml:"max_conns"`
 	// MaxConnWait is how long Do waits for a connection when MaxConns are
 	// busy before failing with ErrBusy. Zero means 1s.
-	MaxConnWait time.Duration
+	MaxConnWait time.Duration `yaml:"max_conn_wait"`
 	// MaxIdleConnDuration closes keep-alive connections idle for longer.
 	// Zero means 90s.
-	MaxIdleConnDuration time.Duration
+	MaxIdleConnDuration time.Duration `yaml:"-"`
 	// MaxHeaderBytes caps the size of the response headers (it is the
 	// per-connection read buffer size); larger headers yield ErrBadResponse.
 	// Zero means 16 KiB.
-	MaxHeaderBytes int
+	MaxHeaderBytes int `yaml:"-"`
 	// TLS is used for https upstreams (RootCAs, client certificates, …).
 	// It is cloned. ServerName defaults to the URL host and is used for SNI
 	// and certificate verification. NextProtos is forced to http/1.1 only:
 	// fasthttp does not speak h2. Nil means system roots.
-	TLS *tls.Config
+	TLS *tls.Config `yaml:"-"`
 	// Name is sent as User-Agent when the forwarded request has none, and
 	// names the client in errors. Empty means no User-Agent is added.
-	Name string
+	Name string `yaml:"-"`
 }
 
 // Defaults applied by NewClient to zero ClientConfig fields.
@@ -158,19 +162,10 @@ type Client struct {
 // NewClient validates cfg, fills in defaults and returns a Client. It does
 // not connect: connections are dialled on demand.
 func NewClient(cfg ClientConfig) (*Client, error) {
-	u, err := url.Parse(cfg.URL)
-	if err != nil {
-		return nil, fmt.Errorf("origin: invalid url %q: %w", cfg.URL, err)
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("origin: %w", err)
 	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("origin: url %q: scheme must be http or https", cfg.URL)
-	}
-	if u.Host == "" || u.Hostname() == "" {
-		return nil, fmt.Errorf("origin: url %q: missing host", cfg.URL)
-	}
-	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil || u.Opaque != "" {
-		return nil, fmt.Errorf("origin: url %q: only scheme and host are allowed", cfg.URL)
-	}
+	u, _ := url.Parse(cfg.URL) // Validate parsed it
 	if err := fillDefaults(&cfg); err != nil {
 		return nil, err
 	}
@@ -266,15 +261,9 @@ func fillDefaults(cfg *ClientConfig) error {
 		{"MaxIdleConnDuration", &cfg.MaxIdleConnDuration, DefaultMaxIdleConnDuration},
 	}
 	for _, d := range durations {
-		switch {
-		case *d.v < 0:
-			return fmt.Errorf("origin: %s must not be negative, got %v", d.name, *d.v)
-		case *d.v == 0:
+		if *d.v == 0 {
 			*d.v = d.def
 		}
-	}
-	if cfg.MaxConns < 0 || cfg.MaxHeaderBytes < 0 {
-		return fmt.Errorf("origin: MaxConns (%d) and MaxHeaderBytes (%d) must not be negative", cfg.MaxConns, cfg.MaxHeaderBytes)
 	}
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = DefaultMaxConns
@@ -282,9 +271,46 @@ func fillDefaults(cfg *ClientConfig) error {
 	if cfg.MaxHeaderBytes == 0 {
 		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
-	if cfg.MaxHeaderBytes < 1024 {
+	return nil
+}
+
+// DefaultClientConfig is the configuration NewClient gives the zero
+// fields, for callers (the edge's defaults) that show the values in use.
+func DefaultClientConfig() ClientConfig {
+	c := ClientConfig{}
+	_ = fillDefaults(&c)
+	return c
+}
+
+// Validate checks cfg without filling defaults. Errors are
+// *conf.FieldError values naming the yaml key (the Go field for the fields
+// not in YAML).
+func (cfg *ClientConfig) Validate() error {
+	u, err := url.Parse(cfg.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" {
+		return conf.Errorf("url", "want http://host[:port] or https://host[:port], got %q", cfg.URL)
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil || u.Opaque != "" {
+		return conf.Errorf("url", "must not have a path, query, fragment or user info, got %q", cfg.URL)
+	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{
+		{"connect_timeout", cfg.ConnectTimeout}, {"header_timeout", cfg.HeaderTimeout},
+		{"idle_read_timeout", cfg.IdleReadTimeout}, {"WriteTimeout", cfg.WriteTimeout},
+		{"max_conn_wait", cfg.MaxConnWait}, {"MaxIdleConnDuration", cfg.MaxIdleConnDuration},
+	} {
+		if d.v < 0 {
+			return conf.Errorf(d.field, "must not be negative, got %v", d.v)
+		}
+	}
+	if cfg.MaxConns < 0 {
+		return conf.Errorf("max_conns", "must be 0 (default %d) or positive, got %d", DefaultMaxConns, cfg.MaxConns)
+	}
+	if cfg.MaxHeaderBytes != 0 && cfg.MaxHeaderBytes < 1024 {
 		// Below this even an ordinary status line plus Date won't fit.
-		return fmt.Errorf("origin: MaxHeaderBytes must be at least 1024, got %d", cfg.MaxHeaderBytes)
+		return conf.Errorf("MaxHeaderBytes", "must be 0 (default) or at least 1024, got %d", cfg.MaxHeaderBytes)
 	}
 	return nil
 }

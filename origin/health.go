@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgeshield/edgeshield/internal/conf"
 	"github.com/valyala/fasthttp"
 )
 
@@ -89,21 +90,21 @@ type HealthConfig struct {
 	// Interval between active checks. Zero turns active checks off: the
 	// upstream is then judged by real requests only (for readiness), and
 	// the circuit never opens (nothing would find out that it is back).
-	Interval time.Duration
+	Interval time.Duration `yaml:"interval"`
 	// Timeout bounds one check. Zero means the smaller of Interval and 2s.
-	Timeout time.Duration
+	Timeout time.Duration `yaml:"timeout"`
 	// Rise is how many consecutive successful checks bring a down upstream
 	// back. Zero means 2.
-	Rise int
+	Rise int `yaml:"rise"`
 	// Fall is how many consecutive failed active checks mark the upstream
 	// down (with checks off: consecutive transport failures of real
 	// requests). Zero means 3.
-	Fall int
+	Fall int `yaml:"fall"`
 	// Check performs one active check (Client.Check, in production).
-	Check func(ctx context.Context) error
+	Check func(ctx context.Context) error `yaml:"-"`
 	// OnChange, when set, is called on every transition, outside any lock,
 	// with the new state and the failure that caused it (nil when up).
-	OnChange func(up bool, cause error)
+	OnChange func(up bool, cause error) `yaml:"-"`
 }
 
 // Health tracks whether the upstream is usable, in the manner of HAProxy's
@@ -161,11 +162,35 @@ type HealthState struct {
 	Checks, CheckFailures, Downs, Kicked uint64
 }
 
+// DefaultHealthConfig is the recommended active check (the edge's
+// default): every 2s, 1s each, down after 3 failures, up after 2 passes.
+// The zero HealthConfig instead has checks off.
+func DefaultHealthConfig() HealthConfig {
+	return HealthConfig{Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3}
+}
+
+// Validate checks cfg; errors are *conf.FieldError values naming the yaml
+// key.
+func (cfg *HealthConfig) Validate() error {
+	for _, d := range []struct {
+		field string
+		v     int64
+	}{{"interval", int64(cfg.Interval)}, {"timeout", int64(cfg.Timeout)}, {"rise", int64(cfg.Rise)}, {"fall", int64(cfg.Fall)}} {
+		if d.v < 0 {
+			return conf.Errorf(d.field, "must not be negative (0 means the default)")
+		}
+	}
+	if cfg.Interval > 0 && cfg.Timeout > cfg.Interval {
+		return conf.Errorf("timeout", "must be at most interval (%s), got %s", cfg.Interval, cfg.Timeout)
+	}
+	return nil
+}
+
 // NewHealth returns a Health that is up and, when cfg.Interval is set,
 // runs its first check at once and then every Interval until Close.
 func NewHealth(cfg HealthConfig) (*Health, error) {
-	if cfg.Interval < 0 || cfg.Timeout < 0 || cfg.Rise < 0 || cfg.Fall < 0 {
-		return nil, errors.New("origin: health: negative interval, timeout, rise or fall")
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("origin: health: %w", err)
 	}
 	if cfg.Interval > 0 && cfg.Check == nil {
 		return nil, errors.New("origin: health: active checks need a Check function")

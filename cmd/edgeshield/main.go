@@ -66,37 +66,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	configPath := fs.String("config", os.Getenv("EDGESHIELD_CONFIG"), "YAML config file (see configs/edge.yaml); default: built-in demo setup")
-	originURL := fs.String("origin", "", "origin URL (overrides origin.url), or \"demo\"")
-	listen := fs.String("listen", "", "public listen address (overrides listen)")
-	admin := fs.String("admin", "", "admin listen address (overrides admin.listen)")
-	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "max time to finish in-flight requests on SIGTERM")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	cfg, err := edge.LoadConfig(*configPath, os.Environ())
-	if err != nil {
-		fmt.Fprintln(stderr, "edgeshield: config:", err)
-		return 2
-	}
-	if *originURL != "" {
-		cfg.Origin.URL = *originURL
-	}
-	if *listen != "" {
-		cfg.Listen = *listen
-	}
-	if *admin != "" {
-		cfg.Admin.Listen = *admin
-	}
-	var src []byte
-	if *configPath != "" {
-		src, _ = os.ReadFile(*configPath)
-	}
-	if err := cfg.Validate(*configPath, src); err != nil {
-		fmt.Fprintln(stderr, "edgeshield: config:", err)
-		return 2
+	cfg, shutdownTimeout, code := edgeConfig(args, stderr)
+	if code != 0 {
+		return code
 	}
 	setMemoryLimit(cfg)
 	logger := edge.NewLogger(cfg.Log, stderr)
@@ -139,6 +111,13 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "https: %s (certificates: http://%s/tls)\n", a, node.AdminAddr())
 	}
 	fmt.Fprintln(stdout, "Ctrl-C to stop")
+	return waitAndShutdown(ctx, node, cfg.Server.DrainDelay.D()+shutdownTimeout, stderr)
+}
+
+// waitAndShutdown serves until ctx ends (SIGINT, SIGTERM), reloading
+// certificates and reopening logs on SIGHUP, then shuts the node down
+// within grace.
+func waitAndShutdown(ctx context.Context, node *edge.Node, grace time.Duration, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -156,13 +135,51 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	fmt.Fprintln(stderr, "edgeshield: shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.DrainDelay.D()+*shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	if err := node.Shutdown(sctx); err != nil {
 		fmt.Fprintln(stderr, "edgeshield: shutdown:", err)
 		return 1
 	}
 	return 0
+}
+
+// edgeConfig reads run's flags and the configuration (defaults, file,
+// environment, flags) and validates it; a non-zero code ends run.
+func edgeConfig(args []string, stderr io.Writer) (edge.Config, time.Duration, int) {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", os.Getenv("EDGESHIELD_CONFIG"), "YAML config file (see configs/edge.yaml); default: built-in demo setup")
+	originURL := fs.String("origin", "", "origin URL (overrides origin.url), or \"demo\"")
+	listen := fs.String("listen", "", "public listen address (overrides listen)")
+	admin := fs.String("admin", "", "admin listen address (overrides admin.listen)")
+	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "max time to finish in-flight requests on SIGTERM")
+	if err := fs.Parse(args); err != nil {
+		return edge.Config{}, 0, 2
+	}
+	cfg, err := edge.LoadConfig(*configPath, os.Environ())
+	if err != nil {
+		fmt.Fprintln(stderr, "edgeshield: config:", err)
+		return edge.Config{}, 0, 2
+	}
+	if *originURL != "" {
+		cfg.Origin.URL = *originURL
+	}
+	if *listen != "" {
+		cfg.Listen = *listen
+	}
+	if *admin != "" {
+		cfg.Admin.Listen = *admin
+	}
+	var src []byte
+	if *configPath != "" {
+		src, _ = os.ReadFile(*configPath)
+	}
+	if err := cfg.Validate(*configPath, src); err != nil {
+		fmt.Fprintln(stderr, "edgeshield: config:", err)
+		return edge.Config{}, 0, 2
+	}
+	return cfg, *shutdownTimeout, 0
 }
 
 // setMemoryLimit gives the Go runtime a soft memory limit derived from

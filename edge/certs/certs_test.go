@@ -30,7 +30,7 @@ func TestNewValidation(t *testing.T) {
 		want string // substring of the error
 	}{
 		{"unknown mode", Config{Mode: "magic", Storage: dir}, `mode "magic"`},
-		{"no storage", Config{Mode: ModeInternal}, "storage directory is required"},
+		{"no storage", Config{Mode: ModeInternal}, "storage: required"},
 		{"acme without terms", Config{Mode: ModeACME, Storage: dir, Names: []string{"a.test"}}, "agree_terms"},
 		{"acme without challenges", Config{Mode: ModeACME, Storage: dir, AgreeTerms: true, DisableHTTPChallenge: true, DisableTLSALPNChallenge: true}, "both ACME challenges"},
 		{"manual without certs", Config{Mode: ModeManual, Storage: dir}, "at least one certificate"},

@@ -7,6 +7,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/edgeshield/edgeshield/internal/conf"
 )
 
 // Modes of Config.Mode.
@@ -66,85 +68,89 @@ var (
 	ErrClosed = errors.New("certs: manager closed")
 )
 
-// Config configures a Manager. The zero value is ModeOff.
+// Config configures a Manager. The zero value is ModeOff. The yaml keys are
+// the edge's tls block (configs/tls.yaml); durations are time.Duration for
+// Go callers, and the edge's loader reads "30s" into them.
 type Config struct {
 	// Mode is one of "acme", "internal", "manual" or "off" ("" = "off").
 	// Manual Certificates may be combined with "acme" and "internal".
-	Mode string
+	Mode string `yaml:"mode"`
 
 	// Names are managed up front (acme and internal modes): ordered from the
 	// CA in the background at New if storage has no certificate yet, then
 	// renewed in the background. Wildcards ("*.example.com") need a DNS-01
 	// solver, which this package does not configure, so they are refused.
-	Names []string
+	Names []string `yaml:"names"`
 
 	// Email is the ACME account contact (optional, recommended: the CA
 	// writes there before certificates expire unrenewed).
-	Email string
+	Email string `yaml:"email"`
 
 	// CA is the ACME directory URL; "" = Let's Encrypt production.
-	CA string
+	CA string `yaml:"ca"`
 
 	// TrustedRoots are PEM files of extra roots to trust when talking to
 	// the ACME server (a private CA, or Pebble in tests). nil = system roots.
-	TrustedRoots []string
+	TrustedRoots []string `yaml:"trusted_roots"`
 
 	// AgreeTerms must be true in acme mode: it states agreement with the
 	// CA's subscriber agreement, which RFC 8555 §7.3 makes a precondition
 	// of account creation.
-	AgreeTerms bool
+	AgreeTerms bool `yaml:"agree_terms"`
 
 	// Storage is the directory holding keys, certificates, the ACME
 	// account, challenge tokens and locks. Required unless Mode is "off".
 	// Nodes that share it (a shared volume) coordinate through its lock
 	// files: one order per name for the cluster.
-	Storage string
+	Storage string `yaml:"storage"`
 
 	// OnDemand enables issuance during the TLS handshake for names on its
 	// allow-list (acme and internal modes). nil = off.
-	OnDemand *OnDemand
+	OnDemand *OnDemand `yaml:"on_demand"`
 
 	// Certificates are manual certificate/key file pairs. They are loaded
 	// by New (an unreadable or invalid file, or an expired certificate, is
 	// an error naming the file), reloaded by Reload, and polled every
 	// ReloadInterval for changes.
-	Certificates []CertFile
+	Certificates []CertFile `yaml:"certificates"`
 
 	// HTTPPort and TLSPort are the public ports that ACME validation
 	// reaches (0 = 80 and 443). Tests use alternate ports. TLSPort is also
 	// the port RedirectHandler sends clients to.
-	HTTPPort, TLSPort int
+	HTTPPort int `yaml:"http_port"`
+	TLSPort  int `yaml:"tls_port"`
 
 	// DisableHTTPChallenge and DisableTLSALPNChallenge turn off one ACME
 	// challenge type each; at least one must stay enabled in acme mode.
-	DisableHTTPChallenge, DisableTLSALPNChallenge bool
+	DisableHTTPChallenge    bool `yaml:"disable_http_challenge"`
+	DisableTLSALPNChallenge bool `yaml:"disable_tls_alpn_challenge"`
 
 	// RenewalWindowRatio is the fraction of a certificate's lifetime,
 	// counted back from its expiry, in which renewal starts (certmagic's
 	// ratio, 0 = certmagic's default of 1/3). Must be in [0, 1).
-	RenewalWindowRatio float64
+	RenewalWindowRatio float64 `yaml:"renewal_window_ratio"`
 
 	// Logger receives certmagic's logs and ours. nil = slog.Default().
-	Logger *slog.Logger
+	Logger *slog.Logger `yaml:"-"`
 
 	// DefaultServerName selects the certificate served to handshakes
 	// without SNI (RFC 6066 §3 makes SNI optional). "" = such handshakes
 	// fail, unless a certificate covers the local IP address.
-	DefaultServerName string
+	DefaultServerName string `yaml:"default_server_name"`
 
 	// RenewCheckInterval is how often certmagic's maintenance checks
 	// certificates for renewal (0 = certmagic's default, 10 minutes).
 	// Tests with short-lived certificates lower it.
-	RenewCheckInterval time.Duration
+	RenewCheckInterval time.Duration `yaml:"renew_check_interval"`
 
 	// ReloadInterval is how often manual certificate files are checked for
 	// changes (size or modification time). 0 = DefaultReloadInterval;
 	// negative disables polling (Reload still works).
-	ReloadInterval time.Duration
+	ReloadInterval time.Duration `yaml:"reload_interval"`
 
 	// InternalLifetime is the validity of leaf certificates issued by the
 	// internal CA. 0 = DefaultInternalLifetime.
-	InternalLifetime time.Duration
+	InternalLifetime time.Duration `yaml:"internal_lifetime"`
 }
 
 // OnDemand configures issuance at handshake time.
@@ -154,21 +160,22 @@ type OnDemand struct {
 	// wildcard certificate would, RFC 6125 §6.4.3). Required, non-empty:
 	// on-demand issuance without an allow-list lets any client make the
 	// node order certificates for names of its choosing.
-	Allow []string
+	Allow []string `yaml:"allow"`
 
 	// RateLimit is the number of on-demand orders allowed per Interval,
 	// across all names (0 = DefaultOnDemandRateLimit). Renewals and
 	// certificates already in storage do not count.
-	RateLimit int
+	RateLimit int `yaml:"rate_limit"`
 
 	// Interval is the rate-limit window (0 = DefaultOnDemandInterval).
-	Interval time.Duration
+	Interval time.Duration `yaml:"interval"`
 }
 
 // CertFile is a manual certificate: PEM files of the chain (leaf first)
 // and of its private key.
 type CertFile struct {
-	Cert, Key string
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
 }
 
 // withDefaults returns a copy of cfg with zero values replaced and slices
@@ -214,84 +221,108 @@ func (cfg Config) withDefaults() Config {
 	return cfg
 }
 
+// DefaultConfig is the zero Config with its mode spelled out: zero fields
+// mean New's defaults (the Default* constants).
+func DefaultConfig() Config { return Config{Mode: ModeOff} }
+
+// Validate checks cfg as New would, after New's defaults. Errors are
+// *conf.FieldError values naming the yaml key; New wraps them in
+// ErrInvalidConfig.
+func (cfg Config) Validate() error { return cfg.withDefaults().validate() }
+
 // validate checks a Config that went through withDefaults.
 func (cfg Config) validate() error {
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
-	}
 	switch cfg.Mode {
 	case ModeOff:
 		return nil
 	case ModeACME, ModeInternal, ModeManual:
 	default:
-		return bad("mode %q: want acme, internal, manual or off", cfg.Mode)
+		return conf.Errorf("mode", "want acme, internal, manual or off, got mode %q", cfg.Mode)
 	}
 	if cfg.Storage == "" {
-		return bad("storage directory is required in mode %q", cfg.Mode)
+		return conf.Errorf("storage", "required in mode %q: a directory for keys, certificates and locks (shared by a cluster)", cfg.Mode)
 	}
+	if err := cfg.validateMode(); err != nil {
+		return err
+	}
+	for i, n := range cfg.Names {
+		if !validName(n) {
+			return conf.Errorf(fmt.Sprintf("names[%d]", i), "name %q is not a valid host name", n)
+		}
+		if strings.HasPrefix(n, "*.") {
+			return conf.Errorf(fmt.Sprintf("names[%d]", i), "name %q: wildcard certificates need DNS-01, which is not configured", n)
+		}
+	}
+	for i, c := range cfg.Certificates {
+		if c.Cert == "" || c.Key == "" {
+			return conf.Errorf(fmt.Sprintf("certificates[%d]", i), "certificate entry needs both cert and key files (got cert=%q key=%q)", c.Cert, c.Key)
+		}
+	}
+	if err := checkPort("http_port", cfg.HTTPPort); err != nil {
+		return err
+	}
+	if err := checkPort("tls_port", cfg.TLSPort); err != nil {
+		return err
+	}
+	return cfg.validateTimes()
+}
+
+// validateMode checks the rules of acme and manual modes.
+func (cfg Config) validateMode() error {
 	if cfg.Mode == ModeManual {
 		if len(cfg.Certificates) == 0 {
-			return bad("manual mode needs at least one certificate")
+			return conf.Errorf("certificates", "manual mode needs at least one certificate")
 		}
 		if len(cfg.Names) > 0 || cfg.OnDemand != nil {
-			return bad("manual mode cannot manage names or issue on demand (use acme or internal)")
+			return conf.Errorf("mode", "manual mode cannot manage names or issue on demand (use acme or internal)")
 		}
 	}
 	if cfg.Mode == ModeACME {
 		if !cfg.AgreeTerms {
-			return bad("acme mode needs agree_terms: the CA's subscriber agreement must be accepted (RFC 8555 §7.3)")
+			return conf.Errorf("agree_terms", "acme mode needs agree_terms: the CA's subscriber agreement must be accepted (RFC 8555 §7.3)")
 		}
 		if cfg.DisableHTTPChallenge && cfg.DisableTLSALPNChallenge {
-			return bad("both ACME challenges are disabled; no order could be validated")
+			return conf.Errorf("disable_tls_alpn_challenge", "both ACME challenges are disabled; no order could be validated")
 		}
 	}
-	for _, n := range cfg.Names {
-		if !validName(n) {
-			return bad("name %q is not a valid host name", n)
-		}
-		if strings.HasPrefix(n, "*.") {
-			return bad("name %q: wildcard certificates need DNS-01, which is not configured", n)
-		}
-	}
-	for _, c := range cfg.Certificates {
-		if c.Cert == "" || c.Key == "" {
-			return bad("certificate entry needs both cert and key files (got cert=%q key=%q)", c.Cert, c.Key)
-		}
-	}
-	if err := checkPort("http_port", cfg.HTTPPort); err != nil {
-		return bad("%v", err)
-	}
-	if err := checkPort("tls_port", cfg.TLSPort); err != nil {
-		return bad("%v", err)
-	}
+	return nil
+}
+
+// validateTimes checks the renewal knobs and the on-demand block.
+func (cfg Config) validateTimes() error {
 	if cfg.RenewalWindowRatio < 0 || cfg.RenewalWindowRatio >= 1 {
-		return bad("renewal window ratio %v: want 0 <= ratio < 1", cfg.RenewalWindowRatio)
+		return conf.Errorf("renewal_window_ratio", "renewal window ratio %v: want 0 <= ratio < 1", cfg.RenewalWindowRatio)
 	}
 	if cfg.RenewCheckInterval < 0 {
-		return bad("renew check interval %v is negative", cfg.RenewCheckInterval)
+		return conf.Errorf("renew_check_interval", "renew check interval %v is negative", cfg.RenewCheckInterval)
 	}
 	if cfg.InternalLifetime < time.Minute {
-		return bad("internal lifetime %v: want at least 1m", cfg.InternalLifetime)
+		return conf.Errorf("internal_lifetime", "internal lifetime %v: want at least 1m", cfg.InternalLifetime)
 	}
-	if od := cfg.OnDemand; od != nil {
-		if len(od.Allow) == 0 {
-			return bad("on-demand issuance needs a non-empty allow-list")
+	od := cfg.OnDemand
+	if od == nil {
+		return nil
+	}
+	if len(od.Allow) == 0 {
+		return conf.Errorf("on_demand.allow", "on-demand issuance needs a non-empty allow-list")
+	}
+	for i, p := range od.Allow {
+		if !validName(p) {
+			return conf.Errorf(fmt.Sprintf("on_demand.allow[%d]", i), "on-demand allow pattern %q is not a host name or *.suffix", p)
 		}
-		for _, p := range od.Allow {
-			if !validName(p) {
-				return bad("on-demand allow pattern %q is not a host name or *.suffix", p)
-			}
-		}
-		if od.RateLimit < 0 || od.Interval < 0 {
-			return bad("on-demand rate limit %d per %v: must not be negative", od.RateLimit, od.Interval)
-		}
+	}
+	if od.RateLimit < 0 {
+		return conf.Errorf("on_demand.rate_limit", "on-demand rate limit %d: must not be negative", od.RateLimit)
+	}
+	if od.Interval < 0 {
+		return conf.Errorf("on_demand.interval", "on-demand interval %v: must not be negative", od.Interval)
 	}
 	return nil
 }
 
 func checkPort(field string, p int) error {
 	if p < 1 || p > 65535 {
-		return fmt.Errorf("%s %d out of range 1-65535", field, p)
+		return conf.Errorf(field, "%s %d out of range 1-65535", field, p)
 	}
 	return nil
 }

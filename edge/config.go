@@ -251,7 +251,16 @@ type TLSConfig struct {
 	Listen string `yaml:"listen"` // HTTPS address, e.g. 0.0.0.0:443
 	// HTTP is what the plain listener does with non-challenge requests:
 	// "redirect" (308 to https, default) or "serve".
-	HTTP                    string           `yaml:"http"`
+	HTTP string `yaml:"http"`
+	// HTTP2 offers h2 by ALPN on the HTTPS listener, before http/1.1.
+	// Default true.
+	HTTP2 bool `yaml:"http2"`
+	// HTTP3 serves HTTP/3 over QUIC on UDP (http3_listen) and advertises
+	// it with Alt-Svc on HTTPS responses. Default true.
+	HTTP3 bool `yaml:"http3"`
+	// HTTP3Listen is the UDP address of HTTP/3. Default "": the HTTPS
+	// listener's address (same port number, over UDP).
+	HTTP3Listen             string           `yaml:"http3_listen"`
 	Names                   []string         `yaml:"names"`
 	Email                   string           `yaml:"email"`
 	CA                      string           `yaml:"ca"`
@@ -736,6 +745,11 @@ func (c *Config) Validate(file string, src []byte) error {
 		case "redirect", "serve":
 		default:
 			return bad("tls.http", "want redirect or serve, got %q", c.TLS.HTTP)
+		}
+		if c.TLS.HTTP3 && c.TLS.HTTP3Listen != "" {
+			if _, _, err := net.SplitHostPort(c.TLS.HTTP3Listen); err != nil {
+				return bad("tls.http3_listen", "want host:port (UDP), got %q", c.TLS.HTTP3Listen)
+			}
 		}
 		if c.TLS.Storage == "" {
 			return bad("tls.storage", "required: a directory for keys, certificates and locks (shared by a cluster)")

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -9,6 +10,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -22,6 +25,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // testCert writes a self-signed certificate for edge.test and 127.0.0.1
@@ -393,5 +398,118 @@ func Test502OverEveryProtocol(t *testing.T) {
 				t.Errorf("got %d, want 502", r.StatusCode)
 			}
 		})
+	}
+}
+
+// TestHTTP2RapidResetDisconnects: a client that opens and cancels streams
+// in a loop (CVE-2023-44487) is disconnected after a bounded number,
+// while the node keeps serving others.
+func TestHTTP2RapidResetDisconnects(t *testing.T) {
+	o := newTestOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		io.WriteString(w, "ok")
+	})
+	tn := newTLSTestNode(t, o.srv.URL, nil, nil)
+	tn.fetch(t, protoH2, "GET", "/a") // cached: each reset stream would be a cheap hit
+
+	c, err := tls.Dial("tcp", tn.TLSAddr(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Fatalf("ALPN: got %q, want h2", p)
+	}
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "edge.test"}, {":path", "/a"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	const attempts = 5000
+	sent := 0
+	for ; sent < attempts; sent++ {
+		id := uint32(2*sent + 1)
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+			break
+		}
+		if err := fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
+			break
+		}
+	}
+	// The server must end the connection: a GOAWAY or a close, not a
+	// read timeout.
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var rerr error
+	for rerr == nil {
+		var f http2.Frame
+		f, rerr = fr.ReadFrame()
+		if ga, ok := f.(*http2.GoAwayFrame); ok {
+			t.Logf("GOAWAY %v after %d streams sent", ga.ErrCode, sent)
+			break
+		}
+	}
+	var ne net.Error
+	if errors.As(rerr, &ne) && ne.Timeout() {
+		t.Fatalf("after %d HEADERS+RST_STREAM pairs the connection is still open; want it closed", sent)
+	}
+	if got := tn.fronts.h2.resets.Load(); got != 1 {
+		t.Errorf("connections closed for rapid resets: got %d, want 1", got)
+	}
+	// Others are still served.
+	if r, b := tn.fetch(t, protoH2, "GET", "/a"); r.StatusCode != 200 || b != "ok" {
+		t.Errorf("another client after the attack: got %d %q, want 200 ok", r.StatusCode, b)
+	}
+}
+
+// TestFrontLimits: oversized header lists are refused over HTTP/2 and
+// HTTP/3 (HPACK/QPACK bombs cost at most server.max_header_bytes), HTTPS
+// responses advertise HTTP/3, and shutdown stops both fronts.
+func TestFrontLimits(t *testing.T) {
+	o := newTestOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		io.WriteString(w, "ok")
+	})
+	tn := newTLSTestNode(t, o.srv.URL, nil, func(c *Config) { c.Server.MaxHeaderBytes = 8 << 10 })
+	wantAlt := `h3=":` + portOf(tn.TLSAddr()) + `"; ma=86400`
+	for _, proto := range allProtos {
+		t.Run(proto, func(t *testing.T) {
+			r, _ := tn.fetch(t, proto, "GET", "/a")
+			if proto != protoH3 && r.Header.Get("Alt-Svc") != wantAlt {
+				t.Errorf("Alt-Svc: got %q, want %q", r.Header.Get("Alt-Svc"), wantAlt)
+			}
+			if proto == protoH1 {
+				return
+			}
+			req, _ := http.NewRequest("GET", tn.base+"/a", nil)
+			for i := 0; i < 64; i++ {
+				req.Header.Add(fmt.Sprintf("X-Bomb-%d", i), strings.Repeat("b", 1024))
+			}
+			resp, err := tn.clients[proto].Do(req)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+					t.Errorf("64 KiB of header fields: got %d, want 431 or a refused request", resp.StatusCode)
+				}
+			}
+		})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := tn.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	for _, proto := range []string{protoH2, protoH3} {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", tn.base+"/a", nil)
+		if resp, err := tn.clients[proto].Do(req); err == nil {
+			resp.Body.Close()
+			t.Errorf("%s after Shutdown: got %d, want no answer", proto, resp.StatusCode)
+		}
 	}
 }

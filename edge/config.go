@@ -241,6 +241,15 @@ type TLSConfig struct {
 	// HTTP is what the plain listener does with non-challenge requests:
 	// "redirect" (308 to https, default) or "serve".
 	HTTP string `yaml:"http"`
+	// HTTP2 offers h2 by ALPN on the HTTPS listener, before http/1.1.
+	// Default true.
+	HTTP2 bool `yaml:"http2"`
+	// HTTP3 serves HTTP/3 over QUIC on UDP (http3_listen) and advertises
+	// it with Alt-Svc on HTTPS responses. Default true.
+	HTTP3 bool `yaml:"http3"`
+	// HTTP3Listen is the UDP address of HTTP/3. Default "": the HTTPS
+	// listener's address (same port number, over UDP).
+	HTTP3Listen string `yaml:"http3_listen"`
 }
 
 // Enabled reports whether an HTTPS listener is configured.
@@ -744,6 +753,11 @@ func (c *Config) validateTLS(bad badFunc) error {
 	case "redirect", "serve":
 	default:
 		return bad("tls.http", "want redirect or serve, got %q", c.TLS.HTTP)
+	}
+	if c.TLS.HTTP3 && c.TLS.HTTP3Listen != "" {
+		if _, _, err := net.SplitHostPort(c.TLS.HTTP3Listen); err != nil {
+			return bad("tls.http3_listen", "want host:port (UDP), got %q", c.TLS.HTTP3Listen)
+		}
 	}
 	return within(bad, "tls", c.TLS.Config.Validate())
 }

@@ -73,6 +73,7 @@ type Node struct {
 	publicLn, adminLn net.Listener
 	tlsLn             net.Listener
 	certs             *certs.Manager
+	fronts            fronts         // HTTP/2 and HTTP/3 (h2.go, h3.go)
 	peers             *peerSet       // nil without a cluster
 	listeners         []net.Listener // every listener given to serve (Start, before Shutdown)
 	serveWG           sync.WaitGroup // listener goroutines
@@ -372,6 +373,7 @@ func (n *Node) shutdown(ctx context.Context) error {
 	if n.publicLn != nil {
 		errs = append(errs, n.public.ShutdownWithContext(ctx))
 	}
+	errs = append(errs, n.stopFronts(ctx))
 	if n.peers != nil {
 		errs = append(errs, n.peers.srv.ShutdownWithContext(ctx))
 	}

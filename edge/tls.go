@@ -27,6 +27,10 @@ func (n *Node) buildTLS(tlsLn net.Listener) error {
 	if err != nil {
 		return fmt.Errorf("tls: %w", err)
 	}
+	if err := n.listenH3(tlsLn); err != nil {
+		m.Close()
+		return err
+	}
 	n.certs, n.api.certs = m, m
 	return nil
 }
@@ -43,8 +47,13 @@ func (n *Node) serveTLS(plainLn, tlsLn net.Listener) {
 	}
 	n.plain = n.newPublicServer(n.certs.HTTPHandler(plain))
 	n.serve(n.plain, plainLn, "http")
-	n.tlsLn = tls.NewListener(tlsLn, n.certs.TLSConfig())
-	n.serve(n.public, n.tlsLn, "https")
+	conf := n.certs.TLSConfig()
+	if n.cfg.TLS.HTTP2 {
+		conf.NextProtos = append([]string{"h2"}, conf.NextProtos...) // server preference: h2 first
+	}
+	n.tlsLn = tls.NewListener(tlsLn, conf)
+	n.public = n.newPublicServer(n.withAltSvc(n.handle)) // h2.go, h3.go
+	n.serve(n.public, n.startFronts(n.tlsLn, n.certs.TLSConfig()), "https")
 }
 
 // ReloadTLS re-reads manual certificate files (SIGHUP).

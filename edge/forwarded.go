@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/netip"
 
+	"github.com/edgeshield/edgeshield/internal/ascii"
 	"github.com/valyala/fasthttp"
 )
 
@@ -14,18 +15,17 @@ import (
 // clients select (issue 10).
 
 // frontHopHeaders are the hop-by-hop request fields the front deletes (RFC
-// 9110 §7.6.1). Connection itself stays (fasthttp reads it for keep-alive; it
-// is never forwarded nor used as a key), and Transfer-Encoding is framing,
-// already consumed by the server.
-var frontHopHeaders = [][]byte{
-	[]byte("Keep-Alive"),
-	[]byte("Proxy-Connection"),
-	[]byte("Proxy-Authenticate"),
-	[]byte("Proxy-Authorization"),
-	[]byte("Te"),
-	[]byte("Trailer"),
-	[]byte("Upgrade"),
-}
+// 9110 §7.6.1): hopHeaders but Connection, which stays (fasthttp reads it for
+// keep-alive; it is never forwarded nor used as a key), and
+// Transfer-Encoding, framing already consumed by the server.
+var frontHopHeaders = func() (out [][]byte) {
+	for _, h := range hopHeaders {
+		if string(h) != "Connection" && string(h) != "Transfer-Encoding" {
+			out = append(out, h)
+		}
+	}
+	return out
+}()
 
 // Connection options that name framing or routing fields: a client listing
 // them must not make the front delete them (RFC 9110 §7.6.1 forbids listing
@@ -111,14 +111,14 @@ func (n *Node) sanitizeRequest(ctx *fasthttp.RequestCtx) {
 		}
 		name := bytes.TrimRight(line[:colon], " \t")
 		switch {
-		case len(name) == len(strTransferEncoding) && bytes.EqualFold(name, strTransferEncoding):
+		case ascii.EqualFold(name, strTransferEncoding):
 			// A chunked body may end in trailer fields, which fasthttp
 			// adds to the header and which the raw block lacks.
 			n.sanitizeAll(ctx)
 			return
-		case len(name) == len(strConnection) && bytes.EqualFold(name, strConnection):
+		case ascii.EqualFold(name, strConnection):
 			deleteConnectionListed(h, bytes.TrimSpace(line[colon+1:]))
-		case hasName(frontHopHeaders, name) || hasName(overrideHeaders, name):
+		case inList(frontHopHeaders, name) || inList(overrideHeaders, name):
 			h.DelBytes(name)
 		case forwardingIndex(name) >= 0:
 			if !trustKnown {
@@ -264,21 +264,10 @@ func ownProto(ctx *fasthttp.RequestCtx) string {
 	return "http"
 }
 
-// hasName is inList for the front's per-request scan: field names are ASCII
-// tokens, so a length mismatch settles most comparisons at once.
-func hasName(list [][]byte, name []byte) bool {
-	for _, h := range list {
-		if len(h) == len(name) && bytes.EqualFold(h, name) {
-			return true
-		}
-	}
-	return false
-}
-
 // forwardingIndex returns the fwd* index of a forwarding field name, or -1.
 func forwardingIndex(name []byte) int {
 	for i, f := range forwardingHeaders {
-		if len(f) == len(name) && bytes.EqualFold(f, name) {
+		if ascii.EqualFold(f, name) {
 			return i
 		}
 	}

@@ -23,8 +23,11 @@
 # server's TLS 1.3 ticket — checked with nginx's $ssl_session_reused); HTTPS
 # full handshakes per second (tls-full: HS_CLIENTS [4] parallel
 # `openssl s_time -new` clients, a new session every connection, no request).
-# The 1 KiB case also measures a reference: the same nginx answering 1 KiB
-# with `return 200` from memory, the cheapest response this machine gives.
+# The 1 KiB case also measures two references: the same nginx answering 1 KiB
+# with `return 200` from memory, the cheapest response this machine gives;
+# and the ceiling, a bare fasthttp responder (bench/wrk/ceiling: the same
+# headers and 1 KiB body as an edge hit, from memory, GOMAXPROCS=1 on core 0),
+# the most the edge's hit path could reach on fasthttp (goal: edge ≥ 0.9×).
 # Each row reports user and system CPU microseconds per request, so a ratio
 # that no server code can reach shows as system time alone over its budget.
 #
@@ -57,6 +60,7 @@ EDGE_TLS_PORT=${EDGE_TLS_PORT:-28443}
 ADMIN_PORT=${ADMIN_PORT:-29090}
 NGINX_PORT=${NGINX_PORT:-28090}
 NGINX_TLS_PORT=${NGINX_TLS_PORT:-28453}
+CEILING_PORT=${CEILING_PORT:-28070}
 OUT=${OUT:-$ROOT/bench/out/wrk}
 # Servers and wrk run under this command prefix, the same for both servers.
 # On a machine shared with other work, a request/response ping-pong between
@@ -103,7 +107,7 @@ cpu_ticks() {
 	echo "$u $s"
 }
 
-for p in $ORIGIN_PORT $EDGE_PORT $EDGE_TLS_PORT $ADMIN_PORT $NGINX_PORT $NGINX_TLS_PORT; do
+for p in $ORIGIN_PORT $EDGE_PORT $EDGE_TLS_PORT $ADMIN_PORT $NGINX_PORT $NGINX_TLS_PORT $CEILING_PORT; do
 	port_free "$p"
 done
 mkdir -p "$OUT"
@@ -146,14 +150,20 @@ NGINX_PID=$LAST_PID
 wait_port "$NGINX_PORT" "$NGINX_PID" nginx
 wait_port "$NGINX_TLS_PORT" "$NGINX_PID" nginx
 
+log "ceiling (bare fasthttp responder) on :$CEILING_PORT (core 0, GOMAXPROCS=1)"
+go build -o "$TMP/ceiling" ./bench/wrk/ceiling
+start ceiling 0 env GOMAXPROCS=1 "$TMP/ceiling" --listen "127.0.0.1:$CEILING_PORT"
+CEILING_PID=$LAST_PID
+wait_port "$CEILING_PORT" "$CEILING_PID" ceiling
+
 declare -A URLPATH=([1k]=/bench/1k.bin [64k]=/bench/64k.bin [1m]=/bench/1m.bin [tls-1k]=/bench/1k.bin [tls-hs]=/bench/1k.bin [tls-full]=/bench/1k.bin)
 # "floor" is a reference, not a contender: the same nginx answering a 1 KiB
 # `return 200` from its configuration (no cache lookup, no file, no
 # upstream): about the cheapest HTTP response this machine can produce, so
 # it shows how much of a 1 KiB hit's cost is the kernel's TCP work.
-declare -A PORT_OF=([edge]=$EDGE_PORT [nginx]=$NGINX_PORT [floor]=$NGINX_PORT)
+declare -A PORT_OF=([edge]=$EDGE_PORT [nginx]=$NGINX_PORT [floor]=$NGINX_PORT [ceiling]=$CEILING_PORT)
 declare -A TLSPORT_OF=([edge]=$EDGE_TLS_PORT [nginx]=$NGINX_TLS_PORT)
-declare -A PID_OF=([edge]=$EDGE_PID [nginx]=$NGINX_PID [floor]=$NGINX_PID)
+declare -A PID_OF=([edge]=$EDGE_PID [nginx]=$NGINX_PID [floor]=$NGINX_PID [ceiling]=$CEILING_PID)
 
 url_of() { # SERVER CASE
 	[ "$1" != floor ] || { echo "http://127.0.0.1:$NGINX_PORT/__floor-1k"; return; }
@@ -273,11 +283,12 @@ median() {
 
 for c in $CASES; do
 	[ -n "${URLPATH[$c]:-}" ] || { echo "hits-vs-nginx.sh: unknown case $c" >&2; exit 2; }
-	log "case $c: $REPEAT x (edge, nginx$([ "$c" != 1k ] || echo ', nginx return 200 reference')), $DURATION each, $CONNS connections"
+	log "case $c: $REPEAT x (edge, nginx$([ "$c" != 1k ] || echo ', nginx return 200 reference, fasthttp ceiling')), $DURATION each, $CONNS connections"
 	for rep in $(seq 1 "$REPEAT"); do
 		run edge "$c" "$rep"
 		run nginx "$c" "$rep"
 		[ "$c" != 1k ] || run floor "$c" "$rep"
+		[ "$c" != 1k ] || run ceiling "$c" "$rep"
 	done
 done
 
@@ -321,6 +332,13 @@ declare -A TARGET=([1k]=2 [64k]=1 [1m]=1 [tls-1k]=1.5 [tls-hs]= [tls-full]=)
 			printf "Reference, 1 KiB: the same nginx answering `return 200` from memory (no cache lookup, no file) made %.0f req/s = %.2f× nginx proxy_cache, ", f, f / n
 			printf "at %s µs user + %s µs sys per request. The ≥ 2× target allows %.2f µs per request in all (1e6 / (2 × %.0f)); ", fu, fs, 1e6 / (2 * n), n
 			printf "the edge spends %s µs in the kernel alone (%s µs user).\n", es, eu }'
+	fi
+	if [ -s "$TMP/ceiling-1k.dat" ]; then
+		awk -v c="$(median ceiling 1k 1)" -v e="$(median edge 1k 1)" -v cu="$(median ceiling 1k 7)" -v cs="$(median ceiling 1k 8)" 'BEGIN{
+			printf "\nCeiling, 1 KiB: a bare fasthttp responder (bench/wrk/ceiling: the headers and body of a hit, from memory) made %.0f req/s ", c
+			printf "at %s µs user + %s µs sys per request; edge / ceiling = %.2f (goal ≥ 0.9).\n", cu, cs, e / c }'
+		printf 'Per run, edge / ceiling:'
+		paste -d' ' "$TMP/edge-1k.dat" "$TMP/ceiling-1k.dat" | awk '{printf " %.2f", $1 / $9} END{print ""}'
 	fi
 	echo
 	echo "Medians of $REPEAT alternating runs each (every column's median taken on its own)."

@@ -27,18 +27,35 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgeshield/edgeshield/internal/ascii"
 	"github.com/valyala/fasthttp"
 )
 
-// Protocol labels of the fronts (metrics, logs).
+// Protocol labels of the fronts (metrics, logs), and their indices in
+// counters.byProto.
 const (
 	protoH1 = "h1"
 	protoH2 = "h2"
 	protoH3 = "h3"
 )
+
+const (
+	protoIdxH1 = iota
+	protoIdxH2
+	protoIdxH3
+	numProtos
+)
+
+// handleH1 is n.handle as the HTTP/1.x servers run it: counted as an h1
+// request. Each front counts right before the pipeline, which counts every
+// request it is handed, so the protocols add up to Stats.Requests.
+func (n *Node) handleH1(ctx *fasthttp.RequestCtx) {
+	n.stats.byProto[protoIdxH1].Add(1)
+	n.handle(ctx)
+}
 
 // streamConn stands for the client's connection under one HTTP/2 or HTTP/3
 // stream: only its addresses and its TLS-ness are used; the bytes go
@@ -77,14 +94,14 @@ type httpFront struct {
 	h        fasthttp.RequestHandler
 	altSvc   string // Alt-Svc value for responses; "" for none
 	pool     sync.Pool
-	count    func() // counts a request (per-protocol metrics)
+	count    *atomic.Uint64 // the protocol's request counter (counters.byProto)
 }
 
-func (n *Node) newHTTPFront(proto, altSvc string, count func()) *httpFront {
-	f := &httpFront{n: n, proto: proto, h: n.withDate(n.handle), altSvc: altSvc, count: count}
-	f.protocol = "HTTP/2.0"
+func (n *Node) newHTTPFront(proto, altSvc string) *httpFront {
+	f := &httpFront{n: n, proto: proto, h: n.withDate(n.handle), altSvc: altSvc}
+	f.protocol, f.count = "HTTP/2.0", &n.stats.byProto[protoIdxH2]
 	if proto == protoH3 {
-		f.protocol = "HTTP/3.0"
+		f.protocol, f.count = "HTTP/3.0", &n.stats.byProto[protoIdxH3]
 	}
 	f.pool.New = func() any { return new(frontCtx) }
 	return f
@@ -110,9 +127,6 @@ func hopByHopResponseField(k []byte) bool {
 }
 
 func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if f.count != nil {
-		f.count()
-	}
 	fc := f.pool.Get().(*frontCtx)
 	defer func() {
 		fc.ctx.Request.Reset()
@@ -159,6 +173,7 @@ func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req.SetBodyStream(r.Body, -1)
 	}
 
+	f.count.Add(1)
 	f.h(ctx)
 	f.writeResponse(w, r, ctx)
 }

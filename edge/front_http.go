@@ -27,18 +27,35 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgeshield/edgeshield/internal/ascii"
 	"github.com/valyala/fasthttp"
 )
 
-// Protocol labels of the fronts (metrics, logs).
+// Protocol labels of the fronts (metrics, logs), and their indices in
+// counters.byProto.
 const (
 	protoH1 = "h1"
 	protoH2 = "h2"
 	protoH3 = "h3"
 )
+
+const (
+	protoIdxH1 = iota
+	protoIdxH2
+	protoIdxH3
+	numProtos
+)
+
+// handleH1 is n.handle as the HTTP/1.x servers run it: counted as an h1
+// request. Each front counts right before the pipeline, which counts every
+// request it is handed, so the protocols add up to Stats.Requests.
+func (n *Node) handleH1(ctx *fasthttp.RequestCtx) {
+	n.stats.byProto[protoIdxH1].Add(1)
+	n.handle(ctx)
+}
 
 // streamConn stands for the client's connection under one HTTP/2 or HTTP/3
 // stream: only its addresses and its TLS-ness are used; the bytes go
@@ -67,6 +84,8 @@ func (c *streamConn) ConnectionState() tls.ConnectionState { return c.state }
 type frontCtx struct {
 	ctx  fasthttp.RequestCtx
 	conn streamConn
+	ip   [16]byte // conn.remote.IP's storage
+	vals []byte   // response field values, copied into one string (copyHeader)
 }
 
 // httpFront is the net/http handler of the HTTP/2 and HTTP/3 servers.
@@ -75,16 +94,19 @@ type httpFront struct {
 	proto    string // protoH2 or protoH3
 	protocol string // the request's protocol as the access log shows it
 	h        fasthttp.RequestHandler
-	altSvc   string // Alt-Svc value for responses; "" for none
+	altSvc   []string // Alt-Svc value for responses; nil for none
 	pool     sync.Pool
-	count    func() // counts a request (per-protocol metrics)
+	count    *atomic.Uint64 // the protocol's request counter (counters.byProto)
 }
 
-func (n *Node) newHTTPFront(proto, altSvc string, count func()) *httpFront {
-	f := &httpFront{n: n, proto: proto, h: n.withDate(n.handle), altSvc: altSvc, count: count}
-	f.protocol = "HTTP/2.0"
+func (n *Node) newHTTPFront(proto, altSvc string) *httpFront {
+	f := &httpFront{n: n, proto: proto, h: n.withDate(n.handle)}
+	if altSvc != "" {
+		f.altSvc = []string{altSvc}
+	}
+	f.protocol, f.count = "HTTP/2.0", &n.stats.byProto[protoIdxH2]
 	if proto == protoH3 {
-		f.protocol = "HTTP/3.0"
+		f.protocol, f.count = "HTTP/3.0", &n.stats.byProto[protoIdxH3]
 	}
 	f.pool.New = func() any { return new(frontCtx) }
 	return f
@@ -103,16 +125,13 @@ func hopByHopResponseField(k []byte) bool {
 	case len("Proxy-Connection"):
 		return ascii.EqualFoldLower(k, "proxy-connection")
 	case len("Content-Length"):
-		// Set from the body below (fasthttp keeps it apart anyway).
+		// Set from the body (copyHeader; fasthttp keeps it apart anyway).
 		return ascii.EqualFoldLower(k, "content-length")
 	}
 	return false
 }
 
 func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if f.count != nil {
-		f.count()
-	}
 	fc := f.pool.Get().(*frontCtx)
 	defer func() {
 		fc.ctx.Request.Reset()
@@ -124,7 +143,16 @@ func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := &fc.ctx
 	fc.conn.proto = f.proto
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		fc.conn.remote = net.TCPAddr{IP: ap.Addr().AsSlice(), Port: int(ap.Port())}
+		// The address's bytes live in fc, not in a new slice per request.
+		ip := fc.ip[:16]
+		if a := ap.Addr().Unmap(); a.Is4() {
+			b := a.As4()
+			ip = fc.ip[:copy(fc.ip[:], b[:])]
+		} else {
+			b := a.As16()
+			copy(ip, b[:])
+		}
+		fc.conn.remote = net.TCPAddr{IP: ip, Port: int(ap.Port())}
 	}
 	if r.TLS != nil {
 		fc.conn.state = *r.TLS
@@ -159,53 +187,47 @@ func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req.SetBodyStream(r.Body, -1)
 	}
 
+	f.count.Add(1)
 	f.h(ctx)
-	f.writeResponse(w, r, ctx)
+	f.writeResponse(w, r, fc)
 }
 
 // writeResponse writes ctx.Response to w: status, end-to-end fields, then
 // the body, flushed as it comes when it is a stream (a fill in progress).
-func (f *httpFront) writeResponse(w http.ResponseWriter, r *http.Request, ctx *fasthttp.RequestCtx) {
-	resp := &ctx.Response
-	hdr := w.Header()
-	for k, v := range resp.Header.All() {
-		if hopByHopResponseField(k) {
-			continue
-		}
-		name := string(k)
-		hdr[name] = append(hdr[name], string(v))
-	}
-	if f.altSvc != "" {
-		hdr["Alt-Svc"] = []string{f.altSvc}
-	}
+func (f *httpFront) writeResponse(w http.ResponseWriter, r *http.Request, fc *frontCtx) {
+	resp := &fc.ctx.Response
 	status := resp.StatusCode()
 	noBody := r.Method == http.MethodHead || resp.SkipBody || status < 200 || status == http.StatusNoContent || status == http.StatusNotModified
-	if noBody {
+	// Content-Length: set from the body (fasthttp keeps it apart); -1 for
+	// none (a stream of unknown length, or an answer that has none).
+	cl := -1
+	switch {
+	case noBody:
 		// A HEAD answer states the length a GET would have (RFC 9110
 		// §9.3.2): fasthttp derives it from the body it then skips.
-		cl := resp.Header.ContentLength()
+		cl = resp.Header.ContentLength()
 		if resp.IsBodyStream() {
 			resp.CloseBodyStream()
 		} else if b := resp.Body(); len(b) > 0 {
 			cl = len(b)
 		}
-		if cl >= 0 && status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified {
-			hdr["Content-Length"] = []string{strconv.Itoa(cl)}
+		if status < 200 || status == http.StatusNoContent || status == http.StatusNotModified {
+			cl = -1
 		}
-		w.WriteHeader(status)
+	case !resp.IsBodyStream():
+		cl = len(resp.Body())
+	default:
+		cl = resp.Header.ContentLength()
+	}
+	f.copyHeader(w.Header(), fc, cl)
+	w.WriteHeader(status)
+	if noBody {
 		return
 	}
 	if !resp.IsBodyStream() {
-		body := resp.Body()
-		hdr["Content-Length"] = []string{strconv.Itoa(len(body))}
-		w.WriteHeader(status)
-		w.Write(body)
+		w.Write(resp.Body())
 		return
 	}
-	if cl := resp.Header.ContentLength(); cl >= 0 {
-		hdr["Content-Length"] = []string{strconv.Itoa(cl)}
-	}
-	w.WriteHeader(status)
 	// BodyWriteTo closes the stream (releasing a memory file, returning an
 	// origin connection) whatever happens to the client.
 	fw := flushWriter{w: w, rc: http.NewResponseController(w)}
@@ -215,6 +237,96 @@ func (f *httpFront) writeResponse(w http.ResponseWriter, r *http.Request, ctx *f
 		// truncated body for a complete one.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// copyHeader copies the end-to-end fields of fc's response, Content-Length
+// cl (none if negative) and Alt-Svc into hdr. http.Header wants a string
+// and a []string per field: done naively that is three allocations a
+// field, most of a hit's cost in this front. Here all values share one
+// string and all slices one array (two allocations whatever the count),
+// and common names come from commonFieldNames.
+func (f *httpFront) copyHeader(hdr http.Header, fc *frontCtx, cl int) {
+	resp := &fc.ctx.Response
+	vals := fc.vals[:0]
+	nf := 0
+	for k, v := range resp.Header.All() {
+		if !hopByHopResponseField(k) {
+			vals = append(vals, v...)
+			nf++
+		}
+	}
+	if cl >= 0 {
+		vals = strconv.AppendInt(vals, int64(cl), 10)
+		nf++
+	}
+	fc.vals = vals
+	all := string(vals)
+	slots := make([]string, nf)
+	i, off := 0, 0
+	add := func(name string, n int) {
+		slots[i] = all[off : off+n]
+		if prev, ok := hdr[name]; ok {
+			hdr[name] = append(prev, slots[i]) // a repeated field: rare
+		} else {
+			hdr[name] = slots[i : i+1 : i+1]
+		}
+		i++
+		off += n
+	}
+	for k, v := range resp.Header.All() {
+		if hopByHopResponseField(k) {
+			continue
+		}
+		name, ok := commonFieldNames[string(k)]
+		if !ok {
+			name = string(k)
+		}
+		add(name, len(v))
+	}
+	if cl >= 0 {
+		add("Content-Length", len(all)-off)
+	}
+	if f.altSvc != nil {
+		// Shared by every response: the servers only read it.
+		hdr["Alt-Svc"] = f.altSvc
+	}
+}
+
+// commonFieldNames are the response fields the node and origins usually
+// send, keyed as fasthttp spells them, valued as net/http does: looking a
+// name up here costs no allocation, converting it would. Read-only.
+var commonFieldNames = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{
+		"Accept-Ranges", "Age", "Cache-Control", "Cache-Status", "Content-Encoding", "Content-Language",
+		"Content-Location", "Content-Range", "Content-Security-Policy", "Content-Type", "Date", "ETag", "Expires",
+		"Last-Modified", "Link", "Location", "Retry-After", "Server", "Set-Cookie", "Strict-Transport-Security",
+		"Timing-Allow-Origin", "Vary", "Via", "X-Cache", "X-Content-Type-Options", "X-Frame-Options",
+		"Access-Control-Allow-Origin", "Access-Control-Allow-Credentials", "Access-Control-Expose-Headers",
+		"Cross-Origin-Resource-Policy", "Referrer-Policy", "Permissions-Policy", "Report-To", "NEL",
+		"Alt-Svc", "Server-Timing", "Content-Disposition", "Trailer", "Warning", "X-Served-By",
+	} {
+		m[k] = http.CanonicalHeaderKey(k)
+		m[string(fasthttpCanonical(k))] = http.CanonicalHeaderKey(k)
+	}
+	return m
+}()
+
+// fasthttpCanonical spells k as fasthttp's normalised header keys do:
+// upper case after '-' and at the start, lower case elsewhere.
+func fasthttpCanonical(k string) []byte {
+	b := []byte(k)
+	up := true
+	for i, c := range b {
+		switch {
+		case up && 'a' <= c && c <= 'z':
+			b[i] = c - 'a' + 'A'
+		case !up && 'A' <= c && c <= 'Z':
+			b[i] = c - 'A' + 'a'
+		}
+		up = c == '-'
+	}
+	return b
 }
 
 // flushWriter sends each piece of a streamed body at once, so a client

@@ -80,7 +80,7 @@ type tlsNode struct {
 	base    string                  // https://edge.test:<port>
 }
 
-func newTLSTestNode(t *testing.T, originURL string, clock *testClock, mutate func(*Config)) *tlsNode {
+func newTLSTestNode(t testing.TB, originURL string, clock *testClock, mutate func(*Config)) *tlsNode {
 	t.Helper()
 	certFile, keyFile, pool := testCert(t)
 	n := newTestNode(t, originURL, clock, func(c *Config) {

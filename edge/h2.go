@@ -52,10 +52,9 @@ const (
 
 // h2Front is the HTTP/2 server and the connections it was handed.
 type h2Front struct {
-	srv      *http.Server
-	conns    *connQueue
-	requests atomic.Uint64
-	resets   atomic.Uint64 // connections closed for rapid resets
+	srv    *http.Server
+	conns  *connQueue
+	resets atomic.Uint64 // connections closed for rapid resets
 }
 
 // startH2 serves HTTP/2 for the h2 connections of tlsLn and returns the
@@ -63,7 +62,7 @@ type h2Front struct {
 func (n *Node) startH2(tlsLn net.Listener) net.Listener {
 	c := n.cfg.Server
 	f := &h2Front{conns: newConnQueue(tlsLn.Addr())}
-	front := n.newHTTPFront(protoH2, n.fronts.altSvc, func() { f.requests.Add(1) })
+	front := n.newHTTPFront(protoH2, n.fronts.altSvc)
 	var protos http.Protocols
 	protos.SetUnencryptedHTTP2(true)
 	f.srv = &http.Server{

@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync/atomic"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
@@ -42,8 +41,7 @@ const (
 )
 
 type h3Front struct {
-	srv      *http3.Server
-	requests atomic.Uint64
+	srv *http3.Server
 }
 
 // listenH3 binds the UDP socket of HTTP/3 (tls.http3_listen, default the
@@ -79,7 +77,7 @@ func (n *Node) startH3(tlsConf *tls.Config) {
 	c := n.cfg.Server
 	f := &h3Front{}
 	f.srv = &http3.Server{
-		Handler:        n.newHTTPFront(protoH3, "", func() { f.requests.Add(1) }),
+		Handler:        n.newHTTPFront(protoH3, ""),
 		TLSConfig:      http3.ConfigureTLSConfig(tlsConf),
 		MaxHeaderBytes: int(c.MaxHeaderBytes),
 		IdleTimeout:    c.IdleTimeout.D(),

@@ -143,61 +143,70 @@ func appendBucket(dst []byte, label string, le []byte, count uint64) []byte {
 
 // statMetric exposes one Stats field.
 type statMetric struct {
-	stat  string // the Stats field's json name (TestMetricsCoverStats matches them)
-	name  string // metric name: counters end in _total; units are bytes and seconds
-	typ   string // "counter" or "gauge"
-	help  string
-	value func(*Stats) float64
+	stat   string // the Stats field's json name (TestMetricsCoverStats matches them)
+	name   string // metric name: counters end in _total; units are bytes and seconds
+	labels string // `key="value"` of one series of a labelled family; "" for none
+	typ    string // "counter" or "gauge"
+	help   string
+	value  func(*Stats) float64
 }
 
 // statMetrics lists every numeric Stats field once: adding a figure to
 // Stats is one line here, and TestMetricsCoverStats fails until it is.
 var statMetrics = [...]statMetric{
-	{"requests", "edgeshield_requests_total", "counter", "Requests received on the public listeners (health checks included).", func(s *Stats) float64 { return float64(s.Requests) }},
-	{"hits", "edgeshield_cache_hits_total", "counter", "GET and HEAD requests answered from the cache, fresh or stale.", func(s *Stats) float64 { return float64(s.Hits) }},
-	{"misses", "edgeshield_cache_misses_total", "counter", "GET and HEAD requests that needed the upstream (miss, validation, pass).", func(s *Stats) float64 { return float64(s.Misses) }},
-	{"stale_served", "edgeshield_cache_stale_served_total", "counter", "Stale answers: stale-while-revalidate and stale-if-error.", func(s *Stats) float64 { return float64(s.StaleServed) }},
-	{"passes", "edgeshield_cache_passes_total", "counter", "GET and HEAD misses fetched without sharing (uncacheable answers, hit-for-pass).", func(s *Stats) float64 { return float64(s.Passes) }},
-	{"origin_fetches", "edgeshield_origin_fetches_total", "counter", "Requests sent upstream (the origin, or the key's owner in a cluster), background revalidations included.", func(s *Stats) float64 { return float64(s.OriginFetches) }},
-	{"origin_errors", "edgeshield_origin_errors_total", "counter", "Upstream fetches that failed (connection, timeout, broken body).", func(s *Stats) float64 { return float64(s.OriginErrors) }},
-	{"origin_up", "edgeshield_origin_up", "gauge", "1 while the origin is judged up (origin.health_check and real requests), else 0.", func(s *Stats) float64 { return b2f(s.OriginUp) }},
-	{"origin_short_circuited", "edgeshield_origin_short_circuited_total", "counter", "Origin fetches not sent because the origin was down (answered stale or 502 at once).", func(s *Stats) float64 { return float64(s.OriginShortCircuited) }},
-	{"origin_checks", "edgeshield_origin_checks_total", "counter", "Active origin health checks run.", func(s *Stats) float64 { return float64(s.OriginChecks) }},
-	{"origin_check_failures", "edgeshield_origin_check_failures_total", "counter", "Active origin health checks that failed.", func(s *Stats) float64 { return float64(s.OriginCheckFailures) }},
-	{"origin_checks_kicked", "edgeshield_origin_checks_kicked_total", "counter", "Origin health checks run early because a request failed at the transport level.", func(s *Stats) float64 { return float64(s.OriginChecksKicked) }},
-	{"origin_downs", "edgeshield_origin_downs_total", "counter", "Times the origin was marked down.", func(s *Stats) float64 { return float64(s.OriginDowns) }},
-	{"coalesced_waiters", "edgeshield_coalesced_waiters_total", "counter", "Requests that waited on another request's upstream fetch instead of making their own.", func(s *Stats) float64 { return float64(s.CoalescedWaiters) }},
-	{"in_flight", "edgeshield_fetches_in_flight", "gauge", "Shared upstream fetches in progress.", func(s *Stats) float64 { return float64(s.InFlight) }},
-	{"revalidated", "edgeshield_cache_revalidated_total", "counter", "Stale entries refreshed by a 304 from the upstream.", func(s *Stats) float64 { return float64(s.Revalidated) }},
-	{"background_revalidations", "edgeshield_cache_background_revalidations_total", "counter", "Revalidations started in the background (stale-while-revalidate).", func(s *Stats) float64 { return float64(s.BackgroundRevalidations) }},
-	{"errors", "edgeshield_errors_total", "counter", "Error responses (502, 503, 504) sent because the upstream failed.", func(s *Stats) float64 { return float64(s.Errors) }},
-	{"panics", "edgeshield_panics_total", "counter", "Panics recovered in request handlers and background fills (a bug worth reporting if not 0).", func(s *Stats) float64 { return float64(s.Panics) }},
-	{"entries", "edgeshield_cache_entries", "gauge", "Entries in the cache (Vary markers included).", func(s *Stats) float64 { return float64(s.Entries) }},
-	{"bytes", "edgeshield_cache_bytes", "gauge", "Size of the cached entries.", func(s *Stats) float64 { return float64(s.Bytes) }},
-	{"max_bytes", "edgeshield_cache_max_bytes", "gauge", "Cache size limit (cache.max_bytes).", func(s *Stats) float64 { return float64(s.MaxBytes) }},
-	{"evicted", "edgeshield_cache_evicted_total", "counter", "Entries evicted to make room.", func(s *Stats) float64 { return float64(s.Evicted) }},
-	{"rejected", "edgeshield_cache_rejected_total", "counter", "Entries refused by the cache's admission policy.", func(s *Stats) float64 { return float64(s.Rejected) }},
-	{"offheap_objects", "edgeshield_offheap_objects", "gauge", "Bodies kept in memory files (cache.offheap_min_size), evicted ones still being sent included.", func(s *Stats) float64 { return float64(s.OffheapObjects) }},
-	{"offheap_bytes", "edgeshield_offheap_bytes", "gauge", "Size of the bodies kept in memory files.", func(s *Stats) float64 { return float64(s.OffheapBytes) }},
-	{"sendfile_bytes", "edgeshield_sendfile_bytes_total", "counter", "Body bytes sent with sendfile(2).", func(s *Stats) float64 { return float64(s.SendfileBytes) }},
-	{"offheap_leaked", "edgeshield_offheap_leaked_total", "counter", "Memory-file bodies closed by the garbage collector (a reference never released: a bug if not 0).", func(s *Stats) float64 { return float64(s.OffheapLeaked) }},
-	{"purge_tombstones", "edgeshield_purge_tombstones", "gauge", "Purges remembered as tombstones.", func(s *Stats) float64 { return float64(s.Tombstones) }},
-	{"rate_limited", "edgeshield_rate_limited_total", "counter", "Requests answered 429 by server.rate_limit.", func(s *Stats) float64 { return float64(s.RateLimited) }},
-	{"rate_limit_clients", "edgeshield_rate_limit_clients", "gauge", "Client IPs whose rate-limit buckets are remembered (bounded; refilled ones are dropped).", func(s *Stats) float64 { return float64(s.RateLimitClients) }},
-	{"conns_refused_per_ip", "edgeshield_conns_refused_per_ip_total", "counter", "Connections closed at accept because their client IP had server.max_conns_per_ip open.", func(s *Stats) float64 { return float64(s.ConnsRefused) }},
-	{"conn_limit_clients", "edgeshield_conn_limit_clients", "gauge", "Client IPs with open connections (counted only while server.max_conns_per_ip is on).", func(s *Stats) float64 { return float64(s.ConnLimitClients) }},
-	{"request_bodies_too_large", "edgeshield_request_bodies_too_large_total", "counter", "Requests answered 413: body larger than server.max_request_body.", func(s *Stats) float64 { return float64(s.BodiesTooLarge) }},
-	{"draining", "edgeshield_draining", "gauge", "1 while the node drains (shutting down), else 0.", func(s *Stats) float64 { return b2f(s.Draining) }},
-	{"cluster_alive", "edgeshield_cluster_alive_members", "gauge", "Alive cluster members (0 without a cluster).", func(s *Stats) float64 { return float64(s.ClusterAlive) }},
-	{"peer_forwards", "edgeshield_peer_forwards_total", "counter", "Misses forwarded to the key's owner.", func(s *Stats) float64 { return float64(s.PeerForwards) }},
-	{"peer_forward_failures", "edgeshield_peer_forward_failures_total", "counter", "Forwards to an owner that failed (the next owner or the origin answered).", func(s *Stats) float64 { return float64(s.PeerForwardFailures) }},
-	{"shield_hops_served", "edgeshield_shield_hops_served_total", "counter", "Requests from cluster peers served on the peer listener.", func(s *Stats) float64 { return float64(s.ShieldHopsServed) }},
-	{"shield_hops_refused", "edgeshield_shield_hops_refused_total", "counter", "Requests refused on the peer listener (unsigned, forged or stale signatures).", func(s *Stats) float64 { return float64(s.ShieldHopsRefused) }},
+	// One family, a series per protocol: their sum is Stats.Requests
+	// (derivedStats), so sum(edgeshield_requests_total) counts requests once.
+	{"requests_h1", "edgeshield_requests_total", `proto="h1"`, "counter", requestsHelp, func(s *Stats) float64 { return float64(s.RequestsH1) }},
+	{"requests_h2", "edgeshield_requests_total", `proto="h2"`, "counter", requestsHelp, func(s *Stats) float64 { return float64(s.RequestsH2) }},
+	{"requests_h3", "edgeshield_requests_total", `proto="h3"`, "counter", requestsHelp, func(s *Stats) float64 { return float64(s.RequestsH3) }},
+	{"hits", "edgeshield_cache_hits_total", "", "counter", "GET and HEAD requests answered from the cache, fresh or stale.", func(s *Stats) float64 { return float64(s.Hits) }},
+	{"misses", "edgeshield_cache_misses_total", "", "counter", "GET and HEAD requests that needed the upstream (miss, validation, pass).", func(s *Stats) float64 { return float64(s.Misses) }},
+	{"stale_served", "edgeshield_cache_stale_served_total", "", "counter", "Stale answers: stale-while-revalidate and stale-if-error.", func(s *Stats) float64 { return float64(s.StaleServed) }},
+	{"passes", "edgeshield_cache_passes_total", "", "counter", "GET and HEAD misses fetched without sharing (uncacheable answers, hit-for-pass).", func(s *Stats) float64 { return float64(s.Passes) }},
+	{"origin_fetches", "edgeshield_origin_fetches_total", "", "counter", "Requests sent upstream (the origin, or the key's owner in a cluster), background revalidations included.", func(s *Stats) float64 { return float64(s.OriginFetches) }},
+	{"origin_errors", "edgeshield_origin_errors_total", "", "counter", "Upstream fetches that failed (connection, timeout, broken body).", func(s *Stats) float64 { return float64(s.OriginErrors) }},
+	{"origin_up", "edgeshield_origin_up", "", "gauge", "1 while the origin is judged up (origin.health_check and real requests), else 0.", func(s *Stats) float64 { return b2f(s.OriginUp) }},
+	{"origin_short_circuited", "edgeshield_origin_short_circuited_total", "", "counter", "Origin fetches not sent because the origin was down (answered stale or 502 at once).", func(s *Stats) float64 { return float64(s.OriginShortCircuited) }},
+	{"origin_checks", "edgeshield_origin_checks_total", "", "counter", "Active origin health checks run.", func(s *Stats) float64 { return float64(s.OriginChecks) }},
+	{"origin_check_failures", "edgeshield_origin_check_failures_total", "", "counter", "Active origin health checks that failed.", func(s *Stats) float64 { return float64(s.OriginCheckFailures) }},
+	{"origin_checks_kicked", "edgeshield_origin_checks_kicked_total", "", "counter", "Origin health checks run early because a request failed at the transport level.", func(s *Stats) float64 { return float64(s.OriginChecksKicked) }},
+	{"origin_downs", "edgeshield_origin_downs_total", "", "counter", "Times the origin was marked down.", func(s *Stats) float64 { return float64(s.OriginDowns) }},
+	{"coalesced_waiters", "edgeshield_coalesced_waiters_total", "", "counter", "Requests that waited on another request's upstream fetch instead of making their own.", func(s *Stats) float64 { return float64(s.CoalescedWaiters) }},
+	{"in_flight", "edgeshield_fetches_in_flight", "", "gauge", "Shared upstream fetches in progress.", func(s *Stats) float64 { return float64(s.InFlight) }},
+	{"revalidated", "edgeshield_cache_revalidated_total", "", "counter", "Stale entries refreshed by a 304 from the upstream.", func(s *Stats) float64 { return float64(s.Revalidated) }},
+	{"background_revalidations", "edgeshield_cache_background_revalidations_total", "", "counter", "Revalidations started in the background (stale-while-revalidate).", func(s *Stats) float64 { return float64(s.BackgroundRevalidations) }},
+	{"errors", "edgeshield_errors_total", "", "counter", "Error responses (502, 503, 504) sent because the upstream failed.", func(s *Stats) float64 { return float64(s.Errors) }},
+	{"panics", "edgeshield_panics_total", "", "counter", "Panics recovered in request handlers and background fills (a bug worth reporting if not 0).", func(s *Stats) float64 { return float64(s.Panics) }},
+	{"entries", "edgeshield_cache_entries", "", "gauge", "Entries in the cache (Vary markers included).", func(s *Stats) float64 { return float64(s.Entries) }},
+	{"bytes", "edgeshield_cache_bytes", "", "gauge", "Size of the cached entries.", func(s *Stats) float64 { return float64(s.Bytes) }},
+	{"max_bytes", "edgeshield_cache_max_bytes", "", "gauge", "Cache size limit (cache.max_bytes).", func(s *Stats) float64 { return float64(s.MaxBytes) }},
+	{"evicted", "edgeshield_cache_evicted_total", "", "counter", "Entries evicted to make room.", func(s *Stats) float64 { return float64(s.Evicted) }},
+	{"rejected", "edgeshield_cache_rejected_total", "", "counter", "Entries refused by the cache's admission policy.", func(s *Stats) float64 { return float64(s.Rejected) }},
+	{"offheap_objects", "edgeshield_offheap_objects", "", "gauge", "Bodies kept in memory files (cache.offheap_min_size), evicted ones still being sent included.", func(s *Stats) float64 { return float64(s.OffheapObjects) }},
+	{"offheap_bytes", "edgeshield_offheap_bytes", "", "gauge", "Size of the bodies kept in memory files.", func(s *Stats) float64 { return float64(s.OffheapBytes) }},
+	{"sendfile_bytes", "edgeshield_sendfile_bytes_total", "", "counter", "Body bytes sent with sendfile(2).", func(s *Stats) float64 { return float64(s.SendfileBytes) }},
+	{"offheap_leaked", "edgeshield_offheap_leaked_total", "", "counter", "Memory-file bodies closed by the garbage collector (a reference never released: a bug if not 0).", func(s *Stats) float64 { return float64(s.OffheapLeaked) }},
+	{"purge_tombstones", "edgeshield_purge_tombstones", "", "gauge", "Purges remembered as tombstones.", func(s *Stats) float64 { return float64(s.Tombstones) }},
+	{"rate_limited", "edgeshield_rate_limited_total", "", "counter", "Requests answered 429 by server.rate_limit.", func(s *Stats) float64 { return float64(s.RateLimited) }},
+	{"rate_limit_clients", "edgeshield_rate_limit_clients", "", "gauge", "Client IPs whose rate-limit buckets are remembered (bounded; refilled ones are dropped).", func(s *Stats) float64 { return float64(s.RateLimitClients) }},
+	{"conns_refused_per_ip", "edgeshield_conns_refused_per_ip_total", "", "counter", "Connections closed at accept because their client IP had server.max_conns_per_ip open.", func(s *Stats) float64 { return float64(s.ConnsRefused) }},
+	{"conn_limit_clients", "edgeshield_conn_limit_clients", "", "gauge", "Client IPs with open connections (counted only while server.max_conns_per_ip is on).", func(s *Stats) float64 { return float64(s.ConnLimitClients) }},
+	{"request_bodies_too_large", "edgeshield_request_bodies_too_large_total", "", "counter", "Requests answered 413: body larger than server.max_request_body.", func(s *Stats) float64 { return float64(s.BodiesTooLarge) }},
+	{"draining", "edgeshield_draining", "", "gauge", "1 while the node drains (shutting down), else 0.", func(s *Stats) float64 { return b2f(s.Draining) }},
+	{"cluster_alive", "edgeshield_cluster_alive_members", "", "gauge", "Alive cluster members (0 without a cluster).", func(s *Stats) float64 { return float64(s.ClusterAlive) }},
+	{"peer_forwards", "edgeshield_peer_forwards_total", "", "counter", "Misses forwarded to the key's owner.", func(s *Stats) float64 { return float64(s.PeerForwards) }},
+	{"peer_forward_failures", "edgeshield_peer_forward_failures_total", "", "counter", "Forwards to an owner that failed (the next owner or the origin answered).", func(s *Stats) float64 { return float64(s.PeerForwardFailures) }},
+	{"shield_hops_served", "edgeshield_shield_hops_served_total", "", "counter", "Requests from cluster peers served on the peer listener.", func(s *Stats) float64 { return float64(s.ShieldHopsServed) }},
+	{"shield_hops_refused", "edgeshield_shield_hops_refused_total", "", "counter", "Requests refused on the peer listener (unsigned, forged or stale signatures).", func(s *Stats) float64 { return float64(s.ShieldHopsRefused) }},
 }
+
+const requestsHelp = "Requests received on the public listeners (health checks included), by the protocol the client spoke: " +
+	"h1 (HTTP/1.x, plain or over TLS), h2 (HTTP/2), h3 (HTTP/3)."
 
 // derivedStats are Stats fields deliberately not exposed, with the query
 // that gives them from the series above.
 var derivedStats = map[string]string{
+	"requests":  "sum(edgeshield_requests_total)",
 	"hit_ratio": "rate(edgeshield_cache_hits_total[5m]) / (rate(edgeshield_cache_hits_total[5m]) + rate(edgeshield_cache_misses_total[5m]))",
 }
 
@@ -226,8 +235,17 @@ func (e exposition) appendTo(dst []byte) []byte {
 	dst = append(dst, "\"} 1\n"...)
 	for i := range statMetrics {
 		m := &statMetrics[i]
-		dst = appendFamily(dst, m.name, m.typ, m.help)
+		// The series of a labelled family are listed together: its HELP
+		// and TYPE come once, before the first.
+		if i == 0 || statMetrics[i-1].name != m.name {
+			dst = appendFamily(dst, m.name, m.typ, m.help)
+		}
 		dst = append(dst, m.name...)
+		if m.labels != "" {
+			dst = append(dst, '{')
+			dst = append(dst, m.labels...)
+			dst = append(dst, '}')
+		}
 		dst = append(dst, ' ')
 		dst = appendValue(dst, m.value(&s))
 		dst = append(dst, '\n')

@@ -69,7 +69,9 @@ func TestMetricsAfterTraffic(t *testing.T) {
 
 	m := scrape(t, "http://"+n.AdminAddr()+"/metrics")
 	for name, want := range map[string]float64{
-		"edgeshield_requests_total":                                   10,
+		`edgeshield_requests_total{proto="h1"}`:                       10,
+		`edgeshield_requests_total{proto="h2"}`:                       0,
+		`edgeshield_requests_total{proto="h3"}`:                       0,
 		"edgeshield_cache_hits_total":                                 5, // 4 hits, 1 stale
 		"edgeshield_cache_misses_total":                               4, // /c, /p, /e, /s
 		"edgeshield_cache_stale_served_total":                         1,
@@ -139,10 +141,10 @@ func TestMetricsCoverStats(t *testing.T) {
 			t.Errorf("metric %s exposes %q, which is not a numeric Stats field", m.name, m.stat)
 			continue
 		}
-		if seenStat[m.stat] || seenName[m.name] {
-			t.Errorf("metric %s (%s) listed twice", m.name, m.stat)
+		if seenStat[m.stat] || seenName[m.name+m.labels] {
+			t.Errorf("metric %s{%s} (%s) listed twice", m.name, m.labels, m.stat)
 		}
-		seenStat[m.stat], seenName[m.name] = true, true
+		seenStat[m.stat], seenName[m.name+m.labels] = true, true
 		if got := m.value(&s); got != w {
 			t.Errorf("metric %s reads %v, want Stats.%s's %v", m.name, got, m.stat, w)
 		}
@@ -160,8 +162,12 @@ func TestMetricsCoverStats(t *testing.T) {
 	n := newTestNode(t, o.srv.URL, nil, nil)
 	m := scrape(t, "http://"+n.AdminAddr()+"/metrics")
 	for _, sm := range statMetrics {
-		if _, ok := m[sm.name]; !ok {
-			t.Errorf("%s missing from /metrics", sm.name)
+		key := sm.name
+		if sm.labels != "" {
+			key += "{" + sm.labels + "}"
+		}
+		if _, ok := m[key]; !ok {
+			t.Errorf("%s missing from /metrics", key)
 		}
 	}
 }

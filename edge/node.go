@@ -146,7 +146,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 
 	n.purger = &purger{store: n.store, purges: n.purges, hfp: &n.hfp, now: n.now, log: n.log}
 	n.api = n.newAdmin()
-	n.public = n.newPublicServer(n.handle)
+	n.public = n.newPublicServer(n.handleH1)
 	n.admin = newAdminServer(n.api.handle, n.log)
 	return n, nil
 }

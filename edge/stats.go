@@ -8,16 +8,17 @@ import (
 // atomically from any goroutine.
 type counters struct {
 	requests                atomic.Uint64
-	hits                    atomic.Uint64 // answered from cache, fresh or stale-while-revalidate
-	misses                  atomic.Uint64 // needed an upstream fetch (miss, validation, pass)
-	staleServed             atomic.Uint64 // stale answers (while revalidating or on origin error)
-	passes                  atomic.Uint64 // fetched without sharing (uncacheable, hit-for-pass)
-	fills                   atomic.Uint64 // shared fetches whose body was streamed into a flight
-	coalesced               atomic.Uint64 // requests that waited on another's fetch
-	originFetches           atomic.Uint64 // requests sent upstream
-	originErrors            atomic.Uint64 // upstream fetches that failed
-	originShortCircuited    atomic.Uint64 // origin fetches not sent: origin down (health check)
-	revalidated             atomic.Uint64 // 304s that refreshed a stale entry
+	byProto                 [numProtos]atomic.Uint64 // requests by front: protoH1, protoH2, protoH3 (front_http.go)
+	hits                    atomic.Uint64            // answered from cache, fresh or stale-while-revalidate
+	misses                  atomic.Uint64            // needed an upstream fetch (miss, validation, pass)
+	staleServed             atomic.Uint64            // stale answers (while revalidating or on origin error)
+	passes                  atomic.Uint64            // fetched without sharing (uncacheable, hit-for-pass)
+	fills                   atomic.Uint64            // shared fetches whose body was streamed into a flight
+	coalesced               atomic.Uint64            // requests that waited on another's fetch
+	originFetches           atomic.Uint64            // requests sent upstream
+	originErrors            atomic.Uint64            // upstream fetches that failed
+	originShortCircuited    atomic.Uint64            // origin fetches not sent: origin down (health check)
+	revalidated             atomic.Uint64            // 304s that refreshed a stale entry
 	backgroundRevalidations atomic.Uint64
 	errors                  atomic.Uint64 // 5xx answered because of upstream failure
 	panics                  atomic.Uint64
@@ -36,18 +37,24 @@ type Stats struct {
 	// SendfileBytes is how much of them went out with sendfile(2);
 	// OffheapLeaked counts bodies the garbage collector had to close (a
 	// reference never released: a bug worth reporting if it is not 0).
-	OffheapObjects int64   `json:"offheap_objects"`
-	OffheapBytes   int64   `json:"offheap_bytes"`
-	SendfileBytes  uint64  `json:"sendfile_bytes"`
-	OffheapLeaked  uint64  `json:"offheap_leaked"`
-	Requests       uint64  `json:"requests"`
-	Hits           uint64  `json:"hits"`
-	Misses         uint64  `json:"misses"`
-	HitRatio       float64 `json:"hit_ratio"`
-	StaleServed    uint64  `json:"stale_served"`
-	Passes         uint64  `json:"passes"`
-	OriginFetches  uint64  `json:"origin_fetches"`
-	OriginErrors   uint64  `json:"origin_errors"`
+	OffheapObjects int64  `json:"offheap_objects"`
+	OffheapBytes   int64  `json:"offheap_bytes"`
+	SendfileBytes  uint64 `json:"sendfile_bytes"`
+	OffheapLeaked  uint64 `json:"offheap_leaked"`
+	Requests       uint64 `json:"requests"`
+	// RequestsH1, RequestsH2 and RequestsH3 split Requests by the
+	// protocol the client spoke (HTTP/1.x, with or without TLS; HTTP/2;
+	// HTTP/3): they add up to it.
+	RequestsH1    uint64  `json:"requests_h1"`
+	RequestsH2    uint64  `json:"requests_h2"`
+	RequestsH3    uint64  `json:"requests_h3"`
+	Hits          uint64  `json:"hits"`
+	Misses        uint64  `json:"misses"`
+	HitRatio      float64 `json:"hit_ratio"`
+	StaleServed   uint64  `json:"stale_served"`
+	Passes        uint64  `json:"passes"`
+	OriginFetches uint64  `json:"origin_fetches"`
+	OriginErrors  uint64  `json:"origin_errors"`
 	// OriginUp is the origin's health (origin.health_check);
 	// OriginShortCircuited counts fetches not sent because it was down;
 	// OriginChecks / OriginCheckFailures count active checks,
@@ -115,6 +122,7 @@ func (n *Node) Stats() Stats {
 		Tombstones:              n.purges.Len(),
 		Draining:                n.draining.Load(),
 	}
+	s.RequestsH1, s.RequestsH2, s.RequestsH3 = n.stats.byProto[protoIdxH1].Load(), n.stats.byProto[protoIdxH2].Load(), n.stats.byProto[protoIdxH3].Load()
 	s.RateLimited, s.BodiesTooLarge = n.stats.rateLimited.Load(), n.stats.bodiesTooLarge.Load()
 	if n.rate != nil {
 		s.RateLimitClients = n.rate.clients()

@@ -43,7 +43,7 @@ func (n *Node) serveTLS(plainLn, tlsLn net.Listener) {
 	// deals with its own.
 	plain := withBodySkipped(n.certs.RedirectHandler())
 	if n.cfg.TLS.HTTP == "serve" {
-		plain = n.handle
+		plain = n.handleH1
 	}
 	n.plain = n.newPublicServer(n.certs.HTTPHandler(plain))
 	n.serve(n.plain, plainLn, "http")
@@ -52,7 +52,7 @@ func (n *Node) serveTLS(plainLn, tlsLn net.Listener) {
 		conf.NextProtos = append([]string{"h2"}, conf.NextProtos...) // server preference: h2 first
 	}
 	n.tlsLn = tls.NewListener(tlsLn, conf)
-	n.public = n.newPublicServer(n.withAltSvc(n.handle)) // h2.go, h3.go
+	n.public = n.newPublicServer(n.withAltSvc(n.handleH1)) // h2.go, h3.go
 	n.serve(n.public, n.startFronts(n.tlsLn, n.certs.TLSConfig()), "https")
 }
 

@@ -1,0 +1,77 @@
+package edge
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestProtocolCounters sends a different number of requests over HTTP/1.1
+// (TLS and plain), HTTP/2 and HTTP/3 and reads each protocol's series of
+// edgeshield_requests_total on /metrics, the split in /stats, and the
+// protocol of each request in the access log (issue 12).
+func TestProtocolCounters(t *testing.T) {
+	o := newTestOrigin(t, nil, static("proto", "Cache-Control: max-age=600"))
+	path := filepath.Join(t.TempDir(), "access.log")
+	tn := newTLSTestNode(t, o.srv.URL, nil, func(c *Config) {
+		c.Log.Access = path
+		c.Log.AccessFormat = "json"
+	})
+	// Distinct counts per protocol, so a series reading another's counter
+	// shows. The plain listener (tls.http: serve) is HTTP/1.1 too.
+	sent := map[string]int{protoH1: 2, protoH2: 3, protoH3: 4}
+	for _, proto := range allProtos {
+		for range sent[proto] {
+			if r, _ := tn.fetch(t, proto, "GET", "/p/"+proto); r.StatusCode != 200 {
+				t.Fatalf("GET over %s: got %d, want 200", proto, r.StatusCode)
+			}
+		}
+	}
+	if r, _ := get(t, "http://"+tn.Addr()+"/p/plain"); r.StatusCode != 200 {
+		t.Fatalf("GET over plain HTTP: got %d, want 200", r.StatusCode)
+	}
+	sent[protoH1]++
+	total := sent[protoH1] + sent[protoH2] + sent[protoH3]
+
+	m := scrape(t, "http://"+tn.AdminAddr()+"/metrics")
+	var sum float64
+	for _, proto := range allProtos {
+		key := `edgeshield_requests_total{proto="` + proto + `"}`
+		got, ok := m[key]
+		if !ok || got != float64(sent[proto]) {
+			t.Errorf("%s = %v (present %v), want %d", key, got, ok, sent[proto])
+		}
+		sum += got
+	}
+	if s := tn.Stats(); sum != float64(s.Requests) || s.Requests != uint64(total) {
+		t.Errorf("sum of edgeshield_requests_total %v, Stats.Requests %d; want both %d", sum, s.Requests, total)
+	}
+	if _, ok := m["edgeshield_requests_total"]; ok {
+		t.Errorf("an unlabelled edgeshield_requests_total beside the per-protocol series: sum() would count requests twice")
+	}
+
+	lines := readLog(t, path, total)
+	wantProto := map[string]string{"/p/h1": "HTTP/1.1", "/p/plain": "HTTP/1.1", "/p/h2": "HTTP/2.0", "/p/h3": "HTTP/3.0"}
+	seen := map[string]int{}
+	for _, l := range lines {
+		var e struct{ URI, Proto string }
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("access log line %q: %v", l, err)
+		}
+		if want := wantProto[e.URI]; e.Proto != want {
+			t.Errorf("access log: %s logged with proto %q, want %q", e.URI, e.Proto, want)
+		}
+		seen[strings.TrimPrefix(e.URI, "/p/")]++
+	}
+	for _, proto := range allProtos {
+		if got, want := seen[proto], sent[proto]; proto == protoH1 {
+			want-- // the plain request is logged under /p/plain
+			if got != want || seen["plain"] != 1 {
+				t.Errorf("access log: %d lines for /p/h1 and %d for /p/plain, want %d and 1", got, seen["plain"], want)
+			}
+		} else if got != want {
+			t.Errorf("access log: %d lines for /p/%s, want %d", got, proto, want)
+		}
+	}
+}

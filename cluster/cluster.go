@@ -103,6 +103,12 @@ type Config struct {
 	// which memberlist stops talking to the other side. Zero means
 	// DefaultRejoinInterval; it is jittered by ±10%.
 	RejoinInterval time.Duration `yaml:"rejoin_interval"`
+	// MinMembers is the fewest alive members, this node included, that it
+	// must see to count itself in the cluster: below it the node is
+	// partitioned (Partitioned, and the edge's readiness fails), for example
+	// 2 in a 3-node cluster so that a node cut off from both others leaves
+	// DNS. Zero means 1: never partitioned, a lone node serves.
+	MinMembers int `yaml:"min_members"`
 	// JoinRetryMax caps the exponential backoff between the first join
 	// attempts. Zero means DefaultJoinRetryMax.
 	JoinRetryMax time.Duration `yaml:"-"`
@@ -175,6 +181,7 @@ type Cluster struct {
 	cfg        Config
 	log        *slog.Logger
 	ml         *memberlist.Memberlist
+	mlLog      *memberlistLog // memberlist's logger, collapsing repeats
 	queue      *memberlist.TransmitLimitedQueue
 	meta       []byte // encoded node metadata, immutable
 	name       string
@@ -240,6 +247,7 @@ func New(cfg Config) (*Cluster, error) {
 	c := &Cluster{
 		cfg:       cfg,
 		log:       cfg.Logger,
+		mlLog:     newMemberlistLog(cfg.Logger, cfg.now),
 		queue:     &memberlist.TransmitLimitedQueue{RetransmitMult: 2},
 		meta:      meta,
 		name:      cfg.NodeName,
@@ -297,7 +305,7 @@ func (k *Key) UnmarshalText(text []byte) error {
 // DefaultConfig is the configuration New gives the zero fields that the
 // edge's cluster block shows (the rest are timing knobs and callbacks).
 func DefaultConfig() Config {
-	return Config{BindAddr: DefaultBindAddr, RejoinInterval: DefaultRejoinInterval}
+	return Config{BindAddr: DefaultBindAddr, RejoinInterval: DefaultRejoinInterval, MinMembers: 1}
 }
 
 // Validate checks cfg without filling defaults or requiring what only New
@@ -340,6 +348,9 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.MaxTombstones < 0 {
 		return conf.Errorf("MaxTombstones", "must not be negative")
+	}
+	if cfg.MinMembers < 0 {
+		return conf.Errorf("min_members", "must not be negative, got %d", cfg.MinMembers)
 	}
 	return nil
 }
@@ -388,6 +399,9 @@ func (cfg *Config) fill() error {
 	}
 	if cfg.MaxTombstones == 0 {
 		cfg.MaxTombstones = DefaultMaxTombstones
+	}
+	if cfg.MinMembers == 0 {
+		cfg.MinMembers = 1
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -484,7 +498,7 @@ func bindTransport(bind netip.AddrPort, mlLog *log.Logger) (*memberlist.NetTrans
 func (c *Cluster) createMemberlist() (*memberlist.Memberlist, error) {
 	cfg := c.cfg
 	bind, _ := parseAddrPort(cfg.BindAddr, true)
-	mlLog := newMemberlistLogger(c.log)
+	mlLog := c.mlLog.logger()
 	nt, err := bindTransport(bind, mlLog)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: bind gossip %s: %w", cfg.BindAddr, err)

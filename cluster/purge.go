@@ -420,10 +420,14 @@ func (c *Cluster) gcLoop() {
 	every := min(max(c.cfg.PurgeTTL/10, time.Second), time.Minute)
 	t := time.NewTicker(every)
 	defer t.Stop()
+	logs := time.NewTicker(repeatWindow / 3)
+	defer logs.Stop()
 	for {
 		select {
 		case <-c.stop:
 			return
+		case <-logs.C:
+			c.mlLog.flush()
 		case <-t.C:
 			c.expireTombstones()
 			c.forgetDeparted()

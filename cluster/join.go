@@ -105,7 +105,7 @@ func (c *Cluster) join() bool {
 		if c.isClosed() {
 			return false
 		}
-		if _, err := c.ml.Join([]string{s}); err != nil {
+		if _, err := c.list().Join([]string{s}); err != nil {
 			if isKeyMismatch(err) {
 				mismatch = true
 			}

@@ -63,6 +63,9 @@ const (
 	// memberlist's own default (0) never allows it, so a restarted node would be
 	// refused as a "conflicting address" forever.
 	DefaultDeadNodeReclaimTime = 30 * time.Second
+	// DefaultAdvertiseCheck: a container that was reconnected with a new IP
+	// is reachable again within about this long (plus a re-join).
+	DefaultAdvertiseCheck = 10 * time.Second
 )
 
 // Config configures a Cluster. The zero value of each field selects the
@@ -78,7 +81,12 @@ type Config struct {
 	BindAddr string `yaml:"bind"`
 	// AdvertiseAddr is the "ip" or "ip:port" other members use to reach this
 	// node's gossip listener. Empty means the bind address, which then must
-	// not be unspecified (0.0.0.0 or ::).
+	// not be unspecified (0.0.0.0 or ::). It may also be a host name ("host"
+	// or "host:port", e.g. the container's service name): resolved at start
+	// and again every AdvertiseCheck, and when its address changed (the
+	// container was reconnected with a new IP) the node moves its gossip
+	// membership to the new address (advertise.go). Bind 0.0.0.0 then, so
+	// that the listener does not depend on the address.
 	AdvertiseAddr string `yaml:"advertise"`
 	// PeerAddr is this node's peer HTTP "host:port", published in the node
 	// metadata so that other members can forward misses to it. Required.
@@ -103,6 +111,12 @@ type Config struct {
 	// which memberlist stops talking to the other side. Zero means
 	// DefaultRejoinInterval; it is jittered by ±10%.
 	RejoinInterval time.Duration `yaml:"rejoin_interval"`
+	// MinMembers is the fewest alive members, this node included, that it
+	// must see to count itself in the cluster: below it the node is
+	// partitioned (Partitioned, and the edge's readiness fails), for example
+	// 2 in a 3-node cluster so that a node cut off from both others leaves
+	// DNS. Zero means 1: never partitioned, a lone node serves.
+	MinMembers int `yaml:"min_members"`
 	// JoinRetryMax caps the exponential backoff between the first join
 	// attempts. Zero means DefaultJoinRetryMax.
 	JoinRetryMax time.Duration `yaml:"-"`
@@ -138,6 +152,9 @@ type Config struct {
 	GossipToTheDeadTime time.Duration `yaml:"-"`
 	DeadNodeReclaimTime time.Duration `yaml:"-"`
 	SuspicionMult       int           `yaml:"-"`
+	// AdvertiseCheck is the period of the re-resolution of a host-name
+	// AdvertiseAddr. Zero means DefaultAdvertiseCheck.
+	AdvertiseCheck time.Duration `yaml:"-"`
 	// TCPTimeout bounds gossip TCP dials and push/pull exchanges; Close may
 	// wait this long for an in-flight join. Zero means memberlist's 10s.
 	TCPTimeout time.Duration `yaml:"-"`
@@ -145,6 +162,9 @@ type Config struct {
 	// wrapTransport is a test hook that wraps the gossip transport (used to
 	// simulate partitions). Nil in production.
 	wrapTransport func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
+	// advertiseSource is a test hook that replaces the resolution of the
+	// advertise address (and makes it dynamic, as for a host name).
+	advertiseSource func() (netip.Addr, error)
 	// now is a test hook for the clock of tombstone expiry and of departed
 	// member retention. Nil means time.Now.
 	now func() time.Time
@@ -174,11 +194,13 @@ type Member struct {
 type Cluster struct {
 	cfg        Config
 	log        *slog.Logger
-	ml         *memberlist.Memberlist
+	mlp        atomic.Pointer[memberlist.Memberlist] // replaced when the advertise address changes (advertise.go)
+	mlGen      atomic.Uint64                         // generation of mlp; events of older ones are ignored
+	mlLog      *memberlistLog                        // memberlist's logger, collapsing repeats
 	queue      *memberlist.TransmitLimitedQueue
 	meta       []byte // encoded node metadata, immutable
 	name       string
-	gossipAddr string
+	gossipAddr atomic.Pointer[string] // advertised gossip "ip:port"
 	seeds      []string
 	now        func() time.Time
 
@@ -208,9 +230,10 @@ type Cluster struct {
 
 	closeDone chan struct{} // closed when Close has finished
 
-	lmu    sync.Mutex // guards left, closed (memberlist panics on Leave after Shutdown)
+	lmu    sync.Mutex // guards left, closed, mlShut (memberlist panics on Leave after Shutdown)
 	left   bool
 	closed bool
+	mlShut bool // a failed address move left the memberlist shut down
 
 	// cbMu makes Close wait for a running OnPurge and keeps memberlist
 	// handlers that outlive Shutdown from calling OnPurge after Close.
@@ -240,6 +263,7 @@ func New(cfg Config) (*Cluster, error) {
 	c := &Cluster{
 		cfg:       cfg,
 		log:       cfg.Logger,
+		mlLog:     newMemberlistLog(cfg.Logger, cfg.now),
 		queue:     &memberlist.TransmitLimitedQueue{RetransmitMult: 2},
 		meta:      meta,
 		name:      cfg.NodeName,
@@ -260,17 +284,25 @@ func New(cfg Config) (*Cluster, error) {
 	// the queue is read on memberlist's send path, which must not re-enter
 	// memberlist's node lock.
 	c.queue.NumNodes = c.Alive
-	ml, err := c.createMemberlist()
+	var adv netip.Addr
+	if c.resolvesAdvertise() {
+		if adv, err = c.resolveAdvertise(); err != nil {
+			return nil, err
+		}
+	}
+	ml, err := c.createMemberlist(adv, -1)
 	if err != nil {
 		return nil, err
 	}
-	c.ml = ml
-	n := ml.LocalNode()
-	c.gossipAddr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	c.setMemberlist(ml)
 	for _, s := range cfg.Seeds {
-		if s != c.gossipAddr {
+		if s != c.GossipAddr() {
 			c.seeds = append(c.seeds, s)
 		}
+	}
+	if c.resolvesAdvertise() {
+		c.wg.Add(1)
+		go c.advertiseLoop()
 	}
 	c.wg.Add(4)
 	go c.joinLoop()
@@ -297,7 +329,7 @@ func (k *Key) UnmarshalText(text []byte) error {
 // DefaultConfig is the configuration New gives the zero fields that the
 // edge's cluster block shows (the rest are timing knobs and callbacks).
 func DefaultConfig() Config {
-	return Config{BindAddr: DefaultBindAddr, RejoinInterval: DefaultRejoinInterval}
+	return Config{BindAddr: DefaultBindAddr, RejoinInterval: DefaultRejoinInterval, MinMembers: 1}
 }
 
 // Validate checks cfg without filling defaults or requiring what only New
@@ -316,10 +348,10 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.AdvertiseAddr == "" {
 		if bind.Addr().IsUnspecified() {
-			return conf.Errorf("advertise", "required when bind %q is unspecified (0.0.0.0 or ::)", bindAddr)
+			return conf.Errorf("advertise", "required when bind %q is unspecified (0.0.0.0 or ::): the IP other members reach, or a host name (re-resolved, e.g. a container's service name)", bindAddr)
 		}
-	} else if _, err := parseAdvertise(cfg.AdvertiseAddr); err != nil {
-		return conf.Errorf("advertise", "%v", err)
+	} else if _, err := parseAdvertise(cfg.AdvertiseAddr); err != nil && !isHostName(cfg.AdvertiseAddr) {
+		return conf.Errorf("advertise", "want an IP address or a host name, optionally with :port: %v", err)
 	}
 	switch len(cfg.SecretKey) {
 	case 0:
@@ -333,13 +365,16 @@ func (cfg *Config) Validate() error {
 	for _, d := range []struct {
 		field string
 		v     time.Duration
-	}{{"rejoin_interval", cfg.RejoinInterval}, {"JoinRetryMax", cfg.JoinRetryMax}, {"PurgeTTL", cfg.PurgeTTL}, {"DeadNodeReclaimTime", cfg.DeadNodeReclaimTime}} {
+	}{{"rejoin_interval", cfg.RejoinInterval}, {"JoinRetryMax", cfg.JoinRetryMax}, {"PurgeTTL", cfg.PurgeTTL}, {"DeadNodeReclaimTime", cfg.DeadNodeReclaimTime}, {"AdvertiseCheck", cfg.AdvertiseCheck}} {
 		if d.v < 0 {
 			return conf.Errorf(d.field, "must not be negative, got %v", d.v)
 		}
 	}
 	if cfg.MaxTombstones < 0 {
 		return conf.Errorf("MaxTombstones", "must not be negative")
+	}
+	if cfg.MinMembers < 0 {
+		return conf.Errorf("min_members", "must not be negative, got %d", cfg.MinMembers)
 	}
 	return nil
 }
@@ -381,6 +416,7 @@ func (cfg *Config) fill() error {
 	}{
 		{&cfg.RejoinInterval, DefaultRejoinInterval}, {&cfg.JoinRetryMax, DefaultJoinRetryMax},
 		{&cfg.PurgeTTL, DefaultPurgeTTL}, {&cfg.DeadNodeReclaimTime, DefaultDeadNodeReclaimTime},
+		{&cfg.AdvertiseCheck, DefaultAdvertiseCheck},
 	} {
 		if *d.v == 0 {
 			*d.v = d.def
@@ -388,6 +424,9 @@ func (cfg *Config) fill() error {
 	}
 	if cfg.MaxTombstones == 0 {
 		cfg.MaxTombstones = DefaultMaxTombstones
+	}
+	if cfg.MinMembers == 0 {
+		cfg.MinMembers = 1
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -480,16 +519,21 @@ func bindTransport(bind netip.AddrPort, mlLog *log.Logger) (*memberlist.NetTrans
 
 // createMemberlist binds the transport (retrying the racy port-0 case: the
 // kernel picks the TCP port, which may then be taken for UDP) and creates the
-// memberlist with our delegates.
-func (c *Cluster) createMemberlist() (*memberlist.Memberlist, error) {
+// memberlist with our delegates. A valid adv replaces the advertised IP of
+// the configuration (a resolved host name); port >= 0 replaces the bind
+// port (a re-creation keeps the port it had).
+func (c *Cluster) createMemberlist(adv netip.Addr, port int) (*memberlist.Memberlist, error) {
 	cfg := c.cfg
 	bind, _ := parseAddrPort(cfg.BindAddr, true)
-	mlLog := newMemberlistLogger(c.log)
+	if port >= 0 {
+		bind = netip.AddrPortFrom(bind.Addr(), uint16(port))
+	}
+	mlLog := c.mlLog.logger()
 	nt, err := bindTransport(bind, mlLog)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: bind gossip %s: %w", cfg.BindAddr, err)
 	}
-	port := nt.GetAutoBindPort()
+	port = nt.GetAutoBindPort()
 	var tr memberlist.NodeAwareTransport = nt
 	if cfg.wrapTransport != nil {
 		tr = cfg.wrapTransport(nt)
@@ -502,18 +546,26 @@ func (c *Cluster) createMemberlist() (*memberlist.Memberlist, error) {
 	mc.BindPort = port
 	mc.AdvertisePort = port
 	if cfg.AdvertiseAddr != "" {
-		adv, _ := parseAdvertise(cfg.AdvertiseAddr)
-		mc.AdvertiseAddr = adv.Addr().String()
-		if adv.Port() != 0 {
-			mc.AdvertisePort = int(adv.Port())
+		if a, err := parseAdvertise(cfg.AdvertiseAddr); err == nil {
+			mc.AdvertiseAddr = a.Addr().String()
+			if a.Port() != 0 {
+				mc.AdvertisePort = int(a.Port())
+			}
+		} else if _, p, err := net.SplitHostPort(cfg.AdvertiseAddr); err == nil {
+			if pn, _ := strconv.Atoi(p); pn != 0 { // a host name with a port
+				mc.AdvertisePort = pn
+			}
 		}
+	}
+	if adv.IsValid() {
+		mc.AdvertiseAddr = adv.String()
 	}
 	if len(cfg.SecretKey) > 0 {
 		mc.SecretKey = cfg.SecretKey
 	}
 	mc.Logger = mlLog
 	mc.Delegate = delegate{c}
-	mc.Events = events{c}
+	mc.Events = events{c, c.mlGen.Load()}
 	mc.Alive = delegate{c}
 	mc.DeadNodeReclaimTime = cfg.DeadNodeReclaimTime
 	setIf(&mc.ProbeInterval, cfg.ProbeInterval)
@@ -544,7 +596,19 @@ func (c *Cluster) LocalName() string { return c.name }
 
 // GossipAddr returns the advertised gossip "ip:port" (with the actual port
 // when BindAddr asked for port 0).
-func (c *Cluster) GossipAddr() string { return c.gossipAddr }
+// It changes when a re-resolved advertise address changed (advertise.go).
+func (c *Cluster) GossipAddr() string { return *c.gossipAddr.Load() }
+
+// list is the current memberlist.
+func (c *Cluster) list() *memberlist.Memberlist { return c.mlp.Load() }
+
+// setMemberlist publishes ml and its advertised address.
+func (c *Cluster) setMemberlist(ml *memberlist.Memberlist) {
+	n := ml.LocalNode()
+	addr := net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	c.gossipAddr.Store(&addr)
+	c.mlp.Store(ml)
+}
 
 // Leave announces a graceful departure and waits up to timeout for the
 // announcement to go out (zero waits without limit). The node keeps
@@ -560,8 +624,11 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 		return nil
 	}
 	c.left = true
+	if c.mlShut {
+		return nil
+	}
 	c.announceLeave()
-	if err := c.ml.Leave(timeout); err != nil {
+	if err := c.list().Leave(timeout); err != nil {
 		return fmt.Errorf("cluster: leave: %w", err)
 	}
 	return nil
@@ -579,10 +646,10 @@ func (c *Cluster) Close() error {
 	}
 	defer close(c.closeDone)
 	var errs []error
-	if !c.left {
+	if !c.left && !c.mlShut {
 		c.left = true
 		c.announceLeave()
-		if err := c.ml.Leave(time.Second); err != nil {
+		if err := c.list().Leave(time.Second); err != nil {
 			errs = append(errs, fmt.Errorf("cluster: leave: %w", err))
 		}
 	}
@@ -590,7 +657,7 @@ func (c *Cluster) Close() error {
 	c.lmu.Unlock()
 
 	close(c.stop)
-	if err := c.ml.Shutdown(); err != nil {
+	if err := c.list().Shutdown(); err != nil {
 		errs = append(errs, fmt.Errorf("cluster: shutdown: %w", err))
 	}
 	c.cbMu.Lock()
@@ -611,7 +678,7 @@ func (c *Cluster) Close() error {
 func (c *Cluster) announceLeave() {
 	msg := encodeLeaveMsg(c.name)
 	for _, n := range c.otherNodes() {
-		if err := c.ml.SendBestEffort(&n, msg); err != nil {
+		if err := c.list().SendBestEffort(&n, msg); err != nil {
 			c.log.Debug("leave notice failed", "to", n.Name, "err", err)
 		}
 	}

@@ -32,6 +32,25 @@ func (c *Cluster) Joined() (ok bool, detail string) {
 	}
 }
 
+// Partitioned reports whether this node sees fewer alive members than
+// Config.MinMembers, with a detail such as "sees 1 alive member of the 2
+// required (min_members); alive: n01". Unlike Joined it turns back to false
+// as soon as enough members are alive again (the periodic re-join heals the
+// partition), so readiness follows it both ways.
+func (c *Cluster) Partitioned() (bool, string) {
+	alive := c.Alive()
+	if alive >= c.cfg.MinMembers {
+		return false, fmt.Sprintf("sees %d alive members, min_members %d", alive, c.cfg.MinMembers)
+	}
+	d := fmt.Sprintf("partitioned: sees %d alive members, fewer than min_members %d", alive, c.cfg.MinMembers)
+	if names := c.aliveNames(); len(names) > 0 {
+		d += "; other alive members: " + strings.Join(names, ", ")
+	} else {
+		d += "; no other member reachable"
+	}
+	return true, d
+}
+
 // JoinError returns the error of the last join attempt (the initial join or
 // a periodic re-join), nil if it succeeded. It wraps ErrSecretKeyMismatch
 // when a seed and this node use different secret keys.
@@ -86,7 +105,7 @@ func (c *Cluster) join() bool {
 		if c.isClosed() {
 			return false
 		}
-		if _, err := c.ml.Join([]string{s}); err != nil {
+		if _, err := c.list().Join([]string{s}); err != nil {
 			if isKeyMismatch(err) {
 				mismatch = true
 			}

@@ -219,15 +219,35 @@ func (d delegate) NotifyAlive(n *memberlist.Node) error {
 	return nil
 }
 
-// events implements memberlist.EventDelegate.
-type events struct{ c *Cluster }
+// events implements memberlist.EventDelegate for one generation of the
+// memberlist: when the advertise address changed and the memberlist was
+// re-created (advertise.go), the old one's last events (its own leave
+// above all) must not reach the member table.
+type events struct {
+	c   *Cluster
+	gen uint64
+}
 
-func (e events) NotifyJoin(n *memberlist.Node)   { e.c.setPeer(n, StateAlive) }
-func (e events) NotifyUpdate(n *memberlist.Node) { e.c.setPeer(n, StateAlive) }
+func (e events) current() bool { return e.gen == e.c.mlGen.Load() }
+
+func (e events) NotifyJoin(n *memberlist.Node) {
+	if e.current() {
+		e.c.setPeer(n, StateAlive)
+	}
+}
+
+func (e events) NotifyUpdate(n *memberlist.Node) {
+	if e.current() {
+		e.c.setPeer(n, StateAlive)
+	}
+}
 
 // NotifyLeave: memberlist v0.7.0 does not say whether the node failed or
 // left (Node.State is not maintained), so it is dead unless it told us first.
 func (e events) NotifyLeave(n *memberlist.Node) {
+	if !e.current() {
+		return
+	}
 	state := StateDead
 	if n.Name == e.c.name {
 		state = StateLeft

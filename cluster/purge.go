@@ -255,7 +255,7 @@ func (c *Cluster) issue(p Purge, flags byte) bool {
 		// retransmissions cover lost packets.
 		c.queue.QueueBroadcast(broadcast(msg))
 		for _, n := range c.otherNodes() {
-			if err := c.ml.SendBestEffort(&n, msg); err != nil {
+			if err := c.list().SendBestEffort(&n, msg); err != nil {
 				c.log.Debug("purge send failed", "to", n.Name, "err", err)
 			}
 		}
@@ -406,7 +406,7 @@ func (c *Cluster) sendLoop() {
 			if !ok {
 				continue
 			}
-			if err := c.ml.SendReliable(&n, s.msg); err != nil {
+			if err := c.list().SendReliable(&n, s.msg); err != nil {
 				c.log.Debug("reliable send failed", "to", s.to, "err", err)
 			}
 		}
@@ -420,10 +420,14 @@ func (c *Cluster) gcLoop() {
 	every := min(max(c.cfg.PurgeTTL/10, time.Second), time.Minute)
 	t := time.NewTicker(every)
 	defer t.Stop()
+	logs := time.NewTicker(repeatWindow / 3)
+	defer logs.Stop()
 	for {
 		select {
 		case <-c.stop:
 			return
+		case <-logs.C:
+			c.mlLog.flush()
 		case <-t.C:
 			c.expireTombstones()
 			c.forgetDeparted()

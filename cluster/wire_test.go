@@ -260,7 +260,7 @@ func startRaw(t *testing.T, name string, key []byte, d memberlist.Delegate) *mem
 	mc.SecretKey = key
 	mc.Delegate = d
 	lg, _ := testLogger(t, 0)
-	mc.Logger = newMemberlistLogger(lg)
+	mc.Logger = newMemberlistLog(lg, time.Now).logger()
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		t.Fatalf("memberlist.Create: %v", err)

@@ -130,7 +130,8 @@ type Readiness struct {
 func (n *Node) Ready() Readiness { return n.api.ready() }
 
 // ready reports whether the node should receive traffic: it is not draining,
-// and either the origin answers or there is cached content to serve stale.
+// it sees at least cluster.min_members alive members (with a cluster), and
+// either the origin answers or there is cached content to serve stale.
 func (a *admin) ready() Readiness {
 	r := Readiness{Ready: true, Node: a.node, Checks: map[string]string{}}
 	if a.draining.Load() {
@@ -143,9 +144,17 @@ func (a *admin) ready() Readiness {
 		// Running alone while seeds are unreachable still serves (from
 		// cache and origin); say so rather than fail over the whole region.
 		ok, detail := a.peers.c.Joined()
-		if ok {
+		part, why := a.peers.c.Partitioned()
+		switch {
+		case part:
+			// Fewer members than cluster.min_members: this node is on the
+			// small side of a partition (or its seeds are gone); serving
+			// would split the shield, so let DNS send users elsewhere.
+			r.Ready = false
+			r.Checks["cluster"] = why + " (" + detail + ")"
+		case ok:
 			r.Checks["cluster"] = "ok: " + detail
-		} else {
+		default:
 			r.Checks["cluster"] = "running alone: " + detail
 		}
 	}

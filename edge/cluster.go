@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -293,10 +294,40 @@ func (p *peerSet) forward(ctx context.Context, key, host []byte, purged bool, re
 		}
 		p.forwardFailures.Add(1)
 		p.c.MarkDown(m.Name, p.downFor)
-		p.log.Warn("peer failed; trying the next owner", "peer", m.Name, "addr", m.PeerAddr, "err", err)
+		p.log.Warn("peer failed; trying the next owner", "peer", m.Name, "addr", m.PeerAddr, "err", &peerError{peer: m.Name, err: err})
 	}
 	return nil, false
 }
+
+// peerError words a failed shield hop as the peer's failure. The hop goes
+// through an origin.Client, whose errors say "origin timeout: GET
+// 10.77.0.12:7947": read in a log, that sends the operator to the origin
+// when a cluster member failed (issue 13).
+type peerError struct {
+	peer string // member name
+	err  error  // from origin.Client.Do; kept for errors.Is
+}
+
+func (e *peerError) Error() string {
+	msg := e.err.Error()
+	for _, k := range [...]struct {
+		sentinel error
+		kind     string
+	}{
+		{origin.ErrTimeout, "peer timeout"}, {origin.ErrRefused, "peer refused connection"},
+		{origin.ErrReset, "peer reset connection"}, {origin.ErrBusy, "peer connection limit reached"},
+		{origin.ErrBadResponse, "peer sent a malformed response"},
+	} {
+		if errors.Is(e.err, k.sentinel) {
+			// The client prefixes its sentinel; the rest is the cause.
+			rest, _ := strings.CutPrefix(msg, k.sentinel.Error()+": ")
+			return k.kind + " (" + e.peer + "): " + rest
+		}
+	}
+	return "peer " + e.peer + " failed: " + msg
+}
+
+func (e *peerError) Unwrap() error { return e.err }
 
 func (p *peerSet) client(addr string) (*origin.Client, error) {
 	p.mu.Lock()

@@ -93,6 +93,7 @@ func TestConfigFileErrorsNameKeyAndLine(t *testing.T) {
 		{"validation: cluster secret_key required", "cluster:\n  enabled: true\n  bind: 127.0.0.1:7946\n  peer_listen: 10.0.0.1:7947\n", 0, "cluster.secret_key", `"10.0.0.1:7947" is not`},
 		{"validation: cluster advertise", "cluster:\n  enabled: true\n  bind: 0.0.0.0:7946\n  secret_key: MDEyMzQ1Njc4OWFiY2RlZg==\n", 0, "cluster.advertise", "required when bind"},
 		{"validation: cluster bind", "cluster:\n  enabled: true\n  bind: gossip.test:7946\n", 3, "cluster.bind", "must be an IP address"},
+		{"validation: cluster min_members", "cluster:\n  enabled: true\n  bind: 127.0.0.1:7946\n  peer_listen: 127.0.0.1:7947\n  min_members: -1\n", 5, "cluster.min_members", "must not be negative"},
 		{"validation: accept_encodings not a token", "cache:\n  accept_encodings: [br, \"g zip\"]\n", 2, "cache.accept_encodings[1]", "not a token"},
 		{"validation: accept_encodings repeat in a block list", "cache:\n  accept_encodings:\n    - gzip\n    - br\n    - x-gzip\n", 5, "cache.accept_encodings[2]", `"x-gzip" repeats "gzip"`},
 		{"validation: accept_encodings identity", "cache:\n  accept_encodings: [identity]\n", 2, "cache.accept_encodings[0]", "not a content coding"},

@@ -2,7 +2,6 @@ package edge
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -627,7 +626,7 @@ func (n *Node) pass(ctx *fasthttp.RequestCtx, st *reqState, method string, fwd s
 	if !n.attachBody(ctx, st, oreq) {
 		return 0, nil
 	}
-	resp, err := n.upstream(context.Background(), ctx.Request.Header.Host(), oreq)
+	resp, err := n.upstream(n.base, ctx.Request.Header.Host(), oreq)
 	st.body.finish(ctx)
 	if errors.Is(err, origin.ErrRequestBody) {
 		n.bodyFailed(ctx, st, err)

@@ -172,9 +172,12 @@ func TestBrokenURLNeverTakesSiteDown(t *testing.T) {
 	if brokenOK.Load() != total/2 || other.Load() != 0 {
 		t.Errorf("broken URLs: %d answered 502 naming the reset, %d otherwise; want %d and 0", brokenOK.Load(), other.Load(), total/2)
 	}
-	if s := n.Stats(); !s.OriginUp || s.OriginDowns != 0 || s.OriginShortCircuited != 0 || s.OriginChecksKicked == 0 {
-		t.Errorf("health after the run: up=%v downs=%d short-circuited=%d kicked=%d; want up, 0, 0 and some early checks",
-			s.OriginUp, s.OriginDowns, s.OriginShortCircuited, s.OriginChecksKicked)
+	// Whether a failure started an early check depends on how fast the run
+	// went (one per interval/4); origin's TestHealthRequestsNeverMarkDown
+	// checks that part in virtual time.
+	if s := n.Stats(); !s.OriginUp || s.OriginDowns != 0 || s.OriginShortCircuited != 0 {
+		t.Errorf("health after the run: up=%v downs=%d short-circuited=%d; want up, 0, 0",
+			s.OriginUp, s.OriginDowns, s.OriginShortCircuited)
 	}
 }
 

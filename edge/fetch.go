@@ -118,11 +118,12 @@ func hasField(h []cache.Field, name []byte) bool {
 }
 
 // serveStaleOnError answers from a stale entry when the origin failed and
-// stale-if-error (RFC 5861 §4) or the configured allowance permits it.
-func (n *Node) serveStaleOnError(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, err error) bool {
+// stale-if-error (RFC 5861 §4) or the configured allowance permits it; ok
+// false: it may not, and nothing was written.
+func (n *Node) serveStaleOnError(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, err error) (out outcome, ok bool) {
 	now := n.now()
 	if !cache.UsableOnError(stale, &st.req, now, n.cfg.Cache.MaxStaleOnError.D()) {
-		return false
+		return outNone, false
 	}
 	n.stats.staleServed.Add(1)
 	if errors.Is(err, origin.ErrDown) {
@@ -131,12 +132,10 @@ func (n *Node) serveStaleOnError(ctx *fasthttp.RequestCtx, st *reqState, stale *
 		if n.log.Enabled(context.Background(), slog.LevelDebug) {
 			n.log.Debug("origin down; serving stale", "key", string(st.key))
 		}
-		n.writeEntry(ctx, st, stale, now, csStaleDown, 0)
-		return true
+		return n.writeEntry(ctx, st, stale, now, csStaleDown, 0), true
 	}
 	n.log.Warn("origin failed; serving stale", "key", string(st.key), "err", err)
-	n.writeEntry(ctx, st, stale, now, csStaleErr, statusFor(err))
-	return true
+	return n.writeEntry(ctx, st, stale, now, csStaleErr, statusFor(err)), true
 }
 
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }

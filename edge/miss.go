@@ -29,6 +29,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgeshield/edgeshield/cache"
@@ -43,13 +44,17 @@ type pending struct {
 	primary   []byte       // primary cache key (the flight's key may differ: see flightKey)
 	entry     *cache.Entry // Body not yet set, except when refreshed
 	vkey      []byte       // variant key the fetch's request selected (nil without Vary)
-	stored    bool
-	refreshed bool // entry is a stale one refreshed by a 304: it has its body
-	status    int  // origin status, for Cache-Status fwd-status
+	refreshed bool         // entry is a stale one refreshed by a 304: it has its body
+	status    int          // origin status, for Cache-Status fwd-status
 	fwd       string
 	coding    coding           // the edge codes the body with this (cache.compress); codingNone: as received
 	cookies   []string         // Set-Cookie for the client that started the fetch only
 	resp      *origin.Response // a private (unshared) answer for that client; nil when shared
+
+	// stored: the body will be stored (Cache-Status "stored"). Set before
+	// the head is published; the fill clears it when the body outgrows the
+	// max object size while clients read the head (hence atomic).
+	stored atomic.Bool
 }
 
 // flights is the node's coalescer, typed by the metadata its flights carry.
@@ -72,54 +77,55 @@ const discardWindow = 1 << 20
 
 // fetch resolves a miss (or a stale entry needing validation) through the
 // coalescer: the first request for a key starts ONE upstream fetch; everyone,
-// that request included, reads the same body as it arrives.
-func (n *Node) fetch(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, fwd string) {
+// that request included, reads the same body as it arrives. It returns how
+// the request was answered.
+func (n *Node) fetch(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, fwd string) outcome {
 	j := n.newFetchJob(ctx, st, stale, fwd, false)
 	c := n.flights.Do(n.flightKey(st.key, st.hop), n.fetchAndStore(j))
-	wctx := n.base
-	if !c.Leader() {
-		j.release()
-		n.stats.coalesced.Add(1)
-		st.joined = true
-		// A waiter bounds its wait: it may have joined a flight that is
-		// waiting on a peer that waits on us.
-		var cancel context.CancelFunc
-		wctx, cancel = context.WithTimeout(n.base, n.cfg.Origin.HeaderTimeout.D()+n.cfg.Origin.ConnectTimeout.D()+time.Second)
-		defer cancel()
+	if !c.Leader() || c.Refused() {
+		j.release() // the job never runs: its stale body reference ends here
 	}
-	head, err := c.Wait(wctx)
+	head, err := n.waitFlight(st, c)
 	switch {
 	case err != nil:
-		n.fetchFailed(ctx, st, stale, fwd, err)
+		return n.fetchFailed(ctx, st, stale, fwd, err)
 	case head.Meta.resp != nil:
-		n.writePrivate(ctx, st, head.Meta)
+		return n.writePrivate(ctx, head.Meta)
 	case !c.Leader() && !n.sameVariant(st, head.Meta):
-		n.stats.passes.Add(1)
-		n.pass(ctx, st, methodString(ctx.Method()), fwdVaryMiss)
-	default:
-		n.serveFlight(ctx, st, c, head.Meta, head.ContentLength)
-		if c.Leader() {
-			// The client whose request caused the fetch gets its cookies;
-			// the shared copy never carries them.
-			for _, v := range head.Meta.cookies {
-				ctx.Response.Header.Add("Set-Cookie", v)
-			}
-		}
+		return n.passThrough(ctx, st, fwdVaryMiss)
 	}
+	return n.serveFlight(ctx, st, c, head)
+}
+
+// waitFlight waits for the flight's head. A waiter bounds its wait: it may
+// have joined a flight that waits on a peer that waits on us. The leader
+// waits for its own fetch, which its upstream calls bound (connect and
+// header timeouts, per peer tried and for the origin) and Shutdown cancels
+// (n.base): a bound of its own could only turn a slow fallback that
+// succeeds into an error.
+func (n *Node) waitFlight(st *reqState, c origin.Call[*pending]) (origin.Head[*pending], error) {
+	if c.Leader() {
+		return c.Wait(n.base)
+	}
+	n.stats.coalesced.Add(1)
+	st.joined = true
+	wctx, cancel := context.WithTimeout(n.base, n.cfg.Origin.HeaderTimeout.D()+n.cfg.Origin.ConnectTimeout.D()+time.Second)
+	defer cancel()
+	return c.Wait(wctx)
 }
 
 // fetchFailed answers a client whose flight ended without a shared head:
 // on its own (ErrPass), from a usable stale copy, or with an error.
-func (n *Node) fetchFailed(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, fwd string, err error) {
+func (n *Node) fetchFailed(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, fwd string, err error) outcome {
 	if errors.Is(err, origin.ErrPass) {
-		n.stats.passes.Add(1)
-		n.pass(ctx, st, methodString(ctx.Method()), fwd)
-		return
+		return n.passThrough(ctx, st, fwd)
 	}
-	if stale != nil && n.serveStaleOnError(ctx, st, stale, err) {
-		return
+	if stale != nil {
+		if out, ok := n.serveStaleOnError(ctx, st, stale, err); ok {
+			return out
+		}
 	}
-	n.writeError(ctx, st, err)
+	return n.writeError(ctx, err)
 }
 
 // sameVariant reports whether a waiter's request selects the variant the
@@ -137,8 +143,8 @@ func (n *Node) sameVariant(st *reqState, p *pending) bool {
 // join the same flight and do not start more.
 func (n *Node) revalidateInBackground(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry) {
 	j := n.newFetchJob(ctx, st, stale, fwdStale, true)
-	if c := n.flights.Do(n.flightKey(st.key, st.hop), n.fetchAndStore(j)); !c.Leader() {
-		j.release()
+	if c := n.flights.Do(n.flightKey(st.key, st.hop), n.fetchAndStore(j)); !c.Leader() || c.Refused() {
+		j.release() // the job never runs: its stale body reference ends here
 	}
 }
 
@@ -273,7 +279,8 @@ func (n *Node) storeResponse(w *origin.Writer[*pending], j *fetchJob, resp *orig
 		return n.passResponse(w, j, resp, reason, tooBig, respTime)
 	}
 	e := n.newEntry(j.key, resp.Status, resp.Header, &meta, reqTime, respTime)
-	p := &pending{primary: j.key, entry: e, stored: true, status: resp.Status, fwd: j.fwd}
+	p := &pending{primary: j.key, entry: e, status: resp.Status, fwd: j.fwd}
+	p.stored.Store(true)
 	length := n.planCoding(p, j.aeSet, resp)
 	if e.Vary != nil {
 		p.vkey = cache.VariantKey(nil, j.key, e.Vary, j.vary.peek)
@@ -313,7 +320,8 @@ func (n *Node) passResponse(w *origin.Writer[*pending], j *fetchJob, resp *origi
 // publishRefreshed shares an entry a 304 refreshed (it has its body); the
 // group keeps it (keep) before the flight is forgotten.
 func (n *Node) publishRefreshed(w *origin.Writer[*pending], j *fetchJob, e *cache.Entry) error {
-	p := &pending{primary: j.key, entry: e, stored: true, refreshed: true, status: fasthttp.StatusNotModified, fwd: fwdStale}
+	p := &pending{primary: j.key, entry: e, refreshed: true, status: fasthttp.StatusNotModified, fwd: fwdStale}
+	p.stored.Store(true)
 	if e.Vary != nil {
 		p.vkey = e.Key // a refreshed variant keeps its variant key
 	}
@@ -384,6 +392,7 @@ func (s *fillSink) Write(b []byte) (int, error) {
 		// streaming to whoever reads, with bounded memory.
 		s.w.Discard(discardWindow)
 		s.discarded = true
+		s.p.stored.Store(false)
 	}
 	return s.w.Write(b)
 }
@@ -426,24 +435,17 @@ func (n *Node) storeEntry(primary []byte, e *cache.Entry) {
 
 // writePrivate streams an answer that is not shared to the client whose
 // request fetched it (with its cookies: it is not stored).
-func (n *Node) writePrivate(ctx *fasthttp.RequestCtx, st *reqState, p *pending) {
+func (n *Node) writePrivate(ctx *fasthttp.RequestCtx, p *pending) outcome {
 	n.stats.passes.Add(1)
-	st.out = outPass
-	resp := p.resp
-	r := &ctx.Response
-	r.SetStatusCode(resp.Status)
-	n.copyResponseHeaders(r, resp.Header, true)
-	cs := n.appendCacheStatus(nil, csFwd, p.fwd, resp.Status, 0, false)
-	n.setCacheStatus(r, resp.Header, cs)
-	n.setBodyStream(ctx, resp)
+	n.writeForwarded(ctx, p.resp, p.fwd)
+	return outPass
 }
 
-// serveFlight answers a client from a shared flight: the entry's headers now,
-// the body as it arrives.
-func (n *Node) serveFlight(ctx *fasthttp.RequestCtx, st *reqState, c origin.Call[*pending], p *pending, contentLength int64) {
-	st.out = outMiss
-	e := p.entry
-	resp := &ctx.Response
+// serveFlight answers a client from a shared flight: the entry's headers
+// now, the body as it arrives. A client that cannot read the body from the
+// flight after all fetches on its own.
+func (n *Node) serveFlight(ctx *fasthttp.RequestCtx, st *reqState, c origin.Call[*pending], head origin.Head[*pending]) outcome {
+	p, e := head.Meta, head.Meta.entry
 	var body io.ReadCloser
 	if !ctx.IsHead() && !notModified(&ctx.Request.Header, e) {
 		// Attach before committing headers: a flight that stopped keeping
@@ -452,88 +454,119 @@ func (n *Node) serveFlight(ctx *fasthttp.RequestCtx, st *reqState, c origin.Call
 		// truncated body.
 		r, err := c.Reader()
 		if err != nil {
-			n.stats.passes.Add(1)
-			n.pass(ctx, st, methodString(ctx.Method()), p.fwd)
-			return
+			return n.passThrough(ctx, st, p.fwd)
 		}
 		body = r
 	}
-	n.writeEntryHeaders(resp, e)
-	now := n.now()
-	// current_age, not 0: an upstream Age (or a Date in the past) counts
-	// from the start (RFC 9111 §4.2.3).
-	st.num = strconv.AppendInt(st.num[:0], int64(e.Age(now)/time.Second), 10)
-	resp.Header.SetBytesV("Age", st.num)
-	st.cs = n.appendCacheStatus(st.cs[:0], csFwd, p.fwd, p.status, e.TTL(now), p.stored)
-	if st.joined {
-		st.cs = append(st.cs, "; collapsed"...)
-	}
-	resp.Header.SetBytesV("Cache-Status", st.cs)
+	n.writeFlightHeaders(ctx, st, p, c.Leader())
+	resp := &ctx.Response
 	switch {
 	case notModified(&ctx.Request.Header, e):
 		resp.SetStatusCode(fasthttp.StatusNotModified)
 		resp.SkipBody = true
 	case body == nil: // HEAD
 		resp.SetStatusCode(e.Status)
-		if contentLength >= 0 {
-			resp.Header.SetContentLength(int(contentLength))
+		if head.ContentLength >= 0 {
+			resp.Header.SetContentLength(int(head.ContentLength))
 		}
 		resp.SkipBody = true
 	default:
 		resp.SetStatusCode(e.Status)
-		n.flightBody(ctx, st, c, e, body, contentLength)
+		if err := n.flightBody(ctx, st, c, e, body, head.ContentLength); err != nil {
+			return n.writeError(ctx, err)
+		}
+	}
+	return outMiss
+}
+
+// writeFlightHeaders sets the headers of an answer from a flight: the
+// entry's, Age, and Cache-Status. The client whose request caused the fetch
+// (the leader) also gets the response's cookies; the shared copy never
+// carries them.
+func (n *Node) writeFlightHeaders(ctx *fasthttp.RequestCtx, st *reqState, p *pending, leader bool) {
+	resp := &ctx.Response
+	e := p.entry
+	n.writeEntryHeaders(resp, e)
+	now := n.now()
+	// current_age, not 0: an upstream Age (or a Date in the past) counts
+	// from the start (RFC 9111 §4.2.3).
+	st.num = strconv.AppendInt(st.num[:0], int64(e.Age(now)/time.Second), 10)
+	resp.Header.SetBytesV("Age", st.num)
+	st.cs = n.appendCacheStatus(st.cs[:0], csFwd, p.fwd, p.status, e.TTL(now), p.stored.Load())
+	if st.joined {
+		st.cs = append(st.cs, "; collapsed"...)
+	}
+	resp.Header.SetBytesV("Cache-Status", st.cs)
+	if leader {
+		for _, v := range p.cookies {
+			resp.Header.Add("Set-Cookie", v)
+		}
 	}
 }
 
 // flightBody sends a flight's body: whole, one range streamed as it fills,
-// or several ranges from the whole object once complete.
-func (n *Node) flightBody(ctx *fasthttp.RequestCtx, st *reqState, c origin.Call[*pending], e *cache.Entry, body io.ReadCloser, contentLength int64) {
+// or several ranges from the whole object once complete. An error means
+// nothing was sent; the caller answers it.
+func (n *Node) flightBody(ctx *fasthttp.RequestCtx, st *reqState, c origin.Call[*pending], e *cache.Entry, body io.ReadCloser, contentLength int64) error {
+	rh, ir := ctx.Request.Header.Peek("Range"), ctx.Request.Header.Peek("If-Range")
+	switch {
+	case len(rh) == 0 || e.Status != fasthttp.StatusOK:
+	case len(ir) > 0 && !cache.IfRangeMatches(ir, e.ETag, e.LastModified): // RFC 9110 §13.1.5
+	case contentLength >= 0 && n.flightRange(ctx, st, body, rh, contentLength):
+		return nil
+	default:
+		// Several ranges, or a length not known until the end: wait for
+		// the whole object (it is being stored anyway) and answer from it.
+		return n.flightRanges(ctx, st, c, e, body, rh)
+	}
+	ctx.SetBodyStream(body, int(contentLength))
+	return nil
+}
+
+// flightRange answers a Range request whose ranges can be decided from the
+// announced length: unsatisfiable (416), not understood (the whole body,
+// RFC 9110 §14.2), or one range, streamed from the flight as it fills. It
+// reports false for several ranges (flightRanges answers them).
+func (n *Node) flightRange(ctx *fasthttp.RequestCtx, st *reqState, body io.ReadCloser, rh []byte, contentLength int64) bool {
 	resp := &ctx.Response
-	rh := ctx.Request.Header.Peek("Range")
-	if len(rh) == 0 || e.Status != fasthttp.StatusOK {
+	rs, err := cache.ParseRange(st.ranges[:0], rh, contentLength)
+	st.ranges = rs[:0]
+	switch {
+	case errors.Is(err, cache.ErrRangeNotSatisfiable):
+		body.Close()
+		resp.SetStatusCode(fasthttp.StatusRequestedRangeNotSatisfiable)
+		resp.Header.Set("Content-Range", "bytes */"+itoa(contentLength))
+	case err != nil:
 		ctx.SetBodyStream(body, int(contentLength))
-		return
+	case len(rs) == 1:
+		r := rs[0]
+		resp.SetStatusCode(fasthttp.StatusPartialContent)
+		resp.Header.Set("Content-Range", "bytes "+itoa(r.Start)+"-"+itoa(r.End)+"/"+itoa(contentLength))
+		ctx.SetBodyStream(&sectionReader{rc: body, skip: r.Start, left: r.End - r.Start + 1}, int(r.End-r.Start+1))
+	default:
+		return false
 	}
-	if ir := ctx.Request.Header.Peek("If-Range"); len(ir) > 0 && !cache.IfRangeMatches(ir, e.ETag, e.LastModified) {
-		ctx.SetBodyStream(body, int(contentLength))
-		return
-	}
-	if contentLength >= 0 {
-		rs, err := cache.ParseRange(st.ranges[:0], rh, contentLength)
-		st.ranges = rs[:0]
-		switch {
-		case errors.Is(err, cache.ErrRangeNotSatisfiable):
-			body.Close()
-			resp.SetStatusCode(fasthttp.StatusRequestedRangeNotSatisfiable)
-			resp.Header.Set("Content-Range", "bytes */"+itoa(contentLength))
-			return
-		case err != nil:
-			ctx.SetBodyStream(body, int(contentLength)) // RFC 9110 §14.2: ignore what we do not understand
-			return
-		case len(rs) == 1:
-			// A single range streams from the flight as it fills.
-			r := rs[0]
-			resp.SetStatusCode(fasthttp.StatusPartialContent)
-			resp.Header.Set("Content-Range", "bytes "+itoa(r.Start)+"-"+itoa(r.End)+"/"+itoa(contentLength))
-			ctx.SetBodyStream(&sectionReader{rc: body, skip: r.Start, left: r.End - r.Start + 1}, int(r.End-r.Start+1))
-			return
-		}
-	}
-	// Several ranges, or a length not known until the end: wait for the
-	// whole object (it is being stored anyway) and answer from it.
+	return true
+}
+
+// flightRanges answers a Range request from the flight's whole body, once
+// complete.
+func (n *Node) flightRanges(ctx *fasthttp.RequestCtx, st *reqState, c origin.Call[*pending], e *cache.Entry, body io.ReadCloser, rh []byte) error {
 	_, err := io.Copy(io.Discard, body)
 	body.Close()
 	full, ok := c.Bytes()
-	if err != nil || !ok {
-		if err == nil {
-			err = errFlightIncomplete
-		}
-		n.writeError(ctx, st, err)
-		return
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return errFlightIncomplete
 	}
-	if !n.writeRanges(ctx, st, e, storedBody{b: full}, rh) {
-		resp.SetBodyRaw(full)
+	if done, err := n.writeRanges(ctx, st, e, storedBody{b: full}, rh); !done {
+		ctx.Response.SetBodyRaw(full)
+	} else if err != nil {
+		return err
 	}
+	return nil
 }
 
 // errFlightIncomplete: a flight ended without a whole body to answer from

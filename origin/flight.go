@@ -85,8 +85,9 @@ func NewGroup[M any](cfg GroupConfig[M]) *Group[M] {
 // Call is one caller's view of a flight: the leader (whose Do started the
 // fetch) or a waiter.
 type Call[M any] struct {
-	f      *Flight[M]
-	leader bool
+	f       *Flight[M]
+	leader  bool
+	refused bool
 }
 
 // Do returns the flight for key, starting fetch for it when none is in
@@ -95,6 +96,9 @@ type Call[M any] struct {
 // with an error), gives a complete body to Keep, then removes the flight —
 // callers only Wait and read. A complete flight stays joinable until Keep
 // returns: late requests read its body from memory instead of fetching again.
+// When GroupConfig.Go refuses the fetch (shutdown), fetch is never called:
+// the leader's call reports Refused and its flight ends with ErrClosed, so
+// whatever fetch was to release is the caller's to release.
 func (g *Group[M]) Do(key string, fetch Fetch[M]) Call[M] {
 	g.mu.Lock()
 	if f, ok := g.m[key]; ok {
@@ -109,6 +113,7 @@ func (g *Group[M]) Do(key string, fetch Fetch[M]) Call[M] {
 	if !g.cfg.Go(func() { g.run(f, fetch) }) {
 		f.finish(ErrClosed)
 		g.done(f)
+		return Call[M]{f: f, leader: true, refused: true}
 	}
 	return Call[M]{f: f, leader: true}
 }
@@ -173,6 +178,11 @@ func (g *Group[M]) Len() int {
 
 // Leader reports whether this caller's Do started the fetch.
 func (c Call[M]) Leader() bool { return c.leader }
+
+// Refused reports whether the group refused to start this leader's fetch
+// (GroupConfig.Go returned false): fetch was never called, and Wait returns
+// ErrClosed (as it does for a waiter that joined the flight meanwhile).
+func (c Call[M]) Refused() bool { return c.refused }
 
 // Key returns the flight's key.
 func (c Call[M]) Key() string { return c.f.key }

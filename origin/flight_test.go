@@ -351,12 +351,19 @@ func TestFlightWaitContext(t *testing.T) {
 }
 
 // TestGroupClosed: a group whose Go refuses work ends new flights with
-// ErrClosed instead of starting them; Abort ends running ones.
+// ErrClosed instead of starting them, and tells the leader (Refused) so it
+// releases what the fetch would have; Abort ends running ones.
 func TestGroupClosed(t *testing.T) {
 	g := NewGroup(GroupConfig[string]{Go: func(func()) bool { return false }})
 	c := g.Do("k", func(context.Context, *Writer[string]) error { t.Error("fetch ran"); return nil })
 	if _, err := c.Wait(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Errorf("Wait: got %v, want ErrClosed", err)
+	}
+	if !c.Leader() || !c.Refused() {
+		t.Errorf("Leader, Refused: got %v, %v, want true, true", c.Leader(), c.Refused())
+	}
+	if started := NewGroup(GroupConfig[string]{}).Do("k", func(context.Context, *Writer[string]) error { return nil }); started.Refused() {
+		t.Errorf("Refused of a started flight: got true, want false")
 	}
 	synctest.Test(t, func(t *testing.T) {
 		g := NewGroup(GroupConfig[string]{})

@@ -25,8 +25,10 @@ func (n *Node) goBackground(what string, fn func()) bool {
 		return false
 	}
 	n.bgWG.Add(1)
+	n.bgRunning.Add(1)
 	go func() {
 		defer n.bgWG.Done()
+		defer n.bgRunning.Add(-1)
 		defer n.recoverBackground(what)
 		fn()
 	}()

@@ -255,6 +255,14 @@ func (n *Node) fetchAndStore(j *fetchJob) origin.Fetch[*pending] {
 			n.stats.originErrors.Add(1)
 			return err
 		}
+		// Shutdown cancels bctx: a fill waiting on a stalled origin body
+		// returns at once (Group.Abort only fails its next Write).
+		stop := context.AfterFunc(bctx, func() {
+			if resp.Body != nil {
+				resp.Body.Close()
+			}
+		})
+		defer stop()
 		return n.storeResponse(w, j, resp, reqTime, respTime)
 	}
 }

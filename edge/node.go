@@ -80,6 +80,7 @@ type Node struct {
 	bgClosed          bool           // Shutdown began: no new background work
 	bgStuck           bool           // background work outlived its cancellation: the store stays open
 	bgWG              sync.WaitGroup // fills, revalidations, body drains (goBackground)
+	bgRunning         atomic.Int64   // goBackground tasks that have not returned yet
 
 	now          func() time.Time // the clock; injectable for tests
 	realClock    bool             // now is time.Now (see requestTime)

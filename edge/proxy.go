@@ -77,7 +77,7 @@ func (n *Node) appendKey(dst []byte, req *fasthttp.Request) []byte {
 
 // handle is the public listener's handler. Its time, from here to its
 // return, goes to edgeshield_request_duration_seconds under the outcome the
-// request's path recorded.
+// request's path returned.
 func (n *Node) handle(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	out := outError // what a panic answers (recoverPanic: 500)

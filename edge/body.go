@@ -74,48 +74,45 @@ func (b *requestBody) finish(ctx *fasthttp.RequestCtx) {
 
 // attachBody gives oreq the client's body: streamed when fasthttp streams
 // it, else (a request built in memory) as bytes. A declared length above
-// server.max_request_body is answered 413 here, before anything is sent;
-// attachBody then reports false.
-func (n *Node) attachBody(ctx *fasthttp.RequestCtx, st *reqState, oreq *origin.Request) bool {
+// server.max_request_body fails with errBodyTooLarge, before anything is
+// sent (the caller answers it with bodyFailed).
+func (n *Node) attachBody(ctx *fasthttp.RequestCtx, st *reqState, oreq *origin.Request) error {
 	req := &ctx.Request
 	st.body = requestBody{}
 	if !req.IsBodyStream() {
 		oreq.Body = req.Body()
-		return true
+		return nil
 	}
 	limit := int64(n.cfg.Server.MaxRequestBody)
 	length := int64(req.Header.ContentLength())
 	if length > limit {
-		n.bodyTooLarge(ctx, st)
-		return false
+		return errBodyTooLarge
 	}
 	if length < 0 {
 		length = -1 // chunked; fasthttp never streams a close-delimited request body
 	}
 	st.body = requestBody{r: req.BodyStream(), length: length, limit: limit}
 	oreq.BodyStream, oreq.ContentLength = &st.body, length
-	return true
+	return nil
 }
 
 // bodyTooLarge answers 413 (RFC 9110 §15.5.14) and closes the connection:
 // the rest of the body is not read.
-func (n *Node) bodyTooLarge(ctx *fasthttp.RequestCtx, st *reqState) {
-	st.out = outError
+func (n *Node) bodyTooLarge(ctx *fasthttp.RequestCtx) outcome {
 	n.stats.bodiesTooLarge.Add(1)
 	ctx.Error("request body larger than "+n.cfg.Server.MaxRequestBody.String()+"\n", fasthttp.StatusRequestEntityTooLarge)
 	ctx.SetConnectionClose()
+	return outError
 }
 
 // bodyFailed answers a forward that failed while reading the client's body
 // (origin.ErrRequestBody): the origin request was aborted; nothing has been
 // sent to the client yet. 413 past the limit, 408 when the client stalled,
 // 400 otherwise (a broken chunked body, or the client is gone anyway).
-func (n *Node) bodyFailed(ctx *fasthttp.RequestCtx, st *reqState, err error) {
+func (n *Node) bodyFailed(ctx *fasthttp.RequestCtx, err error) outcome {
 	if errors.Is(err, errBodyTooLarge) {
-		n.bodyTooLarge(ctx, st)
-		return
+		return n.bodyTooLarge(ctx)
 	}
-	st.out = outError
 	status := fasthttp.StatusBadRequest
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
@@ -126,6 +123,7 @@ func (n *Node) bodyFailed(ctx *fasthttp.RequestCtx, st *reqState, err error) {
 	}
 	ctx.Error(fasthttp.StatusMessage(status)+"\n", status)
 	ctx.SetConnectionClose()
+	return outError
 }
 
 // skipBody deals with the body of a request answered without forwarding

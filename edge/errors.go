@@ -35,8 +35,7 @@ func statusFor(err error) int {
 }
 
 // writeError answers a failed upstream fetch with a short plain body.
-func (n *Node) writeError(ctx *fasthttp.RequestCtx, st *reqState, err error) {
-	st.out = outError
+func (n *Node) writeError(ctx *fasthttp.RequestCtx, err error) outcome {
 	status := statusFor(err)
 	n.stats.errors.Add(1)
 	if errors.Is(err, origin.ErrDown) {
@@ -60,6 +59,7 @@ func (n *Node) writeError(ctx *fasthttp.RequestCtx, st *reqState, err error) {
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("text/plain; charset=utf-8")
 	ctx.SetBodyString(fasthttp.StatusMessage(status) + ": " + errDetail(err) + "\n")
+	return outError
 }
 
 func errDetail(err error) string {

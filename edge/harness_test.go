@@ -118,6 +118,26 @@ var offheapMin = flag.Int("edge.offheap-min", -1, "cache.offheap_min_size for te
 // stops it when the test ends.
 func newTestNode(t testing.TB, originURL string, clock *testClock, mutate func(*Config)) *Node {
 	t.Helper()
+	n := startTestNode(t, originURL, clock, mutate)
+	t.Cleanup(func() {
+		// fasthttp counts a keep-alive connection idle (closable by
+		// Shutdown) only 5 s after its last request; close ours first,
+		// the cluster tests' client's too (under load, waiting those 5 s
+		// and more made a shutdown miss its deadline).
+		testHTTP.CloseIdleConnections()
+		crowdHTTP.CloseIdleConnections()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := n.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	})
+	return n
+}
+
+// startTestNode is newTestNode for a test that shuts the node down itself.
+func startTestNode(t testing.TB, originURL string, clock *testClock, mutate func(*Config)) *Node {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Name = "edge-test"
 	cfg.Listen = "127.0.0.1:0"
@@ -143,19 +163,6 @@ func newTestNode(t testing.TB, originURL string, clock *testClock, mutate func(*
 	if err := n.Start(); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
-	t.Cleanup(func() {
-		// fasthttp counts a keep-alive connection idle (closable by
-		// Shutdown) only 5 s after its last request; close ours first,
-		// the cluster tests' client's too (under load, waiting those 5 s
-		// and more made a shutdown miss its deadline).
-		testHTTP.CloseIdleConnections()
-		crowdHTTP.CloseIdleConnections()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := n.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-	})
 	return n
 }
 

@@ -25,7 +25,8 @@ const metricsContentType = "text/plain; version=0.0.4; charset=utf-8"
 
 // outcome is how the node answered a public request: the cache label of
 // edgeshield_request_duration_seconds. The function that writes the response
-// records it in reqState.out, so the label is what the handler decided.
+// returns it (serveCacheable lists them), so the label is what the handler
+// decided.
 type outcome uint8
 
 const (

@@ -61,7 +61,7 @@ type Node struct {
 	access  *accessLog     // nil when log.access is off
 	purger  *purger        // local and cluster-wide purges
 	api     *admin         // the admin listener's endpoints
-	flights *origin.Group
+	flights *flights
 	hfp     hitForPass
 	latency requestDurations // the public listeners' response times (GET /metrics)
 	stats   counters
@@ -73,11 +73,17 @@ type Node struct {
 	publicLn, adminLn net.Listener
 	tlsLn             net.Listener
 	certs             *certs.Manager
-	fronts            fronts         // HTTP/2 and HTTP/3 (h2.go, h3.go)
-	peers             *peerSet       // nil without a cluster
-	listeners         []net.Listener // every listener given to serve (Start, before Shutdown)
-	serveWG           sync.WaitGroup // listener goroutines
-	fillsWG           sync.WaitGroup // background fills and revalidations
+	fronts            fronts          // HTTP/2 and HTTP/3 (h2.go, h3.go)
+	peers             *peerSet        // nil without a cluster
+	listeners         []net.Listener  // every listener given to serve (Start, before Shutdown)
+	serveWG           sync.WaitGroup  // listener goroutines
+	base              context.Context // every upstream call and background task; cancelled by Shutdown
+	cancelBase        context.CancelFunc
+	bgMu              sync.Mutex     // guards bgClosed and bgWG.Add
+	bgClosed          bool           // Shutdown began: no new background work
+	bgStuck           bool           // background work outlived its cancellation: the store stays open
+	bgWG              sync.WaitGroup // fills, revalidations, body drains (goBackground)
+	bgRunning         atomic.Int64   // goBackground tasks that have not returned yet
 
 	now          func() time.Time // the clock; injectable for tests
 	realClock    bool             // now is time.Now (see requestTime)
@@ -103,6 +109,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: opts.Logger, now: opts.Clock}
+	n.base, n.cancelBase = context.WithCancel(context.Background())
 	if n.now == nil {
 		n.now, n.realClock = time.Now, true
 	}
@@ -123,7 +130,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 		HeuristicFraction: cfg.Cache.HeuristicFraction,
 		MaxHeuristic:      cfg.Cache.MaxHeuristic.D(),
 	}
-	n.flights = origin.NewGroup()
+	n.flights = n.newFlights()
 	if cfg.Server.RateLimit.Rate > 0 {
 		n.rate = newRateLimiter(cfg.Server.RateLimit)
 	}
@@ -391,18 +398,8 @@ func (n *Node) shutdown(ctx context.Context) error {
 		ln.Close()
 	}
 	n.serveWG.Wait()
-	done := make(chan struct{})
-	go func() { n.fillsWG.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		// An already expired ctx must not report fills that are done:
-		// select picks at random among ready cases.
-		select {
-		case <-done:
-		default:
-			errs = append(errs, fmt.Errorf("background fills still running: %w", ctx.Err()))
-		}
+	if err := n.stopBackground(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	n.closeParts()
 	n.log.Info("edge node stopped", "name", n.name)
@@ -446,7 +443,9 @@ func (n *Node) closeParts() {
 	if n.origin != nil {
 		n.origin.Close()
 	}
-	if n.store != nil {
+	if n.store != nil && !n.bgStuck {
+		// Not under a fill still writing: ristretto's Close races a
+		// concurrent Set (stopBackground).
 		n.store.Close()
 	}
 }

@@ -242,3 +242,46 @@ func TestOffheapRevalidation(t *testing.T) {
 		t.Errorf("origin saw %d requests, want 2", got)
 	}
 }
+
+// TestRefusedFetchReleasesStaleBody: once Shutdown has begun, the flight
+// that would revalidate a stale entry is refused; the reference its job
+// took on the entry's memory file must still be released (in the
+// foreground and in the background), or the file outlives the entry.
+func TestRefusedFetchReleasesStaleBody(t *testing.T) {
+	for _, tc := range []struct{ name, cc string }{
+		{"foreground", "max-age=1"},
+		{"stale-while-revalidate", "max-age=1, stale-while-revalidate=60"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newTestClock()
+			body := patternBody(256 << 10)
+			o := newTestOrigin(t, clock, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Cache-Control", tc.cc)
+				w.Header().Set("ETag", `"big"`)
+				w.Write(body)
+			})
+			n := newTestNode(t, o.srv.URL, clock, func(c *Config) { c.Cache.OffheapMinSize = 128 << 10 })
+			url := "http://" + n.Addr() + "/big"
+			warm(t, n, url)
+			if got := n.Stats().OffheapObjects; got != 1 {
+				t.Fatalf("after the fill: got %d memory files, want 1", got)
+			}
+			clock.advance(10 * time.Second)
+			n.bgMu.Lock()
+			n.bgClosed = true // what Shutdown does first: no new fetches
+			n.bgMu.Unlock()
+			get(t, url)
+			if got := o.count("/big"); got != 1 {
+				t.Fatalf("origin saw %d requests, want 1 (the refused fetch never runs)", got)
+			}
+			pr, _ := do(t, http.MethodPost, "http://"+n.AdminAddr()+"/purge?url="+url+"&hard=1")
+			if pr.StatusCode != 200 {
+				t.Fatalf("purge: %d", pr.StatusCode)
+			}
+			waitFor(t, "the memory file to close after the purge", 5*time.Second, func() bool { return n.Stats().OffheapObjects == 0 })
+			if got := n.Stats().OffheapLeaked; got != 0 {
+				t.Errorf("got %d leaked memory files, want 0", got)
+			}
+		})
+	}
+}

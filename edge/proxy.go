@@ -2,7 +2,6 @@ package edge
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -34,7 +33,6 @@ type reqState struct {
 	hop    bool                     // a shield hop from a cluster peer: never forwarded again
 	purged bool                     // the stored response was purged or invalidated
 	joined bool                     // waited on another request's fetch (RFC 9211 "collapsed")
-	out    outcome                  // how the request was answered, set by whatever wrote the response
 }
 
 // peek returns a request field's value for a Vary variant key. The
@@ -79,7 +77,7 @@ func (n *Node) appendKey(dst []byte, req *fasthttp.Request) []byte {
 
 // handle is the public listener's handler. Its time, from here to its
 // return, goes to edgeshield_request_duration_seconds under the outcome the
-// request's path recorded.
+// request's path returned.
 func (n *Node) handle(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	out := outError // what a panic answers (recoverPanic: 500)
@@ -150,17 +148,34 @@ func (n *Node) requestTime(start time.Time) time.Time {
 }
 
 // serveCacheable runs GET and HEAD through the cache (DESIGN.md request
-// flow). hop marks a shield hop from a peer: its misses go to the origin.
-// now is the node's clock at the request's start. It reports how the
-// request was answered.
-func (n *Node) serveCacheable(ctx *fasthttp.RequestCtx, hop bool, now time.Time) (out outcome) {
+// flow): look the request up, answer from the stored entry when it may be
+// used, else resolve the miss upstream. hop marks a shield hop from a peer:
+// its misses go to the origin. now is the node's clock at the request's
+// start.
+//
+// It returns how the request was answered. Every response on this path is
+// written by a function that returns its outcome, and nothing else decides
+// one: writeEntry (hit, stale: from the Cache-Status it writes),
+// serveFlight (miss), writeForwarded's callers pass and writePrivate
+// (pass), writeError and bodyFailed (error).
+func (n *Node) serveCacheable(ctx *fasthttp.RequestCtx, hop bool, now time.Time) outcome {
+	st := n.newState(ctx, hop)
+	defer releaseState(st)
+	e, varyMiss := n.lookupHeld(st)
+	if e != nil {
+		if out, ok := n.serveStored(ctx, st, e, now); ok {
+			return out
+		}
+	}
+	return n.serveMiss(ctx, st, e, varyMiss, now)
+}
+
+// newState takes a request's scratch space from the pool, keyed and with
+// the request's cache directives parsed.
+func (n *Node) newState(ctx *fasthttp.RequestCtx, hop bool) *reqState {
 	st := statePool.Get().(*reqState)
-	defer func() {
-		out = st.out
-		releaseState(st)
-	}()
 	st.hdr, st.ctx = &ctx.Request.Header, ctx
-	st.hop, st.purged, st.joined, st.out = hop, false, false, outMiss
+	st.hop, st.purged, st.joined = hop, false, false
 	st.key = n.appendKey(st.key[:0], &ctx.Request)
 	requestMeta(&st.req, &ctx.Request)
 	if hop && len(ctx.Request.Header.Peek(revalidateHeader)) > 0 {
@@ -168,56 +183,72 @@ func (n *Node) serveCacheable(ctx *fasthttp.RequestCtx, hop bool, now time.Time)
 		// may not have reached us yet), so revalidate before answering.
 		st.req.Revalidate = true // even an immutable entry (cache.Use)
 	}
+	return st
+}
 
-	e, varyMiss := n.lookup(st)
+// lookupHeld is lookup, plus a reference on the entry's body held until
+// the request's state is released: the body must stay readable while this
+// request (and anything it starts) uses the entry, even if the store lets
+// it go meanwhile.
+func (n *Node) lookupHeld(st *reqState) (e *cache.Entry, varyMiss bool) {
+	e, varyMiss = n.lookup(st)
 	if e != nil && e.Blob != nil {
-		// The body must stay readable while this request (and anything it
-		// starts) uses the entry, even if the store lets it go meanwhile.
-		if e.Blob.Acquire() {
-			st.held = e.Blob
-		} else {
-			e = nil // evicted between Get and now: a miss
+		if !e.Blob.Acquire() {
+			return nil, false // evicted between Get and now: a miss
 		}
+		st.held = e.Blob
 	}
-	if e != nil {
-		switch cache.Use(e, &st.req, now) {
-		case cache.ServeFresh, cache.ServeStale:
-			n.stats.hits.Add(1)
-			n.writeEntry(ctx, st, e, now, csHit, 0)
-			return
-		case cache.ServeStaleRevalidate:
-			n.stats.hits.Add(1)
-			n.stats.staleServed.Add(1)
-			n.writeEntry(ctx, st, e, now, csHitStale, 0)
-			n.revalidateInBackground(ctx, st, e)
-			return
-		}
+	return e, varyMiss
+}
+
+// serveStored answers from a stored entry when the request may use it
+// (RFC 9111 §4.2.4, RFC 5861 §3); ok false: it may not, and nothing was
+// written.
+func (n *Node) serveStored(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entry, now time.Time) (out outcome, ok bool) {
+	switch cache.Use(e, &st.req, now) {
+	case cache.ServeFresh, cache.ServeStale:
+		n.stats.hits.Add(1)
+		return n.writeEntry(ctx, st, e, now, csHit, 0), true
+	case cache.ServeStaleRevalidate:
+		n.stats.hits.Add(1)
+		n.stats.staleServed.Add(1)
+		out = n.writeEntry(ctx, st, e, now, csHitStale, 0)
+		n.revalidateInBackground(ctx, st, e)
+		return out, true
 	}
-	if st.req.CC.OnlyIfCached {
-		// §5.2.1.7: no stored response can be used, and the client refuses
-		// a forward.
-		n.stats.misses.Add(1)
-		st.out = outMiss
-		ctx.Error("not in cache (only-if-cached)\n", fasthttp.StatusGatewayTimeout)
-		return
-	}
-	fwd := fwdURIMiss
-	switch {
-	case e != nil && (st.req.CC.NoCache || st.req.PragmaNoCache || st.req.CC.MaxAge == 0 || st.req.Revalidate):
-		fwd = fwdRequest
-	case e != nil:
-		fwd = fwdStale
-	case varyMiss:
-		fwd = fwdVaryMiss
-	}
+	return outNone, false
+}
+
+// serveMiss answers a request no stored response can answer as it is
+// (stale: one to validate, or nil): refused when the client allows no
+// forward, forwarded uncached when the key is hit-for-pass, else fetched
+// through the coalescer.
+func (n *Node) serveMiss(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, varyMiss bool, now time.Time) outcome {
 	n.stats.misses.Add(1)
-	if n.hfp.active(st.key, now) {
-		n.stats.passes.Add(1)
-		n.pass(ctx, st, methodString(ctx.Method()), fwdBypass)
-		return
+	switch {
+	case st.req.CC.OnlyIfCached:
+		// RFC 9111 §5.2.1.7: no stored response can be used, and the
+		// client refuses a forward.
+		ctx.Error("not in cache (only-if-cached)\n", fasthttp.StatusGatewayTimeout)
+		return outMiss
+	case n.hfp.active(st.key, now):
+		return n.passThrough(ctx, st, fwdBypass)
 	}
-	n.fetch(ctx, st, e, fwd)
-	return
+	return n.fetch(ctx, st, stale, missFwd(st, stale, varyMiss))
+}
+
+// missFwd is the Cache-Status fwd parameter of a miss (RFC 9211 §2.2):
+// why the request goes upstream.
+func missFwd(st *reqState, stale *cache.Entry, varyMiss bool) string {
+	switch {
+	case stale != nil && (st.req.CC.NoCache || st.req.PragmaNoCache || st.req.CC.MaxAge == 0 || st.req.Revalidate):
+		return fwdRequest
+	case stale != nil:
+		return fwdStale
+	case varyMiss:
+		return fwdVaryMiss
+	}
+	return fwdURIMiss
 }
 
 // releaseState drops the request's body reference and recycles st.
@@ -291,33 +322,42 @@ const (
 	fwdMethod   = "method"
 )
 
-// writeEntry answers from a stored entry: headers, Age (§4.2.3 current_age),
-// Cache-Status, Via, then conditional (§4.3.2), range (RFC 9110 §14) or full
-// body. It allocates nothing for a fresh full hit.
-func (n *Node) writeEntry(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entry, now time.Time, cs cacheStatus, fwdStatus int) {
-	st.out = cs.outcome()
+// writeEntry answers from a stored entry and returns the outcome its
+// Cache-Status says: headers, Age (§4.2.3 current_age), Cache-Status, Via,
+// then conditional (§4.3.2), range (RFC 9110 §14) or full body. It
+// allocates nothing for a fresh full hit.
+func (n *Node) writeEntry(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entry, now time.Time, cs cacheStatus, fwdStatus int) outcome {
 	resp := &ctx.Response
 	n.writeEntryHeaders(resp, e)
-	age := e.Age(now)
-	st.num = strconv.AppendInt(st.num[:0], int64(age/time.Second), 10)
+	st.num = strconv.AppendInt(st.num[:0], int64(e.Age(now)/time.Second), 10)
 	resp.Header.SetBytesV("Age", st.num)
 	st.cs = n.appendCacheStatus(st.cs[:0], cs, "", fwdStatus, e.TTL(now), false)
 	resp.Header.SetBytesV("Cache-Status", st.cs)
+	if err := n.writeEntryBody(ctx, st, e); err != nil {
+		return n.writeError(ctx, err)
+	}
+	return cs.outcome()
+}
 
+// writeEntryBody sets the status and body of an answer from e: 304 when
+// the client's validators match, the requested ranges, or the whole body.
+func (n *Node) writeEntryBody(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entry) error {
+	resp := &ctx.Response
 	if notModified(&ctx.Request.Header, e) {
 		resp.SetStatusCode(fasthttp.StatusNotModified)
 		resp.SkipBody = true
-		return
+		return nil
 	}
 	resp.SetStatusCode(e.Status)
 	if e.Status == fasthttp.StatusOK && ctx.IsGet() {
 		if rh := ctx.Request.Header.Peek("Range"); len(rh) > 0 {
-			if n.writeRanges(ctx, st, e, entryBody(e), rh) {
-				return
+			if done, err := n.writeRanges(ctx, st, e, entryBody(e), rh); done {
+				return err
 			}
 		}
 	}
 	setBody(ctx, entryBody(e), 0, e.BodyLen())
+	return nil
 }
 
 // storedBody is a stored body, on the heap or in a memory file (whose reference
@@ -434,10 +474,11 @@ func (n *Node) appendCacheStatus(dst []byte, cs cacheStatus, fwd string, fwdStat
 // e's, or the whole body of a flight that just completed). It reports
 // false when the Range header is to be ignored (syntax it does not
 // understand, or If-Range not matching: RFC 9110 §14.2, §13.1.5), so the
-// caller sends 200.
-func (n *Node) writeRanges(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entry, body storedBody, rh []byte) bool {
+// caller sends 200; an error when the ranges could not be read (the caller
+// answers it).
+func (n *Node) writeRanges(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entry, body storedBody, rh []byte) (bool, error) {
 	if ir := ctx.Request.Header.Peek("If-Range"); len(ir) > 0 && !cache.IfRangeMatches(ir, e.ETag, e.LastModified) {
-		return false
+		return false, nil
 	}
 	size := body.size()
 	rs, err := cache.ParseRange(st.ranges[:0], rh, size)
@@ -448,27 +489,32 @@ func (n *Node) writeRanges(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entr
 		resp.SetStatusCode(fasthttp.StatusRequestedRangeNotSatisfiable)
 		resp.Header.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
 		resp.ResetBody()
-		return true
+		return true, nil
 	case err != nil || len(rs) == 0:
-		return false
+		return false, nil
 	case len(rs) == 1:
-		r := rs[0]
-		resp.SetStatusCode(fasthttp.StatusPartialContent)
-		st.num = append(st.num[:0], "bytes "...)
-		st.num = strconv.AppendInt(st.num, r.Start, 10)
-		st.num = append(st.num, '-')
-		st.num = strconv.AppendInt(st.num, r.End, 10)
-		st.num = append(st.num, '/')
-		st.num = strconv.AppendInt(st.num, size, 10)
-		resp.Header.SetBytesV("Content-Range", st.num)
-		setBody(ctx, body, r.Start, int(r.Len()))
-		return true
+		n.writeRange(ctx, st, body, rs[0], size)
+		return true, nil
 	}
 	if err := n.writeMultipart(resp, body, rs); err != nil {
 		resp.Header.Del("Content-Type")
-		n.writeError(ctx, st, err)
+		return true, err
 	}
-	return true
+	return true, nil
+}
+
+// writeRange sends one range of a body of size bytes (RFC 9110 §14.4).
+func (n *Node) writeRange(ctx *fasthttp.RequestCtx, st *reqState, body storedBody, r cache.ByteRange, size int64) {
+	resp := &ctx.Response
+	resp.SetStatusCode(fasthttp.StatusPartialContent)
+	st.num = append(st.num[:0], "bytes "...)
+	st.num = strconv.AppendInt(st.num, r.Start, 10)
+	st.num = append(st.num, '-')
+	st.num = strconv.AppendInt(st.num, r.End, 10)
+	st.num = append(st.num, '/')
+	st.num = strconv.AppendInt(st.num, size, 10)
+	resp.Header.SetBytesV("Content-Range", st.num)
+	setBody(ctx, body, r.Start, int(r.Len()))
 }
 
 // writeMultipart sends multipart/byteranges (RFC 9110 §14.6).
@@ -564,9 +610,9 @@ func (n *Node) serveUnsafe(ctx *fasthttp.RequestCtx) outcome {
 	defer statePool.Put(st)
 	st.hop = false // unsafe methods never come as shield hops
 	method := methodString(ctx.Method())
-	status, h := n.pass(ctx, st, method, fwdMethod)
+	out, status, h := n.pass(ctx, st, method, fwdMethod)
 	if status < 200 || status >= 400 || method == "OPTIONS" || method == "TRACE" {
-		return st.out
+		return out
 	}
 	st.key = n.appendKey(st.key[:0], &ctx.Request)
 	n.invalidate(st.key)
@@ -578,7 +624,7 @@ func (n *Node) serveUnsafe(ctx *fasthttp.RequestCtx) outcome {
 			}
 		}
 	}
-	return st.out
+	return out
 }
 
 // sameHostKey turns a Location value into a cache key when it points at the
@@ -618,33 +664,44 @@ func (n *Node) invalidate(key []byte) {
 	n.hfp.forget(key)
 }
 
+// passThrough forwards a GET or HEAD uncached, for the reason fwd
+// (hit-for-pass, a flight this request cannot share).
+func (n *Node) passThrough(ctx *fasthttp.RequestCtx, st *reqState, fwd string) outcome {
+	n.stats.passes.Add(1)
+	out, _, _ := n.pass(ctx, st, methodString(ctx.Method()), fwd)
+	return out
+}
+
 // pass forwards the request uncached and streams the response. It returns
-// the status and fields the client was sent (0 on error).
-func (n *Node) pass(ctx *fasthttp.RequestCtx, st *reqState, method string, fwd string) (int, []origin.Field) {
-	st.out = outPass
+// the outcome, and the status and fields the client was sent (0 when the
+// node answered an error itself).
+func (n *Node) pass(ctx *fasthttp.RequestCtx, st *reqState, method string, fwd string) (outcome, int, []origin.Field) {
 	n.stats.originFetches.Add(1)
 	oreq := n.forwardRequest(ctx, method, false, st.hop)
-	if !n.attachBody(ctx, st, oreq) {
-		return 0, nil
+	if err := n.attachBody(ctx, st, oreq); err != nil {
+		return n.bodyFailed(ctx, err), 0, nil
 	}
-	resp, err := n.upstream(context.Background(), ctx.Request.Header.Host(), oreq)
+	resp, err := n.upstream(n.base, ctx.Request.Header.Host(), oreq)
 	st.body.finish(ctx)
-	if errors.Is(err, origin.ErrRequestBody) {
-		n.bodyFailed(ctx, st, err)
-		return 0, nil
+	switch {
+	case errors.Is(err, origin.ErrRequestBody):
+		return n.bodyFailed(ctx, err), 0, nil
+	case err != nil:
+		return n.writeError(ctx, err), 0, nil
 	}
-	if err != nil {
-		n.writeError(ctx, st, err)
-		return 0, nil
-	}
+	n.writeForwarded(ctx, resp, fwd)
+	return outPass, resp.Status, resp.Header
+}
+
+// writeForwarded sends an upstream answer that is not shared (cookies
+// included) as it arrives, with this node's Cache-Status fwd=fwd.
+func (n *Node) writeForwarded(ctx *fasthttp.RequestCtx, resp *origin.Response, fwd string) {
 	r := &ctx.Response
 	r.SetStatusCode(resp.Status)
 	n.copyResponseHeaders(r, resp.Header, true)
-	var cs []byte
-	cs = n.appendCacheStatus(cs, csFwd, fwd, resp.Status, 0, false)
+	cs := n.appendCacheStatus(nil, csFwd, fwd, resp.Status, 0, false)
 	n.setCacheStatus(r, resp.Header, cs)
 	n.setBodyStream(ctx, resp)
-	return resp.Status, resp.Header
 }
 
 // setBodyStream streams an origin body to the client; fasthttp closes the

@@ -28,56 +28,41 @@ func ExampleGroup() {
 
 	client, _ := origin.NewClient(origin.ClientConfig{URL: "http://" + ln.Addr().String()})
 	defer client.Close()
-	flights := origin.NewGroup()
+	var wg sync.WaitGroup
+	flights := origin.NewGroup(origin.GroupConfig[string]{
+		Go:   func(fn func()) bool { wg.Go(fn); return true }, // owned and waited for
+		Keep: func(meta string, body []byte) { _ = body },     // store it: new requests then hit the store
+	})
+	fetch := func(ctx context.Context, w *origin.Writer[string]) error {
+		resp, err := client.Do(ctx, &origin.Request{Method: "GET", RequestURI: "/greeting"})
+		if err != nil {
+			return err // waiters map err to 502/504
+		}
+		defer resp.Body.Close()
+		w.Publish(origin.Head[string]{Status: resp.Status, Header: resp.Header, ContentLength: resp.ContentLength, Meta: "entry"})
+		_, err = io.Copy(w, resp.Body)
+		return err
+	}
 
 	// Three concurrent misses for the same key: one leader, two waiters.
-	type requester struct {
-		f      *origin.Flight
-		leader bool
-	}
-	var reqs []requester
+	var calls []origin.Call[string]
 	for range 3 {
-		f, leader := flights.Join("/greeting")
-		reqs = append(reqs, requester{f, leader})
+		calls = append(calls, flights.Do("/greeting", fetch))
 	}
-
-	var wg sync.WaitGroup
-	for _, r := range reqs {
-		if !r.leader {
-			continue
-		}
-		f := r.f
-		wg.Go(func() {
-			resp, err := client.Do(context.Background(), &origin.Request{Method: "GET", RequestURI: "/greeting"})
-			if err != nil {
-				f.Release(err) // waiters map err to 502/504
-				return
-			}
-			defer resp.Body.Close()
-			f.Publish(origin.Head{Status: resp.Status, Header: resp.Header, ContentLength: resp.ContentLength})
-			_, err = io.Copy(f, resp.Body)
-			f.Finish(err)
-			if body, ok := f.Bytes(); ok {
-				_ = body // store it, then let new requests hit the store
-			}
-			flights.Forget("/greeting", f)
-		})
-	}
-
-	for _, r := range reqs {
-		head, err := r.f.Wait(context.Background())
+	for _, c := range calls {
+		head, err := c.Wait(context.Background())
 		if err != nil {
 			fmt.Println("fetch on your own:", err)
 			continue
 		}
-		body, err := r.f.Reader()
+		body, err := c.Reader()
 		if err != nil {
 			fmt.Println("fetch on your own:", err)
 			continue
 		}
 		b, _ := io.ReadAll(body)
 		body.Close()
-		fmt.Printf("leader=%v status=%d body=%q\n", r.leader, head.Status, b)
+		fmt.Printf("leader=%v status=%d body=%q\n", c.Leader(), head.Status, b)
 	}
 	wg.Wait()
 	fmt.Println("origin requests:", served.Load())

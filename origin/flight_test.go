@@ -26,6 +26,18 @@ func pattern(off, n int) []byte {
 	return b
 }
 
+// testFlight returns a flight driven by hand, for the body buffer's tests
+// (the lifecycle is Group.Do's, tested through Do).
+func testFlight() (*Group[string], *Flight[string]) {
+	g := NewGroup(GroupConfig[string]{})
+	f := newFlight(g, "k")
+	g.m["k"] = f
+	return g, f
+}
+
+// Head is a shorthand for the tests.
+type head = Head[string]
+
 func TestPattern(t *testing.T) {
 	for _, tt := range []struct{ off, n int }{{0, 0}, {0, 10}, {3, 251}, {1000, 5000}, {7, 1 << 16}} {
 		b := pattern(tt.off, tt.n)
@@ -38,7 +50,7 @@ func TestPattern(t *testing.T) {
 }
 
 // retained returns the body bytes the flight currently keeps in memory.
-func (f *Flight) retained() int {
+func (f *Flight[M]) retained() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := 0
@@ -48,14 +60,14 @@ func (f *Flight) retained() int {
 	return n
 }
 
-// TestFlightFanout: 200 requesters join one key; exactly one leads; every
-// reader, the leader's own included, gets identical bytes in order, and
-// sees the first bytes before the leader finishes (streaming, not
-// store-and-forward: otherwise the bubble deadlocks and the test fails).
+// TestFlightFanout: 200 requesters call Do for one key; exactly one fetch
+// runs; every caller, the leader included, gets identical bytes in order,
+// and sees the first bytes before the fetch finishes (streaming, not
+// store-and-forward: otherwise the bubble deadlocks and the test fails);
+// Keep gets the whole body before the flight leaves the group.
 func TestFlightFanout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const n = 200
-		g := NewGroup()
 		var want []byte
 		var pieces [][]byte
 		for i, off := 0, 0; i < 64; i++ {
@@ -65,37 +77,45 @@ func TestFlightFanout(t *testing.T) {
 			off += len(p)
 		}
 		var (
-			leaders   atomic.Int32
-			firstSeen sync.WaitGroup
-			wg        sync.WaitGroup
-			flight    atomic.Pointer[Flight]
+			fetches, leaders atomic.Int32
+			firstSeen, wg    sync.WaitGroup
+			kept             atomic.Pointer[[]byte]
 		)
+		g := NewGroup(GroupConfig[string]{Keep: func(m string, b []byte) {
+			if m == "entry" {
+				kept.Store(&b)
+			}
+		}})
+		fetch := func(ctx context.Context, w *Writer[string]) error {
+			fetches.Add(1)
+			w.Publish(head{Status: 200, ContentLength: int64(len(want)), Header: []Field{{"X", "y"}}, Meta: "entry"})
+			w.Write(pieces[0])
+			firstSeen.Wait()
+			for _, p := range pieces[1:] {
+				w.Write(p)
+			}
+			return nil
+		}
 		firstSeen.Add(n)
 		results := make([][]byte, n)
 		start := make(chan struct{})
 		for i := range n {
 			wg.Go(func() {
 				<-start
-				f, leader := g.Join("k")
-				if leader {
+				c := g.Do("k", fetch)
+				if c.Leader() {
 					leaders.Add(1)
-					flight.Store(f)
-					wg.Go(func() {
-						f.Publish(Head{Status: 200, ContentLength: int64(len(want)), Header: []Field{{"X", "y"}}})
-						f.Write(pieces[0])
-						firstSeen.Wait()
-						for _, p := range pieces[1:] {
-							f.Write(p)
-						}
-						f.Finish(nil)
-						g.Forget("k", f)
-					})
 				}
-				head, err := f.Wait(context.Background())
-				if err != nil || head.Status != 200 {
-					t.Errorf("Wait: got %+v, %v; want status 200", head, err)
+				h, err := c.Wait(context.Background())
+				if err != nil || h.Status != 200 || h.Meta != "entry" {
+					t.Errorf("Wait: got %+v, %v; want status 200", h, err)
 				}
-				r := f.NewReader()
+				r, err := c.Reader()
+				if err != nil {
+					t.Errorf("Reader: %v", err)
+					firstSeen.Done()
+					return
+				}
 				defer r.Close()
 				buf := make([]byte, 700)
 				m, err := r.Read(buf)
@@ -112,65 +132,83 @@ func TestFlightFanout(t *testing.T) {
 		}
 		close(start)
 		wg.Wait()
-		if got := leaders.Load(); got != 1 {
-			t.Fatalf("leaders: got %d, want 1", got)
+		synctest.Wait() // the fetch goroutine has kept and left
+		if got, got2 := leaders.Load(), fetches.Load(); got != 1 || got2 != 1 {
+			t.Fatalf("leaders, fetches: got %d, %d, want 1, 1", got, got2)
 		}
 		for i, r := range results {
 			if !bytes.Equal(r, want) {
 				t.Fatalf("reader %d: got %d bytes, want %d identical bytes", i, len(r), len(want))
 			}
 		}
-		if got := flight.Load().Waiters(); got != n-1 {
-			t.Errorf("Waiters: got %d, want %d", got, n-1)
-		}
 		if got := g.Len(); got != 0 {
-			t.Errorf("Len after Forget: got %d, want 0", got)
+			t.Errorf("Len after the fetch: got %d, want 0", got)
 		}
-		if b, ok := flight.Load().Bytes(); !ok || !bytes.Equal(b, want) {
-			t.Errorf("Bytes: got %d bytes, %v; want %d, true", len(b), ok, len(want))
+		if b := kept.Load(); b == nil || !bytes.Equal(*b, want) {
+			t.Errorf("Keep: got %v, want the %d-byte body", b != nil, len(want))
 		}
 	})
 }
 
-func TestFlightReleaseWakesWaiters(t *testing.T) {
+// TestFlightErrorWakesWaiters: a fetch that fails before publishing ends
+// every Wait with its error, and the key leaves the group at once.
+func TestFlightErrorWakesWaiters(t *testing.T) {
 	errOrigin := errors.New("origin refused")
 	tests := []struct {
-		name    string
-		release error
-		want    error
+		name string
+		ret  error
+		want error
 	}{
 		{"pass", ErrPass, ErrPass},
-		{"nil means pass", nil, ErrPass},
+		{"nil without head means pass", nil, ErrPass},
 		{"origin error", errOrigin, errOrigin},
+		{"panic", nil, errPanic},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				g := NewGroup()
-				f, _ := g.Join("k")
-				errs := make(chan error, 10)
-				for range 10 {
-					w, leader := g.Join("k")
-					if leader || w != f {
-						t.Fatalf("Join: got leader=%v, same flight=%v; want a waiter on the same flight", leader, w == f)
+				release := make(chan struct{})
+				panics := make(chan any, 1)
+				g := NewGroup(GroupConfig[string]{Go: func(fn func()) bool {
+					go func() {
+						defer func() { panics <- recover() }()
+						fn()
+					}()
+					return true
+				}})
+				fetch := func(context.Context, *Writer[string]) error {
+					<-release
+					if tt.want == errPanic {
+						panic("boom")
+					}
+					return tt.ret
+				}
+				lead := g.Do("k", fetch)
+				errs := make(chan error, 11)
+				for i := range 11 {
+					c := lead
+					if i > 0 {
+						if c = g.Do("k", fetch); c.Leader() {
+							t.Fatalf("Do: got a second leader, want a waiter")
+						}
 					}
 					go func() {
-						_, err := w.Wait(context.Background())
+						_, err := c.Wait(context.Background())
 						errs <- err
 					}()
 				}
-				synctest.Wait() // every waiter is blocked in Wait
-				f.Release(tt.release)
-				for range 10 {
+				synctest.Wait() // every caller is blocked in Wait
+				close(release)
+				for range 11 {
 					if err := <-errs; !errors.Is(err, tt.want) {
 						t.Errorf("Wait: got %v, want %v", err, tt.want)
 					}
 				}
-				if _, leader := g.Join("k"); !leader {
-					t.Errorf("Join after Release: got waiter, want a new leader")
+				if p := <-panics; (p != nil) != (tt.want == errPanic) {
+					t.Errorf("panic given to Go's owner: got %v, want one only for a panicking fetch", p)
 				}
-				if _, err := f.NewReader().Read(make([]byte, 1)); !errors.Is(err, tt.want) {
-					t.Errorf("Read after Release: got %v, want %v", err, tt.want)
+				if c := g.Do("k", func(context.Context, *Writer[string]) error { return nil }); !c.Leader() {
+					t.Errorf("Do after the failure: got waiter, want a new leader")
 				}
 			})
 		})
@@ -179,83 +217,121 @@ func TestFlightReleaseWakesWaiters(t *testing.T) {
 
 func TestFlightFinishError(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		g := NewGroup()
-		f, _ := g.Join("k")
-		r := f.NewReader()
-		got := make(chan []byte)
-		gotErr := make(chan error)
-		go func() {
-			b, err := io.ReadAll(r)
-			got <- b
-			gotErr <- err
-		}()
+		g := NewGroup(GroupConfig[string]{Keep: func(string, []byte) { t.Errorf("Keep of a failed body") }})
 		boom := errors.New("upstream reset")
-		f.Publish(Head{Status: 200, ContentLength: -1})
-		f.Write([]byte("partial"))
-		f.Finish(boom)
-		if b := <-got; string(b) != "partial" {
-			t.Errorf("body: got %q, want %q", b, "partial")
+		c := g.Do("k", func(_ context.Context, w *Writer[string]) error {
+			w.Publish(head{Status: 200, ContentLength: -1})
+			w.Write([]byte("partial"))
+			return boom
+		})
+		if _, err := c.Wait(context.Background()); err != nil {
+			t.Fatalf("Wait: %v", err)
 		}
-		if err := <-gotErr; !errors.Is(err, boom) {
-			t.Errorf("Read error: got %v, want %v", err, boom)
+		r, err := c.Reader()
+		if err != nil {
+			t.Fatalf("Reader: %v", err)
 		}
-		if _, ok := f.Bytes(); ok {
-			t.Errorf("Bytes after Finish(err): got ok, want not ok")
+		b, err := io.ReadAll(r)
+		if string(b) != "partial" || !errors.Is(err, boom) {
+			t.Errorf("body: got %q, %v; want %q, %v", b, err, "partial", boom)
 		}
-		if _, leader := g.Join("k"); !leader {
-			t.Errorf("Join after Finish(err): got waiter, want a new leader")
+		if _, ok := c.Bytes(); ok {
+			t.Errorf("Bytes after a failed fetch: got ok, want not ok")
 		}
-		if _, err := f.Write([]byte("x")); err == nil {
-			t.Errorf("Write after Finish: got nil error, want one")
+		synctest.Wait()
+		if c := g.Do("k", func(context.Context, *Writer[string]) error { return nil }); !c.Leader() {
+			t.Errorf("Do after a failed fetch: got waiter, want a new leader")
 		}
 	})
 }
 
-func TestFlightFinishWithoutHead(t *testing.T) {
-	g := NewGroup()
-	f, _ := g.Join("k")
-	f.Finish(nil)
-	if _, err := f.Wait(context.Background()); !errors.Is(err, ErrPass) {
-		t.Errorf("Wait: got %v, want ErrPass", err)
-	}
-	g.Forget("k", f)
+// TestFlightPrivate: a private head goes to the leader alone; waiters get
+// ErrPass; a leader that gave up waiting has it dropped.
+func TestFlightPrivate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := NewGroup(GroupConfig[string]{Keep: func(string, []byte) { t.Errorf("Keep of a private flight") }})
+		release := make(chan struct{})
+		dropped := make(chan string, 1)
+		fetch := func(_ context.Context, w *Writer[string]) error {
+			<-release
+			w.Private(head{Status: 200, Meta: "mine"}, func(m string) { dropped <- m })
+			return nil
+		}
+		lead, wait := g.Do("k", fetch), g.Do("k", fetch)
+		close(release)
+		if h, err := lead.Wait(context.Background()); err != nil || h.Meta != "mine" {
+			t.Errorf("leader Wait: got %+v, %v; want the private head", h, err)
+		}
+		if _, err := wait.Wait(context.Background()); !errors.Is(err, ErrPass) {
+			t.Errorf("waiter Wait: got %v, want ErrPass", err)
+		}
+		synctest.Wait()
+		if len(dropped) != 0 {
+			t.Errorf("drop called for a head the leader took")
+		}
+		// The leader goes away before the private head is ready.
+		release2 := make(chan struct{})
+		gone := g.Do("k", func(_ context.Context, w *Writer[string]) error {
+			<-release2
+			w.Private(head{Status: 200, Meta: "orphan"}, func(m string) { dropped <- m })
+			return nil
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if _, err := gone.Wait(ctx); !errors.Is(err, context.Canceled) {
+			t.Errorf("leader Wait with a done ctx: got %v, want context.Canceled", err)
+		}
+		close(release2)
+		if m := <-dropped; m != "orphan" {
+			t.Errorf("dropped: got %q, want %q", m, "orphan")
+		}
+	})
 }
 
-// TestFlightCompletedStaysJoinable: after Finish(nil) and before Forget,
-// late requesters join the finished flight and read the whole body.
+// TestFlightCompletedStaysJoinable: a complete flight stays joinable until
+// Keep returns: late requesters get the head and the whole body.
 func TestFlightCompletedStaysJoinable(t *testing.T) {
-	g := NewGroup()
-	f, _ := g.Join("k")
-	f.Publish(Head{Status: 200, ContentLength: 5, Meta: "entry"})
-	f.Write([]byte("hello"))
-	f.Finish(nil)
-	late, leader := g.Join("k")
-	if leader || late != f {
-		t.Fatalf("Join after Finish(nil): got leader=%v, want the finished flight", leader)
-	}
-	head, err := late.Wait(context.Background())
-	if err != nil || head.Meta != "entry" {
-		t.Fatalf("Wait: got %+v, %v; want Meta %q", head, err, "entry")
-	}
-	if b, err := io.ReadAll(late.NewReader()); err != nil || string(b) != "hello" {
-		t.Errorf("late reader: got %q, %v; want %q", b, err, "hello")
-	}
-	g.Forget("k", f)
-	if _, leader := g.Join("k"); !leader {
-		t.Errorf("Join after Forget: got waiter, want a new leader")
-	}
-	// Forget of a stale flight leaves the newer one alone.
-	g.Forget("k", f)
-	if got := g.Len(); got != 1 {
-		t.Errorf("Len after stale Forget: got %d, want 1", got)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		inKeep, leave := make(chan struct{}), make(chan struct{})
+		g := NewGroup(GroupConfig[string]{Keep: func(string, []byte) { close(inKeep); <-leave }})
+		fetch := func(_ context.Context, w *Writer[string]) error {
+			w.Publish(head{Status: 200, ContentLength: 5, Meta: "entry"})
+			_, err := w.Write([]byte("hello"))
+			return err
+		}
+		g.Do("k", fetch)
+		<-inKeep
+		late := g.Do("k", fetch)
+		if late.Leader() {
+			t.Fatalf("Do during Keep: got leader, want the finished flight")
+		}
+		h, err := late.Wait(context.Background())
+		if err != nil || h.Meta != "entry" {
+			t.Fatalf("Wait: got %+v, %v; want Meta %q", h, err, "entry")
+		}
+		r, _ := late.Reader()
+		if b, err := io.ReadAll(r); err != nil || string(b) != "hello" {
+			t.Errorf("late reader: got %q, %v; want %q", b, err, "hello")
+		}
+		close(leave)
+		synctest.Wait()
+		if got := g.Len(); got != 0 {
+			t.Errorf("Len after Keep: got %d, want 0", got)
+		}
+	})
 }
 
 func TestFlightWaitContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		g := NewGroup()
-		f, _ := g.Join("k")
-		w, _ := g.Join("k")
+		release := make(chan struct{})
+		g := NewGroup(GroupConfig[string]{})
+		fetch := func(_ context.Context, w *Writer[string]) error {
+			<-release
+			w.Publish(head{Status: 204})
+			return nil
+		}
+		lead := g.Do("k", fetch)
+		w := g.Do("k", fetch)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		go func() {
@@ -267,28 +343,65 @@ func TestFlightWaitContext(t *testing.T) {
 		if err := <-done; !errors.Is(err, context.Canceled) {
 			t.Errorf("Wait: got %v, want context.Canceled", err)
 		}
-		// The flight goes on for the others.
-		f.Publish(Head{Status: 204})
-		if h, err := f.Wait(context.Background()); err != nil || h.Status != 204 {
+		close(release) // the flight goes on for the others
+		if h, err := lead.Wait(context.Background()); err != nil || h.Status != 204 {
 			t.Errorf("Wait after a waiter left: got %+v, %v; want 204", h, err)
 		}
-		f.Finish(nil)
-		g.Forget("k", f)
+	})
+}
+
+// TestGroupClosed: a group whose Go refuses work ends new flights with
+// ErrClosed instead of starting them, and tells the leader (Refused) so it
+// releases what the fetch would have; Abort ends running ones.
+func TestGroupClosed(t *testing.T) {
+	g := NewGroup(GroupConfig[string]{Go: func(func()) bool { return false }})
+	c := g.Do("k", func(context.Context, *Writer[string]) error { t.Error("fetch ran"); return nil })
+	if _, err := c.Wait(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Errorf("Wait: got %v, want ErrClosed", err)
+	}
+	if !c.Leader() || !c.Refused() {
+		t.Errorf("Leader, Refused: got %v, %v, want true, true", c.Leader(), c.Refused())
+	}
+	if started := NewGroup(GroupConfig[string]{}).Do("k", func(context.Context, *Writer[string]) error { return nil }); started.Refused() {
+		t.Errorf("Refused of a started flight: got true, want false")
+	}
+	synctest.Test(t, func(t *testing.T) {
+		g := NewGroup(GroupConfig[string]{})
+		werr := make(chan error, 1)
+		c := g.Do("k", func(_ context.Context, w *Writer[string]) error {
+			w.Publish(head{Status: 200, ContentLength: -1})
+			w.Discard(1) // the write below blocks on its reader
+			w.Write(make([]byte, 64))
+			_, err := w.Write(make([]byte, 64)) // blocks: the reader reads nothing
+			werr <- err
+			return err
+		})
+		r, err := c.Reader() // attached before the fetch discards
+		c.Wait(context.Background())
+		if err != nil {
+			t.Fatalf("Reader: %v", err)
+		}
+		defer r.Close()
+		synctest.Wait()
+		stop := errors.New("stop")
+		g.Abort(stop)
+		if err := <-werr; err == nil {
+			t.Errorf("Write after Abort: got nil, want an error")
+		}
 	})
 }
 
 func TestFlightWriteCopies(t *testing.T) {
-	g := NewGroup()
-	f, _ := g.Join("k")
-	f.Publish(Head{Status: 200, ContentLength: -1})
+	g, f := testFlight()
+	f.publish(head{Status: 200, ContentLength: -1}, false)
 	p := []byte("abc")
-	f.Write(p)
+	f.write(p)
 	copy(p, "xyz")
-	f.Finish(nil)
+	f.finish(nil)
 	if b, _ := f.Bytes(); string(b) != "abc" {
 		t.Errorf("Bytes: got %q, want %q (Write must copy)", b, "abc")
 	}
-	g.Forget("k", f)
+	g.forget(f)
 }
 
 func TestFlightBytes(t *testing.T) {
@@ -306,19 +419,18 @@ func TestFlightBytes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g := NewGroup()
-			f, _ := g.Join("k")
-			f.Publish(Head{Status: 200, ContentLength: tt.cl})
+			_, f := testFlight()
+			f.publish(head{Status: 200, ContentLength: tt.cl}, false)
 			var want []byte
 			for _, n := range tt.sizes {
 				p := pattern(len(want), n)
-				f.Write(p)
+				f.write(p)
 				want = append(want, p...)
 			}
 			if _, ok := f.Bytes(); ok {
 				t.Errorf("Bytes before Finish: got ok, want not ok")
 			}
-			f.Finish(nil)
+			f.finish(nil)
 			b, ok := f.Bytes()
 			if !ok || !bytes.Equal(b, want) {
 				t.Fatalf("Bytes: got %d bytes, %v; want %d, true", len(b), ok, len(want))
@@ -334,15 +446,14 @@ func TestFlightBytes(t *testing.T) {
 // while a reader is half-way through a multi-chunk body does not disturb it,
 // and the chunks are released in favour of the copy.
 func TestFlightBytesWhileReading(t *testing.T) {
-	g := NewGroup()
-	f, _ := g.Join("k")
-	f.Publish(Head{Status: 200, ContentLength: -1})
+	g, f := testFlight()
+	f.publish(head{Status: 200, ContentLength: -1}, false)
 	want := pattern(0, 3<<20+123)
-	r := f.NewReader()
+	r := f.newReader()
 	for off := 0; off < len(want); off += 100 << 10 {
-		f.Write(want[off:min(off+100<<10, len(want))])
+		f.write(want[off:min(off+100<<10, len(want))])
 	}
-	f.Finish(nil)
+	f.finish(nil)
 	half := make([]byte, 1<<20+77)
 	if _, err := io.ReadFull(r, half); err != nil {
 		t.Fatalf("ReadFull: %v", err)
@@ -358,12 +469,12 @@ func TestFlightBytesWhileReading(t *testing.T) {
 	if err != nil || !bytes.Equal(append(half, rest...), want) {
 		t.Errorf("reader across Bytes: got %d bytes, %v; want %d identical", len(half)+len(rest), err, len(want))
 	}
-	if late, err := f.Reader(); err != nil {
+	if late, err := (Call[string]{f: f}).Reader(); err != nil {
 		t.Errorf("Reader after Finish: %v", err)
 	} else if b, err := io.ReadAll(late); err != nil || !bytes.Equal(b, want) {
 		t.Errorf("late reader: got %d bytes, %v; want %d", len(b), err, len(want))
 	}
-	g.Forget("k", f)
+	g.forget(f)
 }
 
 // TestFlightDiscardBoundsMemory streams 64 MiB through a discarding flight
@@ -375,11 +486,10 @@ func TestFlightDiscardBoundsMemory(t *testing.T) {
 		window = 1 << 20
 		piece  = 64 << 10
 	)
-	g := NewGroup()
-	f, _ := g.Join("k")
-	f.Publish(Head{Status: 200, ContentLength: -1})
-	r := f.NewReader()
-	f.Discard(window)
+	_, f := testFlight()
+	f.publish(head{Status: 200, ContentLength: -1}, false)
+	r := f.newReader()
+	f.discardBody(window)
 	readErr := make(chan error, 1)
 	go func() {
 		defer r.Close()
@@ -407,12 +517,12 @@ func TestFlightDiscardBoundsMemory(t *testing.T) {
 	}()
 	peak := 0
 	for off := 0; off < size; off += piece {
-		if _, err := f.Write(pattern(off, piece)); err != nil {
+		if _, err := f.write(pattern(off, piece)); err != nil {
 			t.Fatalf("Write at %d: %v", off, err)
 		}
 		peak = max(peak, f.retained())
 	}
-	f.Finish(nil)
+	f.finish(nil)
 	if err := <-readErr; err != nil {
 		t.Fatalf("reader: %v", err)
 	}
@@ -436,19 +546,18 @@ func TestFlightDiscardBackpressure(t *testing.T) {
 	for _, mode := range []string{"reader catches up", "reader closes"} {
 		t.Run(mode, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				g := NewGroup()
-				f, _ := g.Join("k")
-				f.Publish(Head{Status: 200, ContentLength: -1})
-				r := f.NewReader()
-				f.Discard(window)
+				_, f := testFlight()
+				f.publish(head{Status: 200, ContentLength: -1}, false)
+				r := f.newReader()
+				f.discardBody(window)
 				var written atomic.Int64
 				done := make(chan struct{})
 				go func() {
 					defer close(done)
 					for off := 0; off < total; off += piece {
-						_, err := f.Write(pattern(off, piece))
+						_, err := f.write(pattern(off, piece))
 						if errors.Is(err, ErrNoReaders) && mode == "reader closes" {
-							f.Finish(err) // nobody left: stop fetching
+							f.finish(err) // nobody left: stop fetching
 							return
 						}
 						if err != nil {
@@ -457,7 +566,7 @@ func TestFlightDiscardBackpressure(t *testing.T) {
 						}
 						written.Add(piece)
 					}
-					f.Finish(nil)
+					f.finish(nil)
 				}()
 				synctest.Wait() // the writer is blocked: nobody reads
 				if got := written.Load(); got > window+piece {
@@ -480,7 +589,7 @@ func TestFlightDiscardBackpressure(t *testing.T) {
 				}
 				<-done
 				if mode == "reader closes" {
-					if _, err := f.Write([]byte("x")); !errors.Is(err, ErrNoReaders) && !errors.Is(err, errFlightDone) {
+					if _, err := f.write([]byte("x")); !errors.Is(err, ErrNoReaders) && !errors.Is(err, errFlightDone) {
 						t.Errorf("Write with no reader left: got %v, want ErrNoReaders", err)
 					}
 				}
@@ -490,41 +599,38 @@ func TestFlightDiscardBackpressure(t *testing.T) {
 }
 
 func TestFlightDiscardWithoutReaders(t *testing.T) {
-	g := NewGroup()
-	f, _ := g.Join("k")
-	f.Publish(Head{Status: 200, ContentLength: -1})
-	f.Discard(1 << 20) // the leader's own client already went away
-	if _, err := f.Write([]byte("abc")); !errors.Is(err, ErrNoReaders) {
+	_, f := testFlight()
+	f.publish(head{Status: 200, ContentLength: -1}, false)
+	f.discardBody(1 << 20) // the leader's own client already went away
+	if _, err := f.write([]byte("abc")); !errors.Is(err, ErrNoReaders) {
 		t.Errorf("Write: got %v, want ErrNoReaders", err)
 	}
-	f.Finish(ErrNoReaders)
+	f.finish(ErrNoReaders)
 }
 
 func TestFlightDiscardLateReader(t *testing.T) {
-	g := NewGroup()
-	f, _ := g.Join("k")
-	w, _ := g.Join("k") // joined before Discard, attaches after
-	f.Publish(Head{Status: 200, ContentLength: -1})
-	f.Write([]byte("abc"))
-	f.Discard(1 << 20)
-	if _, err := w.NewReader().Read(make([]byte, 8)); !errors.Is(err, ErrPass) {
+	g, f := testFlight()
+	w := g.Do("k", nil) // joined before Discard, attaches after
+	f.publish(head{Status: 200, ContentLength: -1}, false)
+	f.write([]byte("abc"))
+	f.discardBody(1 << 20)
+	if _, err := f.newReader().Read(make([]byte, 8)); !errors.Is(err, ErrPass) {
 		t.Errorf("Read of a reader created after Discard: got %v, want ErrPass", err)
 	}
 	if r, err := w.Reader(); r != nil || !errors.Is(err, ErrPass) {
 		t.Errorf("Reader after Discard: got %v, %v; want nil, ErrPass", r, err)
 	}
-	if _, leader := g.Join("k"); !leader {
-		t.Errorf("Join after Discard: got waiter, want a new leader")
+	if g.Len() != 0 {
+		t.Errorf("Len after Discard: got %d, want 0 (new requests fetch on their own)", g.Len())
 	}
-	f.Finish(nil)
+	f.finish(nil)
 }
 
 func TestFlightReaderCloseUnblocksRead(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		g := NewGroup()
-		f, _ := g.Join("k")
-		f.Publish(Head{Status: 200, ContentLength: -1})
-		r := f.NewReader()
+		g, f := testFlight()
+		f.publish(head{Status: 200, ContentLength: -1}, false)
+		r := f.newReader()
 		done := make(chan error)
 		go func() {
 			_, err := r.Read(make([]byte, 8))
@@ -537,26 +643,25 @@ func TestFlightReaderCloseUnblocksRead(t *testing.T) {
 		}
 		r.Close() // idempotent
 		// The fetch is unaffected.
-		if _, err := f.Write([]byte("x")); err != nil {
+		if _, err := f.write([]byte("x")); err != nil {
 			t.Errorf("Write after a reader closed: %v", err)
 		}
-		f.Finish(nil)
-		g.Forget("k", f)
+		f.finish(nil)
+		g.forget(f)
 	})
 }
 
 // TestFlightHotPathAllocs: once a chunk exists, Write into it and Read from
 // it allocate nothing.
 func TestFlightHotPathAllocs(t *testing.T) {
-	g := NewGroup()
-	f, _ := g.Join("k")
-	f.Publish(Head{Status: 200, ContentLength: 1 << 20})
-	r := f.NewReader()
+	g, f := testFlight()
+	f.publish(head{Status: 200, ContentLength: 1 << 20}, false)
+	r := f.newReader()
 	defer r.Close()
 	p := pattern(0, 512)
 	buf := make([]byte, 512)
 	allocs := testing.AllocsPerRun(1000, func() {
-		f.Write(p)
+		f.write(p)
 		if _, err := io.ReadFull(r, buf); err != nil {
 			t.Fatal(err)
 		}
@@ -564,8 +669,8 @@ func TestFlightHotPathAllocs(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("allocations per Write+Read: got %v, want 0", allocs)
 	}
-	f.Finish(nil)
-	g.Forget("k", f)
+	f.finish(nil)
+	g.forget(f)
 }
 
 func BenchmarkFlightFanout(b *testing.B) {
@@ -578,12 +683,10 @@ func BenchmarkFlightFanout(b *testing.B) {
 	b.SetBytes(size)
 	b.ReportAllocs()
 	for b.Loop() {
-		g := NewGroup()
-		f, _ := g.Join("k")
+		g, f := testFlight()
 		var wg sync.WaitGroup
 		for range readers {
-			w, _ := g.Join("k")
-			r := w.NewReader()
+			r := g.Do("k", nil).f.newReader()
 			wg.Go(func() {
 				buf := make([]byte, piece)
 				for {
@@ -594,12 +697,12 @@ func BenchmarkFlightFanout(b *testing.B) {
 				r.Close()
 			})
 		}
-		f.Publish(Head{Status: 200, ContentLength: size})
+		f.publish(head{Status: 200, ContentLength: size}, false)
 		for off := 0; off < size; off += piece {
-			f.Write(body[off : off+piece])
+			f.write(body[off : off+piece])
 		}
-		f.Finish(nil)
-		g.Forget("k", f)
+		f.finish(nil)
+		g.forget(f)
 		wg.Wait()
 	}
 }

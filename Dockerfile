@@ -27,15 +27,25 @@ COPY bin/image/edgeshield /edgeshield
 # EDGESHIELD_ADMIN_LISTEN and, with it, EDGESHIELD_ADMIN_TOKEN (required off
 # loopback).
 ENV EDGESHIELD_LISTEN=0.0.0.0:8080
+# server.drain_delay defaults to 0 (a process on a laptop stops at once); in a
+# container behind a load balancer `docker stop` must first turn readiness
+# 503 and wait for the balancer to notice. 5 s fits Docker's default 10 s
+# stop timeout. The public readiness path is what a HEALTHCHECK or a load
+# balancer polls without the admin token:
+#   /edgeshield probe --once --targets http://127.0.0.1:8080/.well-known/edgeshield/ready
+# (configs/docker-compose.yml does; no HEALTHCHECK here because the same
+# image also runs `edgeshield origin` and `edgeshield bench`).
+ENV EDGESHIELD_SERVER_DRAIN_DELAY=5s EDGESHIELD_SERVER_HEALTH_PATH=/.well-known/edgeshield/ready
 
 # nobody:nogroup. Every default port is above 1024, so no capability is needed.
 # tls.storage must point to a writable volume when TLS is on (the image has no
 # writable directory of its own).
 USER 65534:65534
 
-# 8080 public HTTP, 8443 HTTPS (tls.mode), 9090 admin, 7946 gossip (TCP and
+# 8080 public HTTP, 8443 HTTPS (tls.mode; HTTP/3 on 8443/udp with tls.http3:
+# publish it as -p 443:8443/udp too), 9090 admin, 7946 gossip (TCP and
 # UDP, memberlist), 7947 peer listener for shield hops.
-EXPOSE 8080 8443 9090 7946/tcp 7946/udp 7947
+EXPOSE 8080 8443 8443/udp 9090 7946/tcp 7946/udp 7947
 
 # SIGTERM starts the graceful drain (readiness 503, server.drain_delay, leave
 # the cluster, finish in-flight requests). Give `docker stop -t` at least

@@ -39,6 +39,11 @@ type ProbeConfig struct {
 	// TLS configures https targets. Nil verifies against the system roots.
 	TLS *tls.Config
 
+	// Token, when set, is sent as "Authorization: Bearer <Token>" with every
+	// check (never to the webhook): the admin listener's /readyz and
+	// /healthz answer 401 without it when admin.token is set. Default "".
+	Token string
+
 	// Now is the clock. Default time.Now; tests inject a fake one.
 	Now func() time.Time
 
@@ -223,6 +228,9 @@ func (p *Prober) checkOne(ctx context.Context, target string) ProbeCheck {
 		return c
 	}
 	req.Header.Set("User-Agent", defaultUserAgent+" probe")
+	if p.cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+p.cfg.Token)
+	}
 	resp, err := p.client.Do(req)
 	if err == nil {
 		_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, 16<<20))

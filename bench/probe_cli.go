@@ -7,13 +7,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 )
 
 // ProbeCLI implements `edgeshield probe --targets URL[,URL…] [--interval 60s]
-// [--timeout 10s] [--once] [--webhook URL] [--json FILE]` and returns the
+// [--timeout 10s] [--once] [--token T | --token-file F] [--webhook URL]
+// [--json FILE]` and returns the
 // exit status. Without --once it checks until ctx is done (SIGINT/SIGTERM in
 // main), printing one line per check, then prints the uptime report and
 // returns ExitOK. With --once it runs one round and returns ExitOK when every
@@ -31,6 +33,8 @@ func ProbeCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	quiet := fs.Bool("quiet", false, "print state changes and the final report only")
 	insecure := fs.Bool("insecure", false, "https: do not verify certificates")
 	cacert := fs.String("cacert", "", "https: PEM file of CA certificates to trust")
+	token := fs.String("token", "", "send 'Authorization: Bearer TOKEN' (the admin listener's admin.token)")
+	tokenFile := fs.String("token-file", "", "read the bearer token from FILE (e.g. a Docker secret); keeps it out of ps")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return ExitOK
@@ -54,7 +58,12 @@ func ProbeCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "edgeshield probe: %v\n", err)
 		return ExitUsage
 	}
-	cfg := ProbeConfig{Targets: list, Interval: *interval, Timeout: *timeout, Webhook: *webhook, TLS: tlsCfg}
+	tok, err := probeToken(*token, *tokenFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "edgeshield probe: %v\n", err)
+		return ExitUsage
+	}
+	cfg := ProbeConfig{Targets: list, Interval: *interval, Timeout: *timeout, Webhook: *webhook, TLS: tlsCfg, Token: tok}
 	// State changes get their own line in the monitoring loop; --once
 	// prints the one round's checks, which say the same.
 	onEvent := func(ev ProbeEvent) {
@@ -113,6 +122,27 @@ func ProbeCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return ExitViolated
 	}
 	return ExitOK
+}
+
+// probeToken returns the bearer token of --token or --token-file (one of
+// them at most). The file's surrounding white space, such as the newline
+// `echo` or a secrets store leaves, is not part of the token.
+func probeToken(token, file string) (string, error) {
+	switch {
+	case token != "" && file != "":
+		return "", fmt.Errorf("%w: --token and --token-file: give one", ErrBadConfig)
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("--token-file: %w", err)
+		}
+		t := strings.TrimSpace(string(b))
+		if t == "" {
+			return "", fmt.Errorf("%w: --token-file %s is empty", ErrBadConfig, file)
+		}
+		return t, nil
+	}
+	return token, nil
 }
 
 func writeProbeJSON(path string, rep []TargetReport) error {

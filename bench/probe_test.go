@@ -217,3 +217,45 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestProbeCLIToken: with admin.token set the admin listener answers 401
+// to a probe without the token; --token and --token-file send it as a
+// bearer token, and bad token flags are usage errors.
+func TestProbeCLIToken(t *testing.T) {
+	srv := server(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer s3cret" {
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	})
+	target := srv.URL + "/readyz"
+	dir := t.TempDir()
+	file := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good, empty := file("good", "s3cret\n"), file("empty", " \n")
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		want  int
+	}{
+		{"no token", nil, ExitViolated},
+		{"token", []string{"--token", "s3cret"}, ExitOK},
+		{"wrong token", []string{"--token", "nope"}, ExitViolated},
+		{"token file with newline", []string{"--token-file", good}, ExitOK},
+		{"missing token file", []string{"--token-file", filepath.Join(dir, "absent")}, ExitUsage},
+		{"empty token file", []string{"--token-file", empty}, ExitUsage},
+		{"both", []string{"--token", "s3cret", "--token-file", good}, ExitUsage},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			args := append([]string{"--targets", target, "--once", "--timeout", "2s"}, tc.flags...)
+			if got := ProbeCLI(context.Background(), args, &out, &errb); got != tc.want {
+				t.Errorf("probe %v: got exit %d, want %d (%s%s)", tc.flags, got, tc.want, out.String(), errb.String())
+			}
+		})
+	}
+}

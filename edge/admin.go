@@ -185,9 +185,9 @@ func (a *admin) serveReadiness(ctx *fasthttp.RequestCtx) {
 }
 
 func (a *admin) servePurge(ctx *fasthttp.RequestCtx) {
-	args := ctx.QueryArgs()
+	args, raw := ctx.QueryArgs(), ctx.URI().QueryString()
 	if ctx.PostArgs().Len() > 0 {
-		args = ctx.PostArgs()
+		args, raw = ctx.PostArgs(), ctx.PostBody()
 	}
 	hard := string(args.Peek("hard")) == "1" || string(args.Peek("hard")) == "true" ||
 		string(args.Peek("mode")) == "hard"
@@ -195,6 +195,14 @@ func (a *admin) servePurge(ctx *fasthttp.RequestCtx) {
 	switch {
 	case args.Has("url"):
 		kind, value = "url", string(args.Peek("url"))
+		v, verbatim, err := unencodedPurgeURL(raw)
+		if err != nil {
+			ctx.Error(err.Error()+"\n", fasthttp.StatusBadRequest)
+			return
+		}
+		if verbatim {
+			value = v
+		}
 	case args.Has("prefix"):
 		kind, value = "prefix", string(args.Peek("prefix"))
 	case args.Has("tag"):
@@ -224,12 +232,61 @@ func (a *admin) servePurge(ctx *fasthttp.RequestCtx) {
 	writeJSON(ctx, fasthttp.StatusOK, res)
 }
 
+// unencodedPurgeURL finds a url= argument whose URL was pasted without
+// percent-encoding its query, as in
+//
+//	POST /purge?url=http://h/p?a=1&b=2
+//
+// The form parser splits that at '&' into url=http://h/p?a=1 and b=2, and
+// the purge of the wrong key would answer found: 0 as if all were well.
+// RFC 3986 §3.4 lets '?' stand unencoded in a query, but an encoder that
+// turns the URL's '&' into %26 turns its '?' into %3F too: a literal '?'
+// in the value means the URL was pasted as is. The URL is then everything
+// after url= to the end, verbatim (purgeKey normalises its escapes like a
+// request's). If that rest holds one of /purge's own arguments the split
+// is ambiguous, and the purge is refused, naming how to encode, rather than
+// guessed. verbatim is false when there is no url= or its value has no
+// literal '?' (the parsed value is right then).
+func unencodedPurgeURL(raw []byte) (v string, verbatim bool, err error) {
+	s := string(raw)
+	i := -1
+	if strings.HasPrefix(s, "url=") {
+		i = 0
+	} else if j := strings.Index(s, "&url="); j >= 0 {
+		i = j + 1
+	}
+	if i < 0 {
+		return "", false, nil
+	}
+	rest := s[i+len("url="):]
+	first, tail, _ := strings.Cut(rest, "&")
+	if !strings.Contains(first, "?") {
+		return "", false, nil
+	}
+	for _, p := range strings.Split(tail, "&") {
+		switch name, _, _ := strings.Cut(p, "="); name {
+		case "hard", "mode", "wait", "url", "prefix", "tag":
+			return "", false, &ConfigError{Key: "url", Msg: "the URL's query is not percent-encoded and " + name +
+				"= follows it: put url= last, or encode the URL (curl -X POST --data-urlencode 'url=http://host/path?a=1&b=2' …/purge)"}
+		}
+	}
+	return rest, true, nil
+}
+
 func (a *admin) serveOwner(ctx *fasthttp.RequestCtx) {
 	if a.peers == nil {
 		ctx.Error("no cluster configured\n", fasthttp.StatusNotFound)
 		return
 	}
-	key, err := purgeKey(string(ctx.QueryArgs().Peek("url")))
+	u := string(ctx.QueryArgs().Peek("url"))
+	v, verbatim, err := unencodedPurgeURL(ctx.URI().QueryString())
+	if verbatim {
+		u = v
+	}
+	key, kerr := purgeKey(u)
+	if err == nil {
+		err = kerr
+	}
 	if err != nil {
 		ctx.Error(err.Error()+"\n", fasthttp.StatusBadRequest)
 		return

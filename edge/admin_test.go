@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -171,5 +172,74 @@ func TestTagPurgeAfterRevalidation(t *testing.T) {
 	}
 	if r, _ := get(t, url); isHit(r) {
 		t.Errorf("tag purge missed the refreshed entry: %q", csOf(r))
+	}
+}
+
+// TestPurgeUnencodedURL: a url= whose query was pasted without
+// percent-encoding (url=http://h/p?a=1&b=2) purges that URL, in the query
+// string and in a form body; when /purge's own arguments follow it the
+// purge is refused with 400 naming how to encode, never a silent found: 0.
+func TestPurgeUnencodedURL(t *testing.T) {
+	o := newTestOrigin(t, nil, static("x", "Cache-Control: max-age=600"))
+	n := newTestNode(t, o.srv.URL, nil, nil)
+	base, admin := "http://"+n.Addr(), "http://"+n.AdminAddr()
+	tests := []struct {
+		name, path string
+		query      func(u string) string // the purge's query (or form body) for the absolute URL u
+		body       bool                  // send query as a form body
+		wantStatus int
+	}{
+		{"query, url only", "/p1?a=1&b=2", func(u string) string { return "url=" + u }, false, 200},
+		{"query, url last", "/p2?a=1&b=2", func(u string) string { return "hard=1&url=" + u }, false, 200},
+		{"query, encoded", "/p3?a=1&b=2", func(u string) string { return "url=" + url.QueryEscape(u) }, false, 200},
+		{"query, plus kept", "/p4?q=a+b&c=1", func(u string) string { return "url=" + u }, false, 200},
+		{"form body", "/p5?a=1&b=2", func(u string) string { return "url=" + u }, true, 200},
+		{"own argument after it", "/p6?a=1&b=2", func(u string) string { return "url=" + u + "&wait=1s" }, false, 400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := base + tt.path
+			warm(t, n, u)
+			if r, _ := get(t, u); !isHit(r) {
+				t.Fatalf("%s not cached before the purge", tt.path)
+			}
+			q := tt.query(u)
+			var st int
+			var b string
+			if tt.body {
+				resp, err := testHTTP.Post(admin+"/purge", "application/x-www-form-urlencoded", strings.NewReader(q))
+				if err != nil {
+					t.Fatal(err)
+				}
+				raw, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				st, b = resp.StatusCode, string(raw)
+			} else {
+				r, body := do(t, http.MethodPost, admin+"/purge?"+q)
+				st, b = r.StatusCode, body
+			}
+			if st != tt.wantStatus {
+				t.Fatalf("POST /purge %s: got %d %s, want %d", q, st, b, tt.wantStatus)
+			}
+			if st != 200 {
+				if !strings.Contains(b, "--data-urlencode") {
+					t.Errorf("400 body %q: want it to name how to encode", b)
+				}
+				if r, _ := get(t, u); !isHit(r) {
+					t.Errorf("%s purged by a refused purge", tt.path)
+				}
+				return
+			}
+			var res PurgeResult
+			if err := json.Unmarshal([]byte(b), &res); err != nil {
+				t.Fatalf("decoding %s: %v", b, err)
+			}
+			if res.Found != 1 || res.Value != u {
+				t.Errorf("purge %s: got found %d value %q, want found 1 value %q", q, res.Found, res.Value, u)
+			}
+			if r, _ := get(t, u); isHit(r) {
+				t.Errorf("%s still a hit after the purge", tt.path)
+			}
+		})
 	}
 }

@@ -339,6 +339,9 @@ func LoadConfig(path string, environ []string) (Config, error) {
 	if err := applyEnv(&c, environ); err != nil {
 		return c, err
 	}
+	if err := resolveAutoAddrs(&c, net.LookupIP); err != nil {
+		return c, err
+	}
 	return c, nil
 }
 

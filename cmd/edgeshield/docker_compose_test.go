@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +16,10 @@ import (
 	"github.com/edgeshield/edgeshield/edge"
 )
 
-const composeFile = "../../configs/docker-compose.yml"
+const (
+	composeFile      = "../../configs/docker-compose.yml"
+	composeScaleFile = "../../configs/docker-compose.scale.yml"
+)
 
 // composeDoc is the part of a compose file the test checks.
 type composeDoc struct {
@@ -24,17 +28,11 @@ type composeDoc struct {
 		Command     []string          `yaml:"command"`
 		Environment map[string]string `yaml:"environment"`
 		Ports       []string          `yaml:"ports"`
-		Networks    map[string]struct {
-			IPv4 string `yaml:"ipv4_address"`
-		} `yaml:"networks"`
+		Healthcheck struct {
+			Test []string `yaml:"test"`
+		} `yaml:"healthcheck"`
+		Networks map[string]any `yaml:"networks"`
 	} `yaml:"services"`
-	Networks map[string]struct {
-		IPAM struct {
-			Config []struct {
-				Subnet string `yaml:"subnet"`
-			} `yaml:"config"`
-		} `yaml:"ipam"`
-	} `yaml:"networks"`
 }
 
 // interpolate resolves ${VAR:-default} as compose does when VAR is unset,
@@ -43,10 +41,12 @@ var composeVar = regexp.MustCompile(`\$\{[A-Z0-9_]+:-([^}]*)\}`)
 
 // TestDockerComposeFile checks that configs/docker-compose.yml is a cluster
 // that can work: every edge's environment is a configuration the real loader
-// accepts, each edge binds the address the network gives it, the seeds are
-// exactly the edges, names and published ports are unique, and the origin
-// URL points at the origin service. With a compose CLI present it also lets
-// compose itself validate the file.
+// accepts, gossip and shield hops advertise the container's own address
+// (no fixed IPs), the seeds are exactly the edges' service names, host ports
+// are high, on 127.0.0.1 and unique, every edge has a healthcheck that runs
+// the binary itself, drain_delay is set, and the origin URL names the origin
+// service. With a compose CLI present it also lets compose validate the file
+// and configs/docker-compose.scale.yml.
 func TestDockerComposeFile(t *testing.T) {
 	src, err := os.ReadFile(composeFile)
 	if err != nil {
@@ -60,21 +60,20 @@ func TestDockerComposeFile(t *testing.T) {
 	if !ok {
 		t.Fatalf("no origin service; got services %v", keys(doc.Services))
 	}
-	originIP := origin.Networks["edgeshield"].IPv4
 	var edges, wantSeeds []string
 	for name, s := range doc.Services {
+		if len(s.Networks) > 0 {
+			t.Errorf("%s: got networks %v, want none (fixed addresses break --scale and collide with host subnets)", name, s.Networks)
+		}
 		if strings.HasPrefix(name, "edge-") {
 			edges = append(edges, name)
-			wantSeeds = append(wantSeeds, s.Networks["edgeshield"].IPv4+":7946")
+			wantSeeds = append(wantSeeds, name+":7946")
 		}
 	}
 	slices.Sort(edges)
 	slices.Sort(wantSeeds)
 	if len(edges) != 3 {
 		t.Fatalf("got edge services %v, want 3", edges)
-	}
-	if got := doc.Networks["edgeshield"].IPAM.Config; len(got) != 1 || got[0].Subnet == "" {
-		t.Fatalf("got network ipam %+v, want one fixed subnet (the seeds name addresses)", got)
 	}
 	ports := map[string]string{}
 	for name, s := range doc.Services {
@@ -83,6 +82,9 @@ func TestDockerComposeFile(t *testing.T) {
 				t.Errorf("%s publishes %q, want 127.0.0.1 only (the admin API and demo origin must not be exposed)", name, p)
 			}
 			host := p[:strings.LastIndex(p, ":")]
+			if n, _ := strconv.Atoi(strings.TrimPrefix(host, "127.0.0.1:")); n < 10000 {
+				t.Errorf("%s publishes host port %q, want one above 10000 (8000-9999 are often taken)", name, host)
+			}
 			if other, dup := ports[host]; dup {
 				t.Errorf("host port %s published by %s and %s", host, other, name)
 			}
@@ -92,9 +94,14 @@ func TestDockerComposeFile(t *testing.T) {
 	for _, name := range edges {
 		t.Run(name, func(t *testing.T) {
 			s := doc.Services[name]
-			ip := s.Networks["edgeshield"].IPv4
 			var environ []string
 			for k, v := range s.Environment {
+				if v == "auto" && strings.Contains(k, "ADVERTISE") {
+					v = "192.0.2.1" // resolved from the container's host name at run time
+					if k == "EDGESHIELD_CLUSTER_PEER_ADVERTISE" {
+						v += ":7947"
+					}
+				}
 				environ = append(environ, k+"="+v)
 			}
 			cfg, err := edge.LoadConfig("", environ)
@@ -108,15 +115,21 @@ func TestDockerComposeFile(t *testing.T) {
 			slices.Sort(seeds)
 			for _, c := range []struct{ what, got, want string }{
 				{"name", cfg.Name, name},
-				{"cluster.bind", cfg.Cluster.BindAddr, ip + ":7946"},
-				{"cluster.peer_listen", cfg.Cluster.PeerListen, ip + ":7947"},
+				{"cluster.advertise", s.Environment["EDGESHIELD_CLUSTER_ADVERTISE"], "auto"},
+				{"cluster.peer_advertise", s.Environment["EDGESHIELD_CLUSTER_PEER_ADVERTISE"], "auto"},
 				{"cluster.seeds", fmt.Sprint(seeds), fmt.Sprint(wantSeeds)},
-				{"origin.url", cfg.Origin.URL, "http://" + originIP + ":8081"},
+				{"origin.url", cfg.Origin.URL, "http://origin:8081"},
 				{"image", s.Image, origin.Image},
+				{"admin.listen", cfg.Admin.Listen, "0.0.0.0:9090"},
+				{"healthcheck", strings.Join(s.Healthcheck.Test, " "),
+					"CMD /edgeshield probe --once --quiet --timeout 2s --targets http://127.0.0.1:8080" + cfg.Server.HealthPath},
 			} {
 				if c.got != c.want {
 					t.Errorf("%s: got %q, want %q", c.what, c.got, c.want)
 				}
+			}
+			if cfg.Server.DrainDelay <= 0 {
+				t.Errorf("server.drain_delay: got %v, want > 0 (docker stop drains)", cfg.Server.DrainDelay)
 			}
 			if !cfg.Cluster.Enabled {
 				t.Errorf("cluster.enabled: got false, want true")
@@ -139,9 +152,11 @@ func TestDockerComposeFile(t *testing.T) {
 		} else {
 			t.Skip("no docker compose CLI: the file was only checked as YAML")
 		}
-		args := append(cli[1:], "-f", composeFile, "config", "-q")
-		if out, err := exec.Command(cli[0], args...).CombinedOutput(); err != nil {
-			t.Fatalf("%s config: %v: %s", strings.Join(cli, " "), err, out)
+		for _, f := range []string{composeFile, composeScaleFile} {
+			args := append(slices.Clone(cli[1:]), "-f", f, "config", "-q")
+			if out, err := exec.Command(cli[0], args...).CombinedOutput(); err != nil {
+				t.Errorf("%s -f %s config: %v: %s", strings.Join(cli, " "), f, err, out)
+			}
 		}
 	})
 }

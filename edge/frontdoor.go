@@ -167,235 +167,292 @@ type frameCheck struct {
 const maxChunkSizeDigits = 15
 
 // feed checks the next bytes of the stream. It returns how many bytes of p
-// are valid and, if a violation was found at p[ok], the error.
+// are valid and, if a violation was found at p[ok], the error. Each step
+// consumes bytes from p[i:] in one state family and returns the index of
+// the next byte to look at (or, with an error, of the offending byte).
 func (f *frameCheck) feed(p []byte) (ok int, err *framingError) {
 	i := 0
 	for i < len(p) {
-		c := p[i]
 		switch f.state {
-		case sLineStart:
-			switch {
-			case c == '\r':
-				f.state = sLineLF
-			case c == '\n':
-				return i, errBareLF
-			case byteClass[c]&clTchar != 0 && (c < 'a' || c > 'z'):
-				f.resetMessage()
-				f.state = sMethod
-			default:
-				return i, errMethod
-			}
-		case sLineLF:
-			if c != '\n' {
-				return i, errCR
-			}
-			f.state = sLineStart
-		case sMethod:
-			switch {
-			case c == ' ':
-				f.state = sTargetStart
-			case byteClass[c]&clTchar != 0 && (c < 'a' || c > 'z'):
-			case c == '\r' || c == '\n':
-				return i, errRequestLine
-			default:
-				return i, errMethod
-			}
-		case sTargetStart:
-			if byteClass[c]&clTarget == 0 {
-				return i, errRequestLine // "GET  /": exactly one SP (§3)
-			}
-			f.state = sTarget
-		case sTarget:
-			// The request line's middle: scan the run of target bytes.
-			j := i
-			for j < len(p) && byteClass[p[j]]&clTarget != 0 {
-				j++
-			}
-			if j == len(p) {
-				i = j
-				continue
-			}
-			switch p[j] {
-			case ' ':
-				f.state = sVersion
-				f.verLen = 0
-			case '\r', '\n':
-				return j, errRequestLine // HTTP/0.9 style, no version
-			default:
-				return j, errTarget
-			}
-			i = j
-		case sVersion:
-			switch c {
-			case '\r':
-				if err := f.checkVersion(); err != nil {
-					return i, err
-				}
-				f.state = sVersionLF
-			case '\n':
-				return i, errBareLF
-			default:
-				if f.verLen == len(f.ver) {
-					return i, errVersion
-				}
-				f.ver[f.verLen] = c
-				f.verLen++
-			}
-		case sVersionLF:
-			if c != '\n' {
-				return i, errCR
-			}
-			f.state = sFieldStart
-		case sFieldStart:
-			switch {
-			case c == '\r':
-				f.state = sSectionLF
-			case c == '\n':
-				return i, errBareLF
-			case c == ' ' || c == '\t':
-				return i, errObsFold
-			case byteClass[c]&clTchar != 0:
-				f.nameLen = 0
-				f.addNameByte(c)
-				f.state = sName
-			default:
-				return i, errFieldName
-			}
+		case sLineStart, sLineLF, sMethod, sTargetStart:
+			i, err = f.stepMethod(p, i)
+		case sTarget, sVersion, sVersionLF:
+			i, err = f.stepTargetVersion(p, i)
+		case sFieldStart, sValueLF, sSectionLF:
+			i, err = f.stepLineEnd(p, i)
 		case sName:
-			j := i
-			for j < len(p) && byteClass[p[j]]&clTchar != 0 {
-				j++
-			}
-			for _, b := range p[i:min(j, i+len(f.name)+1)] {
-				f.addNameByte(b)
-			}
-			f.nameLen += max(0, j-i-len(f.name)-1)
-			if j == len(p) {
-				i = j
-				continue
-			}
-			i, c = j, p[j]
-			switch {
-			case c == ':':
-				f.startValue()
-				f.state = sValue
-			case byteClass[c]&clTchar != 0:
-				f.addNameByte(c)
-			case c == ' ' || c == '\t':
-				return i, errSpaceBeforeCol
-			case c == '\n':
-				return i, errBareLF
-			default:
-				return i, errFieldName
-			}
+			i, err = f.stepName(p, i)
 		case sValue:
-			j := i
-			for j < len(p) && (byteClass[p[j]]&clVchar != 0 || p[j] == ' ' || p[j] == '\t') {
-				j++
-			}
-			if f.field != fOther {
-				if f.valLen+j-i > len(f.val) {
-					return i, errFieldTooLong
-				}
-				f.valLen += copy(f.val[f.valLen:], p[i:j])
-			}
-			if j == len(p) {
-				i = j
-				continue
-			}
-			switch p[j] {
-			case '\r':
-				f.state = sValueLF
-			case '\n':
-				return j, errBareLF
-			default:
-				return j, errFieldValue
-			}
-			i = j
-		case sValueLF:
-			if c != '\n' {
-				return i, errCR
-			}
-			if err := f.endField(); err != nil {
-				return i, err
-			}
-			f.state = sFieldStart
-		case sSectionLF:
-			if c != '\n' {
-				return i, errCR
-			}
-			if err := f.endSection(); err != nil {
-				return i, err
-			}
-		case sBodyCL:
-			n := min(int64(len(p)-i), f.remain)
-			f.remain -= n
-			i += int(n)
-			if f.remain == 0 {
-				f.state = sLineStart
-			}
-			continue
-		case sChunkSize:
-			switch {
-			case byteClass[c]&clHex != 0:
-				if f.digits == maxChunkSizeDigits {
-					return i, errChunkSizeLong
-				}
-				f.digits++
-				f.remain = f.remain<<4 | int64(hexValue(c))
-			case f.digits == 0:
-				return i, errChunkSize
-			case c == ';':
-				f.state = sChunkExt
-			case c == '\r':
-				f.state = sChunkSizeLF
-			default:
-				return i, errChunkSize
-			}
-		case sChunkExt:
-			// RFC 9112 §7.1.1: tokens, "=", quoted strings, BWS: nothing
-			// below SP but HT, no DEL. Only CRLF ends the line.
-			switch {
-			case c == '\r':
-				f.state = sChunkSizeLF
-			case byteClass[c]&clVchar != 0 || c == ' ' || c == '\t':
-			case c == '\n':
-				return i, errBareLF
-			default:
-				return i, errChunkExt
-			}
-		case sChunkSizeLF:
-			if c != '\n' {
-				return i, errCR
-			}
-			if f.remain == 0 {
-				f.trailer = true
-				f.state = sFieldStart
-			} else {
-				f.state = sChunkData
-			}
-		case sChunkData:
-			n := min(int64(len(p)-i), f.remain)
-			f.remain -= n
-			i += int(n)
-			if f.remain == 0 {
-				f.state = sChunkDataCR
-			}
-			continue
-		case sChunkDataCR:
-			if c != '\r' {
-				return i, errChunkData
-			}
-			f.state = sChunkDataLF
-		case sChunkDataLF:
-			if c != '\n' {
-				return i, errChunkData
-			}
-			f.state, f.remain, f.digits = sChunkSize, 0, 0
+			i, err = f.stepValue(p, i)
+		case sChunkSize, sChunkExt, sChunkSizeLF:
+			i, err = f.stepChunkSize(p, i)
+		default: // sBodyCL, sChunkData, sChunkDataCR, sChunkDataLF
+			i, err = f.stepBody(p, i)
 		}
-		i++
+		if err != nil {
+			return i, err
+		}
 	}
 	return len(p), nil
+}
+
+// isUpperTchar: methods are case-sensitive tokens, upper case in practice
+// (RFC 9110 §9.1); a lower-case one is refused as nginx does.
+func isUpperTchar(c byte) bool { return byteClass[c]&clTchar != 0 && (c < 'a' || c > 'z') }
+
+// stepMethod: empty lines before a request (§2.2), the method, the SP after it.
+func (f *frameCheck) stepMethod(p []byte, i int) (int, *framingError) {
+	c := p[i]
+	switch f.state {
+	case sLineStart:
+		switch {
+		case c == '\r':
+			f.state = sLineLF
+		case c == '\n':
+			return i, errBareLF
+		case isUpperTchar(c):
+			f.resetMessage()
+			f.state = sMethod
+		default:
+			return i, errMethod
+		}
+	case sLineLF:
+		if c != '\n' {
+			return i, errCR
+		}
+		f.state = sLineStart
+	case sMethod:
+		switch {
+		case c == ' ':
+			f.state = sTargetStart
+		case isUpperTchar(c):
+		case c == '\r' || c == '\n':
+			return i, errRequestLine
+		default:
+			return i, errMethod
+		}
+	case sTargetStart:
+		if byteClass[c]&clTarget == 0 {
+			return i, errRequestLine // "GET  /": exactly one SP (§3)
+		}
+		f.state = sTarget
+	}
+	return i + 1, nil
+}
+
+// stepTargetVersion: the request-target (a run of target bytes), the SP,
+// the HTTP-version and the line's CRLF.
+func (f *frameCheck) stepTargetVersion(p []byte, i int) (int, *framingError) {
+	c := p[i]
+	switch f.state {
+	case sTarget:
+		j := i
+		for j < len(p) && byteClass[p[j]]&clTarget != 0 {
+			j++
+		}
+		if j == len(p) {
+			return j, nil
+		}
+		switch p[j] {
+		case ' ':
+			f.state = sVersion
+			f.verLen = 0
+		case '\r', '\n':
+			return j, errRequestLine // HTTP/0.9 style, no version
+		default:
+			return j, errTarget
+		}
+		return j + 1, nil
+	case sVersion:
+		switch c {
+		case '\r':
+			if err := f.checkVersion(); err != nil {
+				return i, err
+			}
+			f.state = sVersionLF
+		case '\n':
+			return i, errBareLF
+		default:
+			if f.verLen == len(f.ver) {
+				return i, errVersion
+			}
+			f.ver[f.verLen] = c
+			f.verLen++
+		}
+	case sVersionLF:
+		if c != '\n' {
+			return i, errCR
+		}
+		f.state = sFieldStart
+	}
+	return i + 1, nil
+}
+
+// stepLineEnd: the start of a field line (or of the blank line ending the
+// section), and the LF ending a field line or the section.
+func (f *frameCheck) stepLineEnd(p []byte, i int) (int, *framingError) {
+	c := p[i]
+	switch f.state {
+	case sFieldStart:
+		switch {
+		case c == '\r':
+			f.state = sSectionLF
+		case c == '\n':
+			return i, errBareLF
+		case c == ' ' || c == '\t':
+			return i, errObsFold
+		case byteClass[c]&clTchar != 0:
+			f.nameLen = 0
+			f.addNameByte(c)
+			f.state = sName
+		default:
+			return i, errFieldName
+		}
+	case sValueLF:
+		if c != '\n' {
+			return i, errCR
+		}
+		if err := f.endField(); err != nil {
+			return i, err
+		}
+		f.state = sFieldStart
+	case sSectionLF:
+		if c != '\n' {
+			return i, errCR
+		}
+		if err := f.endSection(); err != nil {
+			return i, err
+		}
+	}
+	return i + 1, nil
+}
+
+// stepName: a run of field-name bytes, then the colon.
+func (f *frameCheck) stepName(p []byte, i int) (int, *framingError) {
+	j := i
+	for j < len(p) && byteClass[p[j]]&clTchar != 0 {
+		j++
+	}
+	for _, b := range p[i:min(j, i+len(f.name)+1)] {
+		f.addNameByte(b)
+	}
+	f.nameLen += max(0, j-i-len(f.name)-1)
+	if j == len(p) {
+		return j, nil
+	}
+	switch c := p[j]; {
+	case c == ':':
+		f.startValue()
+		f.state = sValue
+	case c == ' ' || c == '\t':
+		return j, errSpaceBeforeCol
+	case c == '\n':
+		return j, errBareLF
+	default:
+		return j, errFieldName
+	}
+	return j + 1, nil
+}
+
+// stepValue: a run of field-value bytes (kept for framing fields), then CR.
+func (f *frameCheck) stepValue(p []byte, i int) (int, *framingError) {
+	j := i
+	for j < len(p) && (byteClass[p[j]]&clVchar != 0 || p[j] == ' ' || p[j] == '\t') {
+		j++
+	}
+	if f.field != fOther {
+		if f.valLen+j-i > len(f.val) {
+			return i, errFieldTooLong
+		}
+		f.valLen += copy(f.val[f.valLen:], p[i:j])
+	}
+	if j == len(p) {
+		return j, nil
+	}
+	switch p[j] {
+	case '\r':
+		f.state = sValueLF
+	case '\n':
+		return j, errBareLF
+	default:
+		return j, errFieldValue
+	}
+	return j + 1, nil
+}
+
+// stepChunkSize: a chunk-size line: hex digits, extensions, CRLF (§7.1).
+func (f *frameCheck) stepChunkSize(p []byte, i int) (int, *framingError) {
+	c := p[i]
+	switch f.state {
+	case sChunkSize:
+		switch {
+		case byteClass[c]&clHex != 0:
+			if f.digits == maxChunkSizeDigits {
+				return i, errChunkSizeLong
+			}
+			f.digits++
+			f.remain = f.remain<<4 | int64(hexValue(c))
+		case f.digits == 0:
+			return i, errChunkSize
+		case c == ';':
+			f.state = sChunkExt
+		case c == '\r':
+			f.state = sChunkSizeLF
+		default:
+			return i, errChunkSize
+		}
+	case sChunkExt:
+		// RFC 9112 §7.1.1: tokens, "=", quoted strings, BWS: nothing
+		// below SP but HT, no DEL. Only CRLF ends the line.
+		switch {
+		case c == '\r':
+			f.state = sChunkSizeLF
+		case byteClass[c]&clVchar != 0 || c == ' ' || c == '\t':
+		case c == '\n':
+			return i, errBareLF
+		default:
+			return i, errChunkExt
+		}
+	case sChunkSizeLF:
+		if c != '\n' {
+			return i, errCR
+		}
+		if f.remain == 0 {
+			f.trailer = true
+			f.state = sFieldStart
+		} else {
+			f.state = sChunkData
+		}
+	}
+	return i + 1, nil
+}
+
+// stepBody: Content-Length body bytes, chunk data and the CRLF after it.
+func (f *frameCheck) stepBody(p []byte, i int) (int, *framingError) {
+	switch f.state {
+	case sBodyCL, sChunkData:
+		n := min(int64(len(p)-i), f.remain)
+		f.remain -= n
+		if f.remain == 0 {
+			if f.state == sBodyCL {
+				f.state = sLineStart
+			} else {
+				f.state = sChunkDataCR
+			}
+		}
+		return i + int(n), nil
+	case sChunkDataCR:
+		if p[i] != '\r' {
+			return i, errChunkData
+		}
+		f.state = sChunkDataLF
+	case sChunkDataLF:
+		if p[i] != '\n' {
+			return i, errChunkData
+		}
+		f.state, f.remain, f.digits = sChunkSize, 0, 0
+	}
+	return i + 1, nil
 }
 
 func hexValue(c byte) byte {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
 )
 
 // acmeTLS1 is the ALPN protocol of the TLS-ALPN-01 challenge (RFC 8737 §6.2).
@@ -173,7 +174,16 @@ func (m *Manager) setup(ctx context.Context) error {
 		od.OnDemand = &certmagic.OnDemandConfig{DecisionFunc: m.decide}
 		m.onDemand = certmagic.New(m.cache, od)
 	}
+	if err := m.setIssuers(ctx, storage, zl); err != nil {
+		return err
+	}
+	return m.loadAllManual(ctx)
+}
 
+// setIssuers gives the certmagic configs their issuer: the ACME CA, or the
+// internal CA kept in storage; manual certificates need none.
+func (m *Manager) setIssuers(ctx context.Context, storage certmagic.Storage, zl *zap.Logger) error {
+	cfg := m.cfg
 	switch cfg.Mode {
 	case ModeACME:
 		roots, err := loadRoots(cfg.TrustedRoots)
@@ -207,7 +217,7 @@ func (m *Manager) setup(ctx context.Context) error {
 			m.onDemand.Issuers = []certmagic.Issuer{ca}
 		}
 	}
-	return m.loadAllManual(ctx)
+	return nil
 }
 
 // loadRoots builds the pool of extra roots trusted for the ACME server.

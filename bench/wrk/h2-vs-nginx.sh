@@ -45,14 +45,6 @@ fi
 # shellcheck source=bench/wrk/lib.sh
 source "$ROOT/bench/wrk/lib.sh"
 
-start() { # NAME CORE CMD...
-	local name=$1 core=$2 prio=$PRIO
-	shift 2
-	[ "$name" != origin ] || prio=""
-	$prio taskset -c "$core" "$@" >"$TMP/$name.log" 2>&1 &
-	LAST_PID=$!
-	PIDS+=("$LAST_PID")
-}
 
 for p in $ORIGIN_PORT $EDGE_PORT $EDGE_TLS_PORT $ADMIN_PORT $NGINX_PORT $NGINX_TLS_PORT; do
 	port_free "$p"
@@ -60,16 +52,9 @@ done
 mkdir -p "$OUT"
 rm -f "$OUT"/*.txt
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-	-keyout "$TMP/key.pem" -out "$TMP/cert.pem" -subj /CN=bench.edgeshield.test \
-	-addext "subjectAltName=DNS:bench.edgeshield.test,IP:127.0.0.1" 2>/dev/null
+make_cert
 
 FLOOR_BODY=x
-fill() {
-	sed -e "s|@DIR@|$2|g" -e "s|@PORT@|$3|g" -e "s|@TLS_PORT@|$4|g" \
-		-e "s|@ADMIN_PORT@|$ADMIN_PORT|g" -e "s|@ORIGIN@|127.0.0.1:$ORIGIN_PORT|g" \
-		-e "s|@CERT@|$TMP/cert.pem|g" -e "s|@KEY@|$TMP/key.pem|g" -e "s|@FLOOR_BODY@|$FLOOR_BODY|g" "$1"
-}
 
 log "demo origin on 127.0.0.1:$ORIGIN_PORT (core 1)"
 start origin 1 "$EDGE_BIN" origin --listen "127.0.0.1:$ORIGIN_PORT"

@@ -84,16 +84,6 @@ fi
 # shellcheck source=bench/wrk/lib.sh
 source "$ROOT/bench/wrk/lib.sh"
 
-# start NAME CORE CMD...: CMD must exec the server (nice, taskset and env
-# do), so that $! is the server's own pid. The origin runs without $PRIO.
-start() {
-	local name=$1 core=$2 prio=$PRIO
-	shift 2
-	[ "$name" != origin ] || prio=""
-	$prio taskset -c "$core" "$@" >"$TMP/$name.log" 2>&1 &
-	LAST_PID=$!
-	PIDS+=("$LAST_PID")
-}
 
 # cpu_ticks PID: "USER SYSTEM" clock ticks of PID and its direct children
 # (nginx's master and worker).
@@ -113,16 +103,8 @@ done
 mkdir -p "$OUT"
 rm -f "$OUT"/*.txt
 
-# One self-signed ECDSA P-256 certificate for both servers.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-	-keyout "$TMP/key.pem" -out "$TMP/cert.pem" -subj /CN=bench.edgeshield.test \
-	-addext "subjectAltName=DNS:bench.edgeshield.test,IP:127.0.0.1" 2>/dev/null
+make_cert
 
-fill() {
-	sed -e "s|@DIR@|$2|g" -e "s|@PORT@|$3|g" -e "s|@TLS_PORT@|$4|g" \
-		-e "s|@ADMIN_PORT@|$ADMIN_PORT|g" -e "s|@ORIGIN@|127.0.0.1:$ORIGIN_PORT|g" \
-		-e "s|@CERT@|$TMP/cert.pem|g" -e "s|@KEY@|$TMP/key.pem|g" -e "s|@FLOOR_BODY@|$FLOOR_BODY|g" "$1"
-}
 FLOOR_BODY=$(head -c 1024 /dev/zero | tr '\0' x)
 
 log "demo origin on 127.0.0.1:$ORIGIN_PORT (core 1)"

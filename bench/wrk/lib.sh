@@ -49,3 +49,30 @@ wait_port() {
 	cat "$TMP/$name.log" >&2 || true
 	exit 1
 }
+
+# start NAME CORE CMD...: CMD must exec the server (nice, taskset and env
+# do), so that $! is the server's own pid. Runs under $PRIO, but the origin.
+start() {
+	local name=$1 core=$2 prio=$PRIO
+	shift 2
+	[ "$name" != origin ] || prio=""
+	$prio taskset -c "$core" "$@" >"$TMP/$name.log" 2>&1 &
+	LAST_PID=$!
+	PIDS+=("$LAST_PID")
+}
+
+# make_cert: one self-signed ECDSA P-256 certificate for every server, in
+# $TMP/cert.pem and $TMP/key.pem.
+make_cert() {
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+		-keyout "$TMP/key.pem" -out "$TMP/cert.pem" -subj /CN=bench.edgeshield.test \
+		-addext "subjectAltName=DNS:bench.edgeshield.test,IP:127.0.0.1" 2>/dev/null
+}
+
+# fill TEMPLATE DIR PORT TLS_PORT: a config template with its placeholders
+# filled in (FLOOR_BODY, ADMIN_PORT, ORIGIN_PORT from the caller).
+fill() {
+	sed -e "s|@DIR@|$2|g" -e "s|@PORT@|$3|g" -e "s|@TLS_PORT@|$4|g" \
+		-e "s|@ADMIN_PORT@|$ADMIN_PORT|g" -e "s|@ORIGIN@|127.0.0.1:$ORIGIN_PORT|g" \
+		-e "s|@CERT@|$TMP/cert.pem|g" -e "s|@KEY@|$TMP/key.pem|g" -e "s|@FLOOR_BODY@|${FLOOR_BODY:-x}|g" "$1"
+}

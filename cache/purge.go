@@ -37,12 +37,40 @@ func (k PurgeKind) String() string {
 }
 
 // DefaultMaxTombstones is the tombstone count above which Purges forgets the
-// oldest ones (see Purges).
-const DefaultMaxTombstones = 100_000
+// oldest ones (see Purges). It is the node's only bound on purge records: in
+// a cluster the same tombstones are exchanged in push/pull state (the edge
+// backs cluster.Config.Tombstones with Purges), so it also sizes that state
+// (about 100 bytes a tombstone, well under the cluster's 16 MiB state limit).
+const DefaultMaxTombstones = 10_000
+
+// Tombstone is one purge as recorded by Purges.Record and listed by
+// Purges.Tombstones.
+type Tombstone struct {
+	Kind  PurgeKind
+	Value []byte
+	Hard  bool
+	At    time.Time
+	// ID and Origin identify a cluster purge (empty for one made without a
+	// cluster), so that a purge received again is recognised and the
+	// cluster can acknowledge it; WantAck is whether its issuer waits for
+	// acknowledgements. Purges only stores them.
+	ID, Origin string
+	WantAck    bool
+}
+
+// purgeRef identifies the purge that set a tombstone time.
+type purgeRef struct {
+	id, origin string
+	wantAck    bool
+}
 
 // tomb holds the newest soft and hard purge times (Unix ns, 0 = none) of one
-// value, so repeated purges of a hot tag take constant memory.
-type tomb struct{ soft, hard int64 }
+// value, so repeated purges of a hot tag take constant memory, and which
+// purge set each (nil for a purge without an ID).
+type tomb struct {
+	soft, hard       int64
+	softRef, hardRef *purgeRef
+}
 
 func (t *tomb) merge(o tomb) {
 	t.soft = max(t.soft, o.soft)
@@ -69,6 +97,11 @@ type prefixTomb struct {
 // When more than DefaultMaxTombstones remain, the oldest tenth are dropped and
 // their newest time becomes a soft floor: every entry stored before it counts
 // as soft-purged, so forgetting never lets purged content be served as fresh.
+//
+// In a cluster the same set is the cluster's (cluster.Config.Tombstones, see
+// Record and Tombstones): each tombstone keeps the ID and origin of the purge
+// that set it, so the limit and ttl bound both lookups and the push/pull
+// exchange.
 type Purges struct {
 	ttl time.Duration
 	max int
@@ -115,7 +148,21 @@ func NewPurges(ttl time.Duration) *Purges {
 // and push/pull) are harmless. value is copied. A zero at, or one in the
 // future, means now.
 func (p *Purges) Add(kind PurgeKind, value []byte, hard bool, at time.Time) {
+	p.Record(Tombstone{Kind: kind, Value: value, Hard: hard, At: at})
+}
+
+// Record stores t and reports whether it changed the set. It reports false,
+// storing nothing, when t is already known: a tombstone of the same kind and
+// value carries t.ID, or is at least as new and as hard (a hard purge covers
+// an older soft one), or t is older than the ttl or than the floor (see
+// Purges: entries stored before the floor are soft-purged already, so a
+// purge that old is covered, and re-adding it would only be dropped again).
+// A false result means applying t would change nothing, so the cluster
+// applies each purge once and may still acknowledge it. t.Value is copied;
+// a zero At, or one in the future, means now.
+func (p *Purges) Record(t Tombstone) bool {
 	now := p.now()
+	at := t.At
 	if at.IsZero() || at.After(now) {
 		// A purge from a peer whose clock runs ahead is dated on arrival:
 		// content fetched here before that moment predates it anyway, and a
@@ -123,49 +170,104 @@ func (p *Purges) Add(kind PurgeKind, value []byte, hard bool, at time.Time) {
 		at = now
 	}
 	ns := unixNano(at)
-	var t tomb
-	if hard {
-		t.hard = ns
-	} else {
-		t.soft = ns
+	if ns < unixNano(now.Add(-p.ttl)) {
+		return false
+	}
+	var ref *purgeRef
+	if t.ID != "" {
+		ref = &purgeRef{id: t.ID, origin: t.Origin, wantAck: t.WantAck}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	switch kind {
+	if ns <= p.floor {
+		return false
+	}
+	var changed bool
+	switch t.Kind {
 	case PurgeURL:
-		p.mergeMap(p.urls, value, t)
+		changed = p.recordMap(p.urls, t.Value, t.Hard, ns, ref)
 	case PurgeTag:
-		p.mergeMap(p.tags, value, t)
+		changed = p.recordMap(p.tags, t.Value, t.Hard, ns, ref)
 	case PurgePrefix:
-		i := slices.IndexFunc(p.prefixes, func(pt prefixTomb) bool { return bytes.Equal(pt.value, value) })
+		i := slices.IndexFunc(p.prefixes, func(pt prefixTomb) bool { return bytes.Equal(pt.value, t.Value) })
 		if i < 0 {
-			p.prefixes = append(p.prefixes, prefixTomb{value: bytes.Clone(value)})
+			p.prefixes = append(p.prefixes, prefixTomb{value: bytes.Clone(t.Value)})
 			i = len(p.prefixes) - 1
 		}
-		p.count += added(p.prefixes[i].tomb, t)
-		p.prefixes[i].merge(t)
-	default:
-		return
+		changed = p.set(&p.prefixes[i].tomb, t.Hard, ns, ref)
+		if p.prefixes[i].newest() == 0 { // a new entry that recorded nothing
+			p.prefixes = p.prefixes[:i]
+		}
+	}
+	if !changed {
+		return false
 	}
 	if p.count > p.max || now.Sub(p.lastPrune) > p.ttl/8 {
 		p.pruneLocked(now)
 	}
 	p.publish()
+	return true
 }
 
-func (p *Purges) mergeMap(m map[string]tomb, value []byte, t tomb) {
+func (p *Purges) recordMap(m map[string]tomb, value []byte, hard bool, ns int64, ref *purgeRef) bool {
 	cur := m[string(value)]
-	p.count += added(cur, t)
-	cur.merge(t)
+	if !p.set(&cur, hard, ns, ref) {
+		return false
+	}
 	m[string(value)] = cur
+	return true
 }
 
-// added returns how many tombstones (0 or 1) merging t into cur creates.
-func added(cur, t tomb) int {
-	if (t.soft != 0 && cur.soft == 0) || (t.hard != 0 && cur.hard == 0) {
-		return 1
+// set records a purge at ns in cur unless cur already covers it.
+func (p *Purges) set(cur *tomb, hard bool, ns int64, ref *purgeRef) bool {
+	if ref != nil && (cur.softRef != nil && cur.softRef.id == ref.id || cur.hardRef != nil && cur.hardRef.id == ref.id) {
+		return false
 	}
-	return 0
+	slot, slotRef := &cur.soft, &cur.softRef
+	covered := cur.newest() >= ns
+	if hard {
+		slot, slotRef = &cur.hard, &cur.hardRef
+		covered = cur.hard >= ns
+	}
+	if covered {
+		return false
+	}
+	if *slot == 0 {
+		p.count++
+	}
+	*slot, *slotRef = ns, ref
+	return true
+}
+
+// Tombstones appends the tombstones recorded with an ID (cluster purges)
+// that are younger than the ttl to dst: the set the cluster exchanges. It
+// allocates; it is meant for push/pull, every few seconds at most.
+func (p *Purges) Tombstones(dst []Tombstone) []Tombstone {
+	cutoff := unixNano(p.now().Add(-p.ttl))
+	add := func(kind PurgeKind, value []byte, t tomb) {
+		for _, s := range [2]struct {
+			ns   int64
+			ref  *purgeRef
+			hard bool
+		}{{t.soft, t.softRef, false}, {t.hard, t.hardRef, true}} {
+			if s.ref != nil && s.ns >= cutoff {
+				dst = append(dst, Tombstone{Kind: kind, Value: value, Hard: s.hard, At: time.Unix(0, s.ns).UTC(),
+					ID: s.ref.id, Origin: s.ref.origin, WantAck: s.ref.wantAck})
+			}
+		}
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	for k, t := range p.urls {
+		add(PurgeURL, []byte(k), t)
+	}
+	for k, t := range p.tags {
+		add(PurgeTag, []byte(k), t)
+	}
+	for _, pt := range p.prefixes {
+		add(PurgePrefix, bytes.Clone(pt.value), pt.tomb)
+	}
+	return dst
 }
 
 func (p *Purges) publish() {
@@ -283,11 +385,11 @@ func appendTimes(dst []int64, t tomb) []int64 {
 func (p *Purges) dropBefore(cutoff int64) {
 	trim := func(t tomb) tomb {
 		if t.soft < cutoff && t.soft != 0 {
-			t.soft = 0
+			t.soft, t.softRef = 0, nil
 			p.count--
 		}
 		if t.hard < cutoff && t.hard != 0 {
-			t.hard = 0
+			t.hard, t.hardRef = 0, nil
 			p.count--
 		}
 		return t

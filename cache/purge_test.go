@@ -2,6 +2,7 @@ package cache
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -238,5 +239,73 @@ func BenchmarkPurgesCheck(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+func TestPurgesRecordAppliesOnce(t *testing.T) {
+	clock := t0.Add(time.Minute)
+	p := newTestPurges(time.Hour, &clock)
+	rec := func(id string, hard bool, at time.Time) bool {
+		return p.Record(Tombstone{Kind: PurgeTag, Value: []byte("t"), Hard: hard, At: at, ID: id, Origin: "n1"})
+	}
+	tests := []struct {
+		name string
+		id   string
+		hard bool
+		at   time.Time
+		want bool
+	}{
+		{"first soft purge", "a", false, t0.Add(10 * time.Second), true},
+		{"same ID again, later", "a", false, t0.Add(20 * time.Second), false},
+		{"older soft purge, covered", "b", false, t0.Add(5 * time.Second), false},
+		{"hard purge not covered by soft", "c", true, t0.Add(10 * time.Second), true},
+		{"soft purge covered by newer hard", "d", false, t0.Add(8 * time.Second), false},
+		{"newer soft purge", "e", false, t0.Add(30 * time.Second), true},
+		{"older than the ttl", "f", true, clock.Add(-2 * time.Hour), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := rec(tt.id, tt.hard, tt.at); got != tt.want {
+				t.Errorf("Record(%s): got %v want %v", tt.id, got, tt.want)
+			}
+		})
+	}
+	var ids []string
+	for _, ts := range p.Tombstones(nil) {
+		ids = append(ids, ts.ID)
+	}
+	slices.Sort(ids)
+	if want := []string{"c", "e"}; !slices.Equal(ids, want) {
+		t.Errorf("Tombstones IDs: got %v want %v", ids, want)
+	}
+}
+
+// TestPurgesOneLimitForLookupsAndExchange: past the limit, the tombstones
+// Check uses and those listed for the cluster's exchange are one bounded
+// set, and what was dropped stays soft-purged through the floor.
+func TestPurgesOneLimitForLookupsAndExchange(t *testing.T) {
+	clock := t0.Add(time.Minute)
+	p := newTestPurges(time.Hour, &clock)
+	p.max = 100
+	for i := range 150 {
+		p.Record(Tombstone{Kind: PurgeTag, Value: []byte(fmt.Sprint(i)), Hard: true,
+			At: t0.Add(time.Duration(i) * time.Millisecond), ID: fmt.Sprint("id", i), Origin: "n1"})
+	}
+	listed := p.Tombstones(nil)
+	if n := p.Len(); n > 100 || len(listed) != n {
+		t.Fatalf("Len %d, Tombstones %d: got different or over 100, want one set of at most 100", n, len(listed))
+	}
+	for _, ts := range listed {
+		e := &Entry{Key: []byte("k"), StoredAt: ts.At.Add(-time.Nanosecond), SurrogateKeys: [][]byte{ts.Value}}
+		if purged, hard := p.Check(e); !purged || !hard {
+			t.Errorf("listed tombstone %s: Check got (%v, %v) want (true, true)", ts.ID, purged, hard)
+		}
+	}
+	old := &Entry{Key: []byte("k"), StoredAt: t0.Add(-time.Second), SurrogateKeys: [][]byte{[]byte("0")}}
+	if purged, _ := p.Check(old); !purged {
+		t.Errorf("entry predating a dropped tombstone: got not purged want soft-purged")
+	}
+	if p.Record(Tombstone{Kind: PurgeTag, Value: []byte("0"), Hard: true, At: t0, ID: "id0", Origin: "n1"}) {
+		t.Errorf("Record of a dropped tombstone older than the floor: got true want false (it would be dropped again)")
 	}
 }

@@ -19,9 +19,9 @@ import (
 // memberlist on the new address: leave (the others mark the old address
 // left, which memberlist lets a node with the same name replace at once,
 // where a dead one waits DeadNodeReclaimTime), shut down, create on the same
-// port, re-join the seeds and the members it knew. Purge tombstones, the
-// member table and the join status live in Cluster, not in the memberlist,
-// so they carry over.
+// port, re-join the seeds and the members it knew. Purge tombstones (in
+// Config.Tombstones), the member table and the join status live outside
+// the memberlist, so they carry over.
 
 // resolvesAdvertise reports whether the advertise address is looked up
 // (a host name) rather than fixed (an IP, or the bind address).

@@ -57,7 +57,6 @@ const (
 	DefaultRejoinInterval = 30 * time.Second
 	DefaultJoinRetryMax   = 10 * time.Second
 	DefaultPurgeTTL       = 10 * time.Minute
-	DefaultMaxTombstones  = 10000
 	// DefaultDeadNodeReclaimTime lets a node restarted under the same name but
 	// on a new address take its name back this long after it was declared dead.
 	// memberlist's own default (0) never allows it, so a restarted node would be
@@ -127,11 +126,17 @@ type Config struct {
 	// PurgeTTL is how long a purge tombstone is kept and exchanged, counted
 	// from Purge.At. Zero means DefaultPurgeTTL.
 	PurgeTTL time.Duration `yaml:"-"`
-	// MaxTombstones bounds the tombstone set; the oldest are dropped beyond
-	// it (with a warning). Zero means DefaultMaxTombstones.
-	MaxTombstones int `yaml:"-"`
-	// OnPurge is called exactly once per purge ID this node learns about, the
-	// local ones included, before Purge returns for a local purge, and never
+	// Tombstones keeps the purges this node applied: it decides whether a
+	// purge is new (OnPurge is called) and is the tombstone set exchanged
+	// in push/pull state. The edge backs it with the cache's purge
+	// tombstones (cache.Purges), so lookups and the exchange read one set
+	// with one limit; it should keep tombstones for PurgeTTL. Nil means no
+	// tombstones: purges are only delivered by message, a member that
+	// missed one never learns of it, and OnPurge may see an ID more than
+	// once.
+	Tombstones TombstoneStore `yaml:"-"`
+	// OnPurge is called once per purge ID this node learns about (once per
+	// purge Tombstones.Record reports new), the local ones included, before Purge returns for a local purge, and never
 	// after Close returned. It must not block for long (remote purges are
 	// delivered on the gossip receive path) and must not call Purge,
 	// PurgeWait or Close.
@@ -210,8 +215,7 @@ type Cluster struct {
 	ring  atomic.Pointer[ring] // owner candidates, rebuilt under mu
 	alive atomic.Int32         // alive members in peers, updated with ring
 
-	pmu     sync.Mutex // guards tombs, waiters
-	tombs   map[string]*tomb
+	pmu     sync.Mutex // guards waiters
 	waiters map[string]*waiter
 	seq     atomic.Uint64
 	idBase  string // random per-process prefix of generated purge IDs
@@ -270,7 +274,6 @@ func New(cfg Config) (*Cluster, error) {
 		now:       cfg.now,
 		peers:     make(map[string]*peer),
 		down:      make(map[string]time.Time),
-		tombs:     make(map[string]*tomb),
 		waiters:   make(map[string]*waiter),
 		idBase:    randomID(),
 		startedAt: time.Now(),
@@ -370,9 +373,6 @@ func (cfg *Config) Validate() error {
 			return conf.Errorf(d.field, "must not be negative, got %v", d.v)
 		}
 	}
-	if cfg.MaxTombstones < 0 {
-		return conf.Errorf("MaxTombstones", "must not be negative")
-	}
 	if cfg.MinMembers < 0 {
 		return conf.Errorf("min_members", "must not be negative, got %d", cfg.MinMembers)
 	}
@@ -421,9 +421,6 @@ func (cfg *Config) fill() error {
 		if *d.v == 0 {
 			*d.v = d.def
 		}
-	}
-	if cfg.MaxTombstones == 0 {
-		cfg.MaxTombstones = DefaultMaxTombstones
 	}
 	if cfg.MinMembers == 0 {
 		cfg.MinMembers = 1

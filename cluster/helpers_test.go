@@ -202,6 +202,9 @@ func startNode(t testing.TB, cfg Config) *node {
 	if cfg.Logger == nil {
 		cfg.Logger, n.log = testLogger(t, slog.LevelWarn)
 	}
+	if cfg.Tombstones == nil {
+		cfg.Tombstones = &memTombstones{m: map[string]Tombstone{}}
+	}
 	user := cfg.OnPurge
 	cfg.OnPurge = func(p Purge) {
 		now := time.Now()
@@ -295,4 +298,31 @@ func ownerNames(ms []Member) []string {
 		out[i] = m.Name
 	}
 	return out
+}
+
+// memTombstones is the tests' TombstoneStore: it keeps every purge by ID
+// (the cluster filters by PurgeTTL). The edge uses cache.Purges, whose
+// limit and expiry the cache and edge tests cover.
+type memTombstones struct {
+	mu sync.Mutex
+	m  map[string]Tombstone
+}
+
+func (s *memTombstones) Record(t Tombstone) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.m[t.ID]; ok {
+		return false
+	}
+	s.m[t.ID] = t
+	return true
+}
+
+func (s *memTombstones) Append(dst []Tombstone) []Tombstone {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range s.m {
+		dst = append(dst, t)
+	}
+	return dst
 }

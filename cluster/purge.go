@@ -60,10 +60,27 @@ func (p *Purge) validate() error {
 	return nil
 }
 
-// tomb is a purge this node applied, kept until At+PurgeTTL.
-type tomb struct {
-	p       Purge
-	wantAck bool
+// Tombstone is a purge this node applied, as kept by a TombstoneStore.
+type Tombstone struct {
+	Purge
+	// WantAck is whether the issuer waits for acknowledgements: a member
+	// that learns the purge from push/pull state confirms it too.
+	WantAck bool
+}
+
+// TombstoneStore keeps the purges this node applied (Config.Tombstones).
+// Its methods are called concurrently, from gossip receive goroutines too.
+type TombstoneStore interface {
+	// Record stores t and reports whether it is new. It must report false
+	// for a purge it already holds (same ID) and may for one that an
+	// earlier purge covers (same kind and value, at least as new and hard),
+	// or that is older than the store keeps: OnPurge is called only when
+	// Record reports true. The cluster refuses purges older than PurgeTTL
+	// before calling it.
+	Record(t Tombstone) bool
+	// Append appends the tombstones to exchange with other members (those
+	// recorded through Record that the store still keeps) to dst.
+	Append(dst []Tombstone) []Tombstone
 }
 
 // waiter collects acks for one PurgeWait.
@@ -269,35 +286,15 @@ func (c *Cluster) issue(p Purge, flags byte) bool {
 
 // record stores a tombstone for p and reports whether it is new. Expired
 // purges are refused, so that a peer with a slower clock cannot resurrect a
-// tombstone we already dropped (which would call OnPurge twice).
+// tombstone the store already dropped (which would call OnPurge twice).
 func (c *Cluster) record(p Purge, wantAck bool) bool {
-	now := c.now()
-	if !p.At.Add(c.cfg.PurgeTTL).After(now) {
+	if !p.At.Add(c.cfg.PurgeTTL).After(c.now()) {
 		return false
 	}
-	c.pmu.Lock()
-	defer c.pmu.Unlock()
-	if _, ok := c.tombs[p.ID]; ok {
-		return false
+	if c.cfg.Tombstones == nil {
+		return true
 	}
-	c.tombs[p.ID] = &tomb{p: p, wantAck: wantAck}
-	if over := len(c.tombs) - c.cfg.MaxTombstones; over > 0 {
-		c.dropOldestLocked(over)
-	}
-	return true
-}
-
-func (c *Cluster) dropOldestLocked(n int) {
-	ts := make([]*tomb, 0, len(c.tombs))
-	for _, t := range c.tombs {
-		ts = append(ts, t)
-	}
-	slices.SortFunc(ts, func(a, b *tomb) int { return a.p.At.Compare(b.p.At) })
-	for _, t := range ts[:n] {
-		delete(c.tombs, t.p.ID)
-	}
-	c.log.Warn("purge tombstones over MaxTombstones: dropped the oldest; a node partitioned since then may miss them",
-		"dropped", n, "max", c.cfg.MaxTombstones)
+	return c.cfg.Tombstones.Record(Tombstone{Purge: p, WantAck: wantAck})
 }
 
 // receive handles a purge learned from a peer through a message (msg) or
@@ -346,44 +343,33 @@ func (c *Cluster) receiveAck(id, from string) {
 	}
 }
 
-// Tombstones returns the purges still remembered, oldest first.
+// Tombstones returns the purges still remembered (Config.Tombstones, as
+// exchanged in push/pull state), oldest first.
 func (c *Cluster) Tombstones() []Purge {
-	c.pmu.Lock()
-	out := make([]Purge, 0, len(c.tombs))
-	for _, t := range c.tombs {
-		out = append(out, t.p)
+	ts := c.liveTombstones()
+	out := make([]Purge, len(ts))
+	for i, t := range ts {
+		out[i] = t.Purge
 	}
-	c.pmu.Unlock()
-	slices.SortFunc(out, func(a, b Purge) int {
-		return cmp.Or(a.At.Compare(b.At), cmp.Compare(a.ID, b.ID))
-	})
 	return out
 }
 
-// expireTombstones drops tombstones older than PurgeTTL.
-func (c *Cluster) expireTombstones() {
-	cutoff := c.now().Add(-c.cfg.PurgeTTL)
-	c.pmu.Lock()
-	defer c.pmu.Unlock()
-	for id, t := range c.tombs {
-		if !t.p.At.After(cutoff) {
-			delete(c.tombs, id)
-		}
+// liveTombstones lists the store's tombstones younger than PurgeTTL, oldest
+// first.
+func (c *Cluster) liveTombstones() []Tombstone {
+	if c.cfg.Tombstones == nil {
+		return nil
 	}
+	ts := c.cfg.Tombstones.Append(nil)
+	cutoff := c.now().Add(-c.cfg.PurgeTTL)
+	ts = slices.DeleteFunc(ts, func(t Tombstone) bool { return !t.At.After(cutoff) })
+	slices.SortFunc(ts, func(a, b Tombstone) int {
+		return cmp.Or(a.At.Compare(b.At), cmp.Compare(a.ID, b.ID))
+	})
+	return ts
 }
 
-func (c *Cluster) stateSnapshot() []byte {
-	cutoff := c.now().Add(-c.cfg.PurgeTTL)
-	c.pmu.Lock()
-	ts := make([]*tomb, 0, len(c.tombs))
-	for _, t := range c.tombs {
-		if t.p.At.After(cutoff) {
-			ts = append(ts, t)
-		}
-	}
-	c.pmu.Unlock()
-	return encodeState(ts)
-}
+func (c *Cluster) stateSnapshot() []byte { return encodeState(c.liveTombstones()) }
 
 func (c *Cluster) enqueueSend(to string, msg []byte) {
 	select {
@@ -413,8 +399,8 @@ func (c *Cluster) sendLoop() {
 	}
 }
 
-// gcLoop expires tombstones, forgets long-departed members and bounds the
-// gossip queue.
+// gcLoop forgets long-departed members and bounds the gossip queue
+// (tombstones expire in the store).
 func (c *Cluster) gcLoop() {
 	defer c.wg.Done()
 	every := min(max(c.cfg.PurgeTTL/10, time.Second), time.Minute)
@@ -429,7 +415,6 @@ func (c *Cluster) gcLoop() {
 		case <-logs.C:
 			c.mlLog.flush()
 		case <-t.C:
-			c.expireTombstones()
 			c.forgetDeparted()
 			// Prune dereferences the queue's tree, which memberlist v0.7.0
 			// only creates on the first QueueBroadcast.

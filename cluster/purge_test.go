@@ -242,7 +242,6 @@ func TestTombstonesExpire(t *testing.T) {
 	}
 	for _, tt := range tests {
 		clock.add(tt.advance)
-		n.expireTombstones()
 		var got []string
 		for _, p := range n.Tombstones() {
 			got = append(got, p.ID)
@@ -256,26 +255,6 @@ func TestTombstonesExpire(t *testing.T) {
 	n.receive(Purge{ID: "old", Kind: KindURL, Value: "a", Origin: "x", At: clock.now().Add(-2 * time.Minute)}, 0, false)
 	if got := n.appliedCount("old"); got != 1 {
 		t.Fatalf("expired purge re-applied: count %d, want 1", got)
-	}
-}
-
-func TestMaxTombstones(t *testing.T) {
-	cfg := fastConfig("solo")
-	cfg.MaxTombstones = 3
-	n := startNode(t, cfg)
-	base := time.Now()
-	for i := range 5 {
-		p := Purge{ID: fmt.Sprintf("p%d", i), Kind: KindURL, Value: "v", At: base.Add(time.Duration(i) * time.Millisecond)}
-		if err := n.Purge(t.Context(), p); err != nil {
-			t.Fatalf("Purge: %v", err)
-		}
-	}
-	var got []string
-	for _, p := range n.Tombstones() {
-		got = append(got, p.ID)
-	}
-	if want := []string{"p2", "p3", "p4"}; !slices.Equal(got, want) {
-		t.Fatalf("tombstones %v, want the newest %v", got, want)
 	}
 }
 

@@ -183,15 +183,15 @@ func decodeMsg(b []byte) (message, error) {
 }
 
 // encodeState encodes tombstones for push/pull: version, count, purges.
-func encodeState(ts []*tomb) []byte {
+func encodeState(ts []Tombstone) []byte {
 	b := []byte{wireVersion}
 	b = binary.AppendUvarint(b, uint64(len(ts)))
-	for _, t := range ts {
+	for i := range ts {
 		var flags byte
-		if t.wantAck {
+		if ts[i].WantAck {
 			flags = flagWantAck
 		}
-		b = appendPurge(b, &t.p, flags)
+		b = appendPurge(b, &ts[i].Purge, flags)
 	}
 	return b
 }

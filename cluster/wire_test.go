@@ -68,9 +68,9 @@ func TestMessageRoundTrip(t *testing.T) {
 	if err != nil || m.typ != msgLeave || m.from != "n3" {
 		t.Fatalf("leave round trip = %+v, %v", m, err)
 	}
-	ts := []*tomb{{p: p, wantAck: true}, {p: Purge{ID: "x", Kind: KindTag, Value: "t", At: at, Origin: "n2"}}}
+	ts := []Tombstone{{Purge: p, WantAck: true}, {Purge: Purge{ID: "x", Kind: KindTag, Value: "t", At: at, Origin: "n2"}}}
 	got, err := decodeState(encodeState(ts))
-	if err != nil || len(got) != 2 || got[0].p != ts[0].p || got[0].flags != flagWantAck|flagHard || got[1].p != ts[1].p {
+	if err != nil || len(got) != 2 || got[0].p != ts[0].Purge || got[0].flags != flagWantAck|flagHard || got[1].p != ts[1].Purge {
 		t.Fatalf("state round trip = %+v, %v", got, err)
 	}
 }
@@ -148,7 +148,7 @@ func FuzzDecodeMsg(f *testing.F) {
 
 func FuzzDecodeState(f *testing.F) {
 	p := Purge{ID: "n1-1", Kind: KindURL, Value: "example.com/", At: time.Unix(1700000000, 0), Origin: "n1"}
-	f.Add(encodeState([]*tomb{{p: p}, {p: p, wantAck: true}}))
+	f.Add(encodeState([]Tombstone{{Purge: p}, {Purge: p, WantAck: true}}))
 	f.Add(encodeState(nil))
 	f.Add([]byte{1, 0x80})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -172,7 +172,7 @@ func FuzzNotifyMsg(f *testing.F) {
 	f.Add(encodePurgeMsg(&p, flagWantAck|flagResend))
 	f.Add(encodeAckMsg("n1-1", "n2"))
 	f.Add(encodeLeaveMsg("ghost"))
-	f.Add(encodeState([]*tomb{{p: p}}))
+	f.Add(encodeState([]Tombstone{{Purge: p}}))
 	cfg := fastConfig("fuzz")
 	cfg.Logger = slog.New(slog.DiscardHandler) // f.Logf is not allowed inside the fuzz target
 	n := startNode(f, cfg)

@@ -125,6 +125,9 @@ func (n *Node) startCluster() error {
 	gc.Version = Version
 	gc.PurgeTTL = n.cfg.Cache.PurgeTTL.D()
 	gc.OnPurge = n.applyClusterPurge
+	// One tombstone set: the one lookups check is the one push/pull
+	// exchanges, under one limit (cache.DefaultMaxTombstones) and TTL.
+	gc.Tombstones = clusterTombstones{n.purges}
 	gc.Logger = n.log.With("component", "cluster")
 	c, err := cluster.New(gc)
 	if err != nil {

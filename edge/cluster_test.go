@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeshield/edgeshield/cache"
 	"github.com/edgeshield/edgeshield/cluster"
 )
 
@@ -510,5 +512,54 @@ func TestStartUnderLoadServesOnlyWhenBuilt(t *testing.T) {
 	}
 	if bad.Load() != 0 || served.Load() == 0 {
 		t.Errorf("%d answers, %d of them 5xx other than 503", served.Load(), bad.Load())
+	}
+}
+
+// TestClusterTombstonesOneBoundedSet: the tombstones lookups check are the
+// ones the cluster exchanges, under one limit. More purges than the limit
+// leave one bounded set, and a node that joins afterwards receives exactly
+// that set in push/pull state.
+func TestClusterTombstonesOneBoundedSet(t *testing.T) {
+	o := newTestOrigin(t, nil, static("x", "Cache-Control: max-age=60"))
+	first := newCluster(t, 1, o.srv.URL, nil)[0]
+	const extra = 500
+	for i := range cache.DefaultMaxTombstones + extra {
+		if _, err := first.Purge("tag", fmt.Sprint("t", i), false, 0); err != nil {
+			t.Fatalf("purge %d: %v", i, err)
+		}
+	}
+	ids := func(n *Node) []string {
+		var out []string
+		for _, ts := range n.purges.Tombstones(nil) {
+			out = append(out, ts.ID)
+		}
+		sort.Strings(out)
+		return out
+	}
+	kept := ids(first)
+	var exchanged []string
+	for _, p := range first.purger.cluster.Tombstones() {
+		exchanged = append(exchanged, p.ID)
+	}
+	sort.Strings(exchanged)
+	// Over the limit the oldest tenth is dropped at once (cache.Purges).
+	if n := first.purges.Len(); n > cache.DefaultMaxTombstones || n < cache.DefaultMaxTombstones*8/10 ||
+		len(kept) != n || !slices.Equal(kept, exchanged) {
+		t.Fatalf("after %d purges: lookups hold %d, listed %d, cluster exchanges %d; want one set of 80-100%% of %d",
+			cache.DefaultMaxTombstones+extra, n, len(kept), len(exchanged), cache.DefaultMaxTombstones)
+	}
+	joiner := newTestNode(t, o.srv.URL, nil, func(c *Config) {
+		c.Name = "joiner"
+		c.Cluster = ClusterConfig{
+			Config:  cluster.Config{BindAddr: "127.0.0.1:0", Seeds: []string{first.GossipAddr()}, RejoinInterval: time.Second},
+			Enabled: true, PeerListen: "127.0.0.1:0", PeerDownFor: Duration(5 * time.Second),
+			PeerConnectTimeout: Duration(500 * time.Millisecond),
+		}
+	})
+	waitFor(t, "the joiner to hold the first node's tombstones", 20*time.Second, func() bool {
+		return joiner.purges.Len() == len(kept)
+	})
+	if got := ids(joiner); !slices.Equal(got, kept) {
+		t.Fatalf("joiner's tombstones: got %d (first %v…) want the first node's %d", len(got), got[:min(3, len(got))], len(kept))
 	}
 }

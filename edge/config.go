@@ -116,7 +116,9 @@ type CacheConfig struct {
 	HeuristicFraction float64 `yaml:"heuristic_fraction"`
 	// MaxHeuristic caps heuristic freshness. Default 24h.
 	MaxHeuristic Duration `yaml:"max_heuristic"`
-	// PurgeTTL is how long purge tombstones are kept. Default 10m.
+	// PurgeTTL is how long purge tombstones are kept, for lookups and for
+	// the cluster's exchange alike (one set, at most
+	// cache.DefaultMaxTombstones). Default 10m.
 	PurgeTTL Duration `yaml:"purge_ttl"`
 	// OffheapMinSize: stored bodies at least this large are kept outside
 	// the Go heap, each in a memory file (Linux memfd), and sent to plain

@@ -89,15 +89,28 @@ func (p *purger) purge(kind, value string, hard bool, wait time.Duration) (Purge
 }
 
 // applyCluster is the cluster's OnPurge: every purge, local or remote,
-// new or learned from a peer's tombstones on (re)join, lands here once.
+// new or learned from a peer's tombstones on (re)join, lands here once,
+// after clusterTombstones.Record stored its tombstone.
 func (p *purger) applyCluster(cp cluster.Purge) {
-	if _, err := p.apply(cp.Kind, []byte(cp.Value), cp.Hard, cp.At); err != nil {
+	if _, err := p.invalidate(cp.Kind, []byte(cp.Value), cp.Hard); err != nil {
 		p.log.Warn("cluster purge not applied", "kind", cp.Kind, "value", cp.Value, "err", err)
 	}
 }
 
-// apply invalidates locally. For url purges value is the cache key.
+// apply purges locally (without a cluster): the tombstone, then the
+// entries. For url purges value is the cache key.
 func (p *purger) apply(kind string, value []byte, hard bool, at time.Time) (int, error) {
+	k, ok := purgeKinds[kind]
+	if !ok {
+		return 0, &ConfigError{Key: "kind", Msg: "want url, prefix or tag"}
+	}
+	p.purges.Add(k, value, hard, at)
+	return p.invalidate(kind, value, hard)
+}
+
+// invalidate acts on what the tombstone alone does not cover: the stored
+// entry of a url purge and its hit-for-pass marker.
+func (p *purger) invalidate(kind string, value []byte, hard bool) (int, error) {
 	found := 0
 	switch kind {
 	case "url":
@@ -111,16 +124,37 @@ func (p *purger) apply(kind string, value []byte, hard bool, at time.Time) (int,
 		}
 		// Variants live under their own keys: the tombstone covers them and
 		// anything filling right now.
-		p.purges.Add(cache.PurgeURL, value, hard, at)
 		p.hfp.forget(value)
-	case "prefix":
-		p.purges.Add(cache.PurgePrefix, value, hard, at)
-	case "tag":
-		p.purges.Add(cache.PurgeTag, value, hard, at)
+	case "prefix", "tag":
 	default:
 		return 0, &ConfigError{Key: "kind", Msg: "want url, prefix or tag"}
 	}
 	return found, nil
+}
+
+var purgeKinds = map[string]cache.PurgeKind{
+	cluster.KindURL: cache.PurgeURL, cluster.KindPrefix: cache.PurgePrefix, cluster.KindTag: cache.PurgeTag,
+}
+
+// clusterTombstones is the cluster's tombstone store: the cache's purge
+// tombstones, which keep each purge's ID and origin for the cluster.
+type clusterTombstones struct{ purges *cache.Purges }
+
+func (s clusterTombstones) Record(t cluster.Tombstone) bool {
+	k, ok := purgeKinds[t.Kind]
+	if !ok {
+		return false
+	}
+	return s.purges.Record(cache.Tombstone{Kind: k, Value: []byte(t.Value), Hard: t.Hard, At: t.At,
+		ID: t.ID, Origin: t.Origin, WantAck: t.WantAck})
+}
+
+func (s clusterTombstones) Append(dst []cluster.Tombstone) []cluster.Tombstone {
+	for _, t := range s.purges.Tombstones(nil) {
+		dst = append(dst, cluster.Tombstone{WantAck: t.WantAck, Purge: cluster.Purge{
+			ID: t.ID, Kind: t.Kind.String(), Value: string(t.Value), Hard: t.Hard, At: t.At, Origin: t.Origin}})
+	}
+	return dst
 }
 
 // purgeKey turns "http://Host/path?q" or "host/path?q" into a cache key. The

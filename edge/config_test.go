@@ -107,6 +107,12 @@ func TestConfigFileErrorsNameKeyAndLine(t *testing.T) {
 		{"compress_min_size negative", "cache:\n  compress_min_size: -1\n", 2, "cache.compress_min_size", "invalid size"},
 		{"validation: trusted_proxies bad CIDR", "server:\n  trusted_proxies: [10.0.0.0/8, 10.0.0.0/33]\n", 2, "server.trusted_proxies[1]", "want a CIDR"},
 		{"validation: trusted_proxies host name", "server:\n  trusted_proxies:\n    - 127.0.0.1/32\n    - proxy.example\n", 4, "server.trusted_proxies[1]", `"proxy.example"`},
+		{"renamed max_body_bytes", "server:\n  max_body_bytes: 16MiB\n", 2, "server.max_body_bytes", "renamed to server.max_request_body"},
+		{"max_request_body 0", "server:\n  max_request_body: 0\n", 2, "server.max_request_body", "must be positive"},
+		{"negative rate", "server:\n  rate_limit:\n    rate: -1\n", 3, "server.rate_limit.rate", "must be 0 (off)"},
+		{"rate without burst", "server:\n  rate_limit:\n    rate: 10\n    burst: 0\n", 4, "server.rate_limit.burst", "at least 1"},
+		{"bad exempt", "server:\n  rate_limit:\n    exempt: [10.0.0.0/8, 10.0.0.0/33]\n", 3, "server.rate_limit.exempt[1]", "want a CIDR"},
+		{"negative conns", "server:\n  max_conns_per_ip: -1\n", 2, "server.max_conns_per_ip", "must be 0 (off)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

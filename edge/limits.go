@@ -75,13 +75,34 @@ type bucket struct {
 type rateLimiter struct {
 	rate, burst float64
 	exempt      []netip.Prefix
-	shards      [limitShards]rateShard
+	shards      clientTable[bucket] // the client's bucket; absent = full
 }
 
-type rateShard struct {
-	mu sync.Mutex           // guards m
-	m  map[clientKey]bucket // the client's bucket; absent = full
-	_  [40]byte             // keep shards on separate cache lines
+// clientTable is per-client state in limitShards locked shards.
+type clientTable[V any] [limitShards]clientShard[V]
+
+type clientShard[V any] struct {
+	mu sync.Mutex // guards m
+	m  map[clientKey]V
+	_  [40]byte // keep shards on separate cache lines
+}
+
+func (t *clientTable[V]) init() {
+	for i := range t {
+		t[i].m = make(map[clientKey]V)
+	}
+}
+
+// len is the number of clients held.
+func (t *clientTable[V]) len() int {
+	n := 0
+	for i := range t {
+		s := &t[i]
+		s.mu.Lock()
+		n += len(s.m)
+		s.mu.Unlock()
+	}
+	return n
 }
 
 func newRateLimiter(c RateLimitConfig) *rateLimiter {
@@ -90,9 +111,7 @@ func newRateLimiter(c RateLimitConfig) *rateLimiter {
 		p, _ := parsePrefix(s) // validated by Config.Validate
 		l.exempt = append(l.exempt, p)
 	}
-	for i := range l.shards {
-		l.shards[i].m = make(map[clientKey]bucket)
-	}
+	l.shards.init()
 	return l
 }
 
@@ -151,7 +170,7 @@ func (l *rateLimiter) allow(k clientKey, now int64) (ok bool, wait time.Duration
 // makeRoom frees an eighth of a full shard (s.mu held): refilled buckets
 // first, then arbitrary ones. Freeing a batch keeps a flood of new
 // addresses at an amortized few steps each, not a shard scan each.
-func (l *rateLimiter) makeRoom(s *rateShard, now int64) {
+func (l *rateLimiter) makeRoom(s *clientShard[bucket], now int64) {
 	want := maxRateClients / limitShards / 8
 	freed := l.sweepShard(s, now)
 	for k := range s.m {
@@ -164,7 +183,7 @@ func (l *rateLimiter) makeRoom(s *rateShard, now int64) {
 }
 
 // sweepShard drops the buckets that have refilled by now (s.mu held).
-func (l *rateLimiter) sweepShard(s *rateShard, now int64) int {
+func (l *rateLimiter) sweepShard(s *clientShard[bucket], now int64) int {
 	n := 0
 	for k, b := range s.m {
 		if b.tokens+float64(now-b.last)/1e9*l.rate >= l.burst {
@@ -188,16 +207,7 @@ func (l *rateLimiter) sweep(now int64) int {
 }
 
 // clients is the number of buckets remembered.
-func (l *rateLimiter) clients() int {
-	n := 0
-	for i := range l.shards {
-		s := &l.shards[i]
-		s.mu.Lock()
-		n += len(s.m)
-		s.mu.Unlock()
-	}
-	return n
-}
+func (l *rateLimiter) clients() int { return l.shards.len() }
 
 // rateLimited answers 429 when the client has used its burst (RFC 6585
 // §4), with Retry-After in whole seconds, rounded up (RFC 9110 §10.2.3), so
@@ -223,21 +233,13 @@ func (n *Node) rateLimited(ctx *fasthttp.RequestCtx, now time.Time) bool {
 // open connection (bounded by server.concurrency). Safe for concurrent use.
 type connLimiter struct {
 	max     int32
-	refused atomic.Uint64 // connections closed at accept for being over max
-	shards  [limitShards]connShard
-}
-
-type connShard struct {
-	mu sync.Mutex          // guards m
-	m  map[clientKey]int32 // open connections per client
-	_  [40]byte
+	refused atomic.Uint64      // connections closed at accept for being over max
+	shards  clientTable[int32] // open connections per client
 }
 
 func newConnLimiter(max int) *connLimiter {
 	l := &connLimiter{max: int32(max)}
-	for i := range l.shards {
-		l.shards[i].m = make(map[clientKey]int32)
-	}
+	l.shards.init()
 	return l
 }
 
@@ -265,16 +267,7 @@ func (l *connLimiter) release(k clientKey) {
 }
 
 // clients is the number of client IPs with open connections.
-func (l *connLimiter) clients() int {
-	n := 0
-	for i := range l.shards {
-		s := &l.shards[i]
-		s.mu.Lock()
-		n += len(s.m)
-		s.mu.Unlock()
-	}
-	return n
-}
+func (l *connLimiter) clients() int { return l.shards.len() }
 
 // listener refuses, at accept time, connections from a client that already
 // has max open: they are closed before a byte is read or a goroutine is

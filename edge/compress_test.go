@@ -326,7 +326,11 @@ func TestClusterCompressOneOriginRequest(t *testing.T) {
 		}
 	}
 	if got := o.count("/cluster.css"); got != 1 {
-		t.Errorf("origin saw %d requests, want 1 for the cluster", got)
+		var failures []uint64
+		for _, n := range nodes {
+			failures = append(failures, n.Stats().PeerForwardFailures)
+		}
+		t.Errorf("origin saw %d requests, want 1 for the cluster (failed forwards per node: %v)", got, failures)
 	}
 }
 

@@ -60,10 +60,10 @@ func newAccessLog(path, format string) (*accessLog, error) {
 
 // ReopenLogs reopens the access log file (after logrotate moved it).
 func (n *Node) ReopenLogs() error {
-	if n.access == nil {
+	if n.pipe.access == nil {
 		return nil
 	}
-	return n.access.Reopen()
+	return n.pipe.access.Reopen()
 }
 
 func openLogFile(path string) (*os.File, error) {

@@ -96,11 +96,11 @@ func TestReadinessAndDrain(t *testing.T) {
 			t.Errorf("%s: %d %s, want ready", u, r.StatusCode, b)
 		}
 	}
-	n.draining.Store(true)
+	n.pipe.draining.Store(true)
 	if r, b := get(t, "http://"+n.AdminAddr()+"/readyz"); r.StatusCode != 503 || !strings.Contains(b, "draining") {
 		t.Errorf("draining: %d %s, want 503 naming the drain", r.StatusCode, b)
 	}
-	n.draining.Store(false)
+	n.pipe.draining.Store(false)
 }
 
 // TestReadinessPassiveOnly: with active checks off, fall consecutive failed
@@ -147,7 +147,7 @@ func TestPurgeOutlivesTombstone(t *testing.T) {
 	if _, err := n.Purge("prefix", n.Addr()+"/quiet/", false, 0); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the tombstone to expire", 10*time.Second, func() bool { return n.purges.Len() == 0 })
+	waitFor(t, "the tombstone to expire", 10*time.Second, func() bool { return n.pipe.purges.Len() == 0 })
 	if r, _ := get(t, url); isHit(r) {
 		t.Errorf("purged entry served as a fresh hit after its tombstone expired: %q", csOf(r))
 	}

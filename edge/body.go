@@ -76,14 +76,14 @@ func (b *requestBody) finish(ctx *fasthttp.RequestCtx) {
 // it, else (a request built in memory) as bytes. A declared length above
 // server.max_request_body fails with errBodyTooLarge, before anything is
 // sent (the caller answers it with bodyFailed).
-func (n *Node) attachBody(ctx *fasthttp.RequestCtx, st *reqState, oreq *origin.Request) error {
+func (pl *pipeline) attachBody(ctx *fasthttp.RequestCtx, st *reqState, oreq *origin.Request) error {
 	req := &ctx.Request
 	st.body = requestBody{}
 	if !req.IsBodyStream() {
 		oreq.Body = req.Body()
 		return nil
 	}
-	limit := int64(n.cfg.Server.MaxRequestBody)
+	limit := int64(pl.cfg.Server.MaxRequestBody)
 	length := int64(req.Header.ContentLength())
 	if length > limit {
 		return errBodyTooLarge
@@ -98,9 +98,9 @@ func (n *Node) attachBody(ctx *fasthttp.RequestCtx, st *reqState, oreq *origin.R
 
 // bodyTooLarge answers 413 (RFC 9110 §15.5.14) and closes the connection:
 // the rest of the body is not read.
-func (n *Node) bodyTooLarge(ctx *fasthttp.RequestCtx) outcome {
-	n.stats.bodiesTooLarge.Add(1)
-	ctx.Error("request body larger than "+n.cfg.Server.MaxRequestBody.String()+"\n", fasthttp.StatusRequestEntityTooLarge)
+func (pl *pipeline) bodyTooLarge(ctx *fasthttp.RequestCtx) outcome {
+	pl.stats.bodiesTooLarge.Add(1)
+	ctx.Error("request body larger than "+pl.cfg.Server.MaxRequestBody.String()+"\n", fasthttp.StatusRequestEntityTooLarge)
 	ctx.SetConnectionClose()
 	return outError
 }
@@ -109,17 +109,17 @@ func (n *Node) bodyTooLarge(ctx *fasthttp.RequestCtx) outcome {
 // (origin.ErrRequestBody): the origin request was aborted; nothing has been
 // sent to the client yet. 413 past the limit, 408 when the client stalled,
 // 400 otherwise (a broken chunked body, or the client is gone anyway).
-func (n *Node) bodyFailed(ctx *fasthttp.RequestCtx, err error) outcome {
+func (pl *pipeline) bodyFailed(ctx *fasthttp.RequestCtx, err error) outcome {
 	if errors.Is(err, errBodyTooLarge) {
-		return n.bodyTooLarge(ctx)
+		return pl.bodyTooLarge(ctx)
 	}
 	status := fasthttp.StatusBadRequest
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		status = fasthttp.StatusRequestTimeout
 	}
-	if n.log.Enabled(context.Background(), slog.LevelDebug) {
-		n.log.Debug("request body failed; origin request aborted", "status", status, "uri", string(ctx.RequestURI()), "err", err)
+	if pl.log.Enabled(context.Background(), slog.LevelDebug) {
+		pl.log.Debug("request body failed; origin request aborted", "status", status, "uri", string(ctx.RequestURI()), "err", err)
 	}
 	ctx.Error(fasthttp.StatusMessage(status)+"\n", status)
 	ctx.SetConnectionClose()
@@ -155,9 +155,9 @@ func withBodySkipped(h fasthttp.RequestHandler) fasthttp.RequestHandler {
 // expectContinue answers "Expect: 100-continue" (RFC 9110 §10.1.1): a
 // declared body above server.max_request_body gets its 413 at once, so
 // the client never sends it; any other gets 100 Continue.
-func (n *Node) expectContinue(ctx *fasthttp.RequestCtx) int {
-	if int64(ctx.Request.Header.ContentLength()) > int64(n.cfg.Server.MaxRequestBody) {
-		n.stats.bodiesTooLarge.Add(1)
+func (pl *pipeline) expectContinue(ctx *fasthttp.RequestCtx) int {
+	if int64(ctx.Request.Header.ContentLength()) > int64(pl.cfg.Server.MaxRequestBody) {
+		pl.stats.bodiesTooLarge.Add(1)
 		return fasthttp.StatusRequestEntityTooLarge
 	}
 	return fasthttp.StatusContinue

@@ -82,11 +82,11 @@ type peerSet struct {
 // adds the cluster.
 func (n *Node) newPeerSet(key []byte, ln net.Listener) *peerSet {
 	return &peerSet{
-		key: key, name: n.name, now: n.now, log: n.log, ln: ln,
+		key: key, name: n.name, now: n.pipe.now, log: n.log, ln: ln,
 		downFor:      n.cfg.Cluster.PeerDownFor.D(),
 		peerClient:   n.peerClientConfig(),
-		serve:        n.serveCacheable,
-		recoverPanic: n.recoverPanic,
+		serve:        n.pipe.serveCacheable,
+		recoverPanic: n.pipe.recoverPanic,
 		clients:      map[string]*origin.Client{},
 	}
 }
@@ -127,7 +127,7 @@ func (n *Node) startCluster() error {
 	gc.OnPurge = n.applyClusterPurge
 	// One tombstone set: the one lookups check is the one push/pull
 	// exchanges, under one limit (cache.DefaultMaxTombstones) and TTL.
-	gc.Tombstones = clusterTombstones{n.purges}
+	gc.Tombstones = clusterTombstones{n.pipe.purges}
 	gc.Logger = n.log.With("component", "cluster")
 	c, err := cluster.New(gc)
 	if err != nil {
@@ -137,7 +137,7 @@ func (n *Node) startCluster() error {
 	p.c = c
 	// Published only now, complete: handlers read n.peers without a lock
 	// (Start serves the public listeners after this returns).
-	n.peers, n.purger.cluster, n.api.peers = p, c, p
+	n.peers, n.pipe.peers, n.purger.cluster, n.api.peers = p, p, c, p
 	p.srv = n.newPublicServer(p.handle)
 	p.srv.Name = "edgeshield-peer"
 	// server.max_conns_per_ip counts client connections; its listener
@@ -255,13 +255,13 @@ func (p *peerSet) handle(ctx *fasthttp.RequestCtx) {
 // upstreamOwner fetches a cacheable miss: from the key's owner when that is
 // another member (peerSet.forward), else (and always when originOnly: shield
 // hops, origin flights) from the origin.
-func (n *Node) upstreamOwner(ctx context.Context, key, host []byte, originOnly, purged bool, req *origin.Request) (*origin.Response, error) {
-	if n.peers != nil && !originOnly {
-		if resp, ok := n.peers.forward(ctx, key, host, purged, req); ok {
+func (pl *pipeline) upstreamOwner(ctx context.Context, key, host []byte, originOnly, purged bool, req *origin.Request) (*origin.Response, error) {
+	if pl.peers != nil && !originOnly {
+		if resp, ok := pl.peers.forward(ctx, key, host, purged, req); ok {
 			return resp, nil
 		}
 	}
-	return n.upstream(ctx, host, req)
+	return pl.upstream(ctx, host, req)
 }
 
 // owner is the key's first owner in rendezvous order (false when no member

@@ -121,7 +121,7 @@ func TestClusterFlashCrowdOneOriginRequest(t *testing.T) {
 			waitFor(t, "all requests to arrive", 90*time.Second, func() bool {
 				var got uint64
 				for _, n := range nodes {
-					got += n.stats.requests.Load()
+					got += n.pipe.stats.requests.Load()
 				}
 				return got >= uint64(total)
 			})
@@ -535,7 +535,7 @@ func TestClusterTombstonesOneBoundedSet(t *testing.T) {
 	}
 	ids := func(n *Node) []string {
 		var out []string
-		for _, ts := range n.purges.Tombstones(nil) {
+		for _, ts := range n.pipe.purges.Tombstones(nil) {
 			out = append(out, ts.ID)
 		}
 		sort.Strings(out)
@@ -548,7 +548,7 @@ func TestClusterTombstonesOneBoundedSet(t *testing.T) {
 	}
 	sort.Strings(exchanged)
 	// Over the limit the oldest tenth is dropped at once (cache.Purges).
-	if n := first.purges.Len(); n > cache.DefaultMaxTombstones || n < cache.DefaultMaxTombstones*8/10 ||
+	if n := first.pipe.purges.Len(); n > cache.DefaultMaxTombstones || n < cache.DefaultMaxTombstones*8/10 ||
 		len(kept) != n || !slices.Equal(kept, exchanged) {
 		t.Fatalf("after %d purges: lookups hold %d, listed %d, cluster exchanges %d; want one set of 80-100%% of %d",
 			cache.DefaultMaxTombstones+extra, n, len(kept), len(exchanged), cache.DefaultMaxTombstones)
@@ -562,7 +562,7 @@ func TestClusterTombstonesOneBoundedSet(t *testing.T) {
 		}
 	})
 	waitFor(t, "the joiner to hold the first node's tombstones", 20*time.Second, func() bool {
-		return joiner.purges.Len() == len(kept)
+		return joiner.pipe.purges.Len() == len(kept)
 	})
 	if got := ids(joiner); !slices.Equal(got, kept) {
 		t.Fatalf("joiner's tombstones: got %d (first %v…) want the first node's %d", len(got), got[:min(3, len(got))], len(kept))

@@ -290,19 +290,19 @@ func keepRepresentation(stale *cache.Entry, updates []cache.Field) []cache.Field
 
 // acceptedSet is the set of cache.accept_encodings a (normalised) request
 // accepts.
-func (n *Node) acceptedSet(h interface{ PeekAll(string) [][]byte }) uint {
-	return cache.AcceptedEncodings(h.PeekAll("Accept-Encoding"), n.encodings)
+func (pl *pipeline) acceptedSet(h interface{ PeekAll(string) [][]byte }) uint {
+	return cache.AcceptedEncodings(h.PeekAll("Accept-Encoding"), pl.encodings)
 }
 
 // planCoding decides cache.compress for the entry of a flight and applies
 // it (see compressor.plan and apply); it returns the body length the flight
 // announces: unknown (-1, sent chunked) when the edge codes the body.
-func (n *Node) planCoding(p *pending, set uint, resp *origin.Response) int64 {
-	vary, c := n.compress.plan(set, resp.Status, resp.Header, resp.ContentLength)
+func (pl *pipeline) planCoding(p *pending, set uint, resp *origin.Response) int64 {
+	vary, c := pl.compress.plan(set, resp.Status, resp.Header, resp.ContentLength)
 	if !vary {
 		return resp.ContentLength
 	}
-	n.compress.apply(p.entry, vary, c)
+	pl.compress.apply(p.entry, vary, c)
 	if p.coding = c; c != codingNone {
 		return -1
 	}

@@ -64,28 +64,28 @@ func setDate(h *fasthttp.ResponseHeader, v []byte) bool {
 }
 
 // ensureDate gives a response without a Date field the node's clock.
-func (n *Node) ensureDate(h *fasthttp.ResponseHeader) {
+func (pl *pipeline) ensureDate(h *fasthttp.ResponseHeader) {
 	if len(h.PeekBytes(strDate)) > 0 {
 		return // the usual case for a hit: no clock read
 	}
-	setDate(h, appendHTTPDate(nil, n.now()))
+	setDate(h, appendHTTPDate(nil, pl.now()))
 }
 
 func appendHTTPDate(dst []byte, t time.Time) []byte { return fasthttp.AppendHTTPDate(dst, t) }
 
 // withDate wraps a handler of a server with NoDefaultDate so that every
 // answer carries a Date field (RFC 9110 §6.6.1).
-func (n *Node) withDate(h fasthttp.RequestHandler) fasthttp.RequestHandler {
+func (pl *pipeline) withDate(h fasthttp.RequestHandler) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
 		h(ctx)
-		n.ensureDate(&ctx.Response.Header)
+		pl.ensureDate(&ctx.Response.Header)
 	}
 }
 
 // withDateOnError does the same for a server's ErrorHandler.
-func (n *Node) withDateOnError(h func(*fasthttp.RequestCtx, error)) func(*fasthttp.RequestCtx, error) {
+func (pl *pipeline) withDateOnError(h func(*fasthttp.RequestCtx, error)) func(*fasthttp.RequestCtx, error) {
 	return func(ctx *fasthttp.RequestCtx, err error) {
 		h(ctx, err)
-		n.ensureDate(&ctx.Response.Header)
+		pl.ensureDate(&ctx.Response.Header)
 	}
 }

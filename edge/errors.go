@@ -35,21 +35,21 @@ func statusFor(err error) int {
 }
 
 // writeError answers a failed upstream fetch with a short plain body.
-func (n *Node) writeError(ctx *fasthttp.RequestCtx, err error) outcome {
+func (pl *pipeline) writeError(ctx *fasthttp.RequestCtx, err error) outcome {
 	status := statusFor(err)
-	n.stats.errors.Add(1)
+	pl.stats.errors.Add(1)
 	if errors.Is(err, origin.ErrDown) {
 		// One line per request while the origin is down would flood the
 		// log; the transition itself is logged once at warn.
-		if n.log.Enabled(context.Background(), slog.LevelDebug) {
-			n.log.Debug("origin down; not sent", "status", status, "method", string(ctx.Method()), "uri", string(ctx.RequestURI()))
+		if pl.log.Enabled(context.Background(), slog.LevelDebug) {
+			pl.log.Debug("origin down; not sent", "status", status, "method", string(ctx.Method()), "uri", string(ctx.RequestURI()))
 		}
 	} else {
-		n.log.Warn("upstream failed", "status", status, "method", string(ctx.Method()), "uri", string(ctx.RequestURI()), "err", err)
+		pl.log.Warn("upstream failed", "status", status, "method", string(ctx.Method()), "uri", string(ctx.RequestURI()), "err", err)
 	}
 	ctx.Response.Reset()
-	ctx.Response.Header.AddBytesKV(strVia, n.viaBytes)
-	cs := n.appendCacheStatus(nil, csFwd, fwdURIMiss, 0, 0, false)
+	ctx.Response.Header.AddBytesKV(strVia, pl.viaBytes)
+	cs := pl.appendCacheStatus(nil, csFwd, fwdURIMiss, 0, 0, false)
 	cs = append(cs, `; detail="`...)
 	cs = append(cs, errDetail(err)...)
 	cs = append(cs, '"')

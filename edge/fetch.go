@@ -29,14 +29,14 @@ func addValidators(r *origin.Request, e *cache.Entry) {
 // GET), so the policy sees GET. A response that would be stale at once and
 // carries no validator or stale-* allowance is not kept either: it could
 // never answer a request, only send every one back to the origin.
-func (n *Node) storable(req *cache.RequestMeta, meta *cache.ResponseMeta, h []origin.Field) (bool, string) {
+func (pl *pipeline) storable(req *cache.RequestMeta, meta *cache.ResponseMeta, h []origin.Field) (bool, string) {
 	get := *req
 	get.Method = "GET"
-	ok, reason := n.policy.Storable(&get, meta)
+	ok, reason := pl.policy.Storable(&get, meta)
 	if !ok {
 		return false, reason
 	}
-	if lifetime, _ := n.policy.FreshnessLifetime(meta); lifetime <= 0 &&
+	if lifetime, _ := pl.policy.FreshnessLifetime(meta); lifetime <= 0 &&
 		meta.CC.StaleWhileRevalidate <= 0 && meta.CC.StaleIfError <= 0 &&
 		header1(h, "ETag") == "" && header1(h, "Last-Modified") == "" {
 		return false, cache.ReasonNoFreshness
@@ -45,11 +45,11 @@ func (n *Node) storable(req *cache.RequestMeta, meta *cache.ResponseMeta, h []or
 }
 
 // newEntry builds the entry for a storable response (body set later).
-func (n *Node) newEntry(key []byte, status int, h []origin.Field, meta *cache.ResponseMeta, reqTime, respTime time.Time) *cache.Entry {
+func (pl *pipeline) newEntry(key []byte, status int, h []origin.Field, meta *cache.ResponseMeta, reqTime, respTime time.Time) *cache.Entry {
 	e := &cache.Entry{
 		Key:           append([]byte(nil), key...),
 		Status:        status,
-		Header:        withDate(n.storedHeaders(h, &meta.CC), respTime),
+		Header:        withDate(pl.storedHeaders(h, &meta.CC), respTime),
 		Vary:          varyNames(h),
 		SurrogateKeys: surrogateKeys(h),
 		StoredAt:      reqTime, // a purge issued during the fetch must cover it
@@ -60,7 +60,7 @@ func (n *Node) newEntry(key []byte, status int, h []origin.Field, meta *cache.Re
 	if v := header1(h, "Last-Modified"); v != "" {
 		e.LastModified = []byte(v)
 	}
-	e.SetFreshness(n.policy.Freshness(meta, reqTime, respTime))
+	e.SetFreshness(pl.policy.Freshness(meta, reqTime, respTime))
 	return e
 }
 
@@ -79,12 +79,12 @@ func withDate(h []cache.Field, received time.Time) []cache.Field {
 // refreshed applies a 304's fields to a stale entry (RFC 9111 §4.3.4) and
 // recomputes its freshness from the merged fields; the stored entry itself
 // is never mutated. Surrogate keys and Vary stay those of the stored response.
-func (n *Node) refreshed(stale *cache.Entry, h304 []origin.Field, reqTime, respTime time.Time) *cache.Entry {
-	m304 := n.responseMeta(stale.Status, h304)
+func (pl *pipeline) refreshed(stale *cache.Entry, h304 []origin.Field, reqTime, respTime time.Time) *cache.Entry {
+	m304 := pl.responseMeta(stale.Status, h304)
 	// A 304 without Date gets the receipt time, like a stored response
 	// (RFC 9110 §6.6.1); else the stored Date would stay, and the refreshed
 	// entry would look as old as the stored one.
-	updates := withDate(keepRepresentation(stale, n.storedHeaders(h304, &m304.CC)), respTime)
+	updates := withDate(keepRepresentation(stale, pl.storedHeaders(h304, &m304.CC)), respTime)
 	// The freshness of the merged response: stored fields the 304 does not
 	// replace, the 304's fields (Age and the targeted field included, which
 	// are not stored) and the Date the refreshed entry will carry.
@@ -104,8 +104,8 @@ func (n *Node) refreshed(stale *cache.Entry, h304 []origin.Field, reqTime, respT
 			all = append(all, origin.Field{Name: "Date", Value: string(f.Value)})
 		}
 	}
-	meta := n.responseMeta(stale.Status, all)
-	return stale.WithUpdatedHeaders(updates, n.policy.Freshness(&meta, reqTime, respTime))
+	meta := pl.responseMeta(stale.Status, all)
+	return stale.WithUpdatedHeaders(updates, pl.policy.Freshness(&meta, reqTime, respTime))
 }
 
 func hasField(h []cache.Field, name []byte) bool {
@@ -120,22 +120,22 @@ func hasField(h []cache.Field, name []byte) bool {
 // serveStaleOnError answers from a stale entry when the origin failed and
 // stale-if-error (RFC 5861 §4) or the configured allowance permits it; ok
 // false: it may not, and nothing was written.
-func (n *Node) serveStaleOnError(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, err error) (out outcome, ok bool) {
-	now := n.now()
-	if !cache.UsableOnError(stale, &st.req, now, n.cfg.Cache.MaxStaleOnError.D()) {
+func (pl *pipeline) serveStaleOnError(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, err error) (out outcome, ok bool) {
+	now := pl.now()
+	if !cache.UsableOnError(stale, &st.req, now, pl.cfg.Cache.MaxStaleOnError.D()) {
 		return outNone, false
 	}
-	n.stats.staleServed.Add(1)
+	pl.stats.staleServed.Add(1)
 	if errors.Is(err, origin.ErrDown) {
 		// Nothing was forwarded (RFC 9211: a hit, no fwd-status); the
 		// origin going down was logged once, when it happened.
-		if n.log.Enabled(context.Background(), slog.LevelDebug) {
-			n.log.Debug("origin down; serving stale", "key", string(st.key))
+		if pl.log.Enabled(context.Background(), slog.LevelDebug) {
+			pl.log.Debug("origin down; serving stale", "key", string(st.key))
 		}
-		return n.writeEntry(ctx, st, stale, now, csStaleDown, 0), true
+		return pl.writeEntry(ctx, st, stale, now, csStaleDown, 0), true
 	}
-	n.log.Warn("origin failed; serving stale", "key", string(st.key), "err", err)
-	return n.writeEntry(ctx, st, stale, now, csStaleErr, statusFor(err)), true
+	pl.log.Warn("origin failed; serving stale", "key", string(st.key), "err", err)
+	return pl.writeEntry(ctx, st, stale, now, csStaleErr, statusFor(err)), true
 }
 
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }

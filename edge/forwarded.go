@@ -90,11 +90,11 @@ var overrideHeaders = [][]byte{
 // header bytes. A request not parsed from the wire (no raw headers), or
 // with a chunked body (whose trailer fields fasthttp adds to the header),
 // gets every name deleted.
-func (n *Node) sanitizeRequest(ctx *fasthttp.RequestCtx) {
+func (pl *pipeline) sanitizeRequest(ctx *fasthttp.RequestCtx) {
 	h := &ctx.Request.Header
 	raw := h.RawHeaders()
 	if len(raw) == 0 {
-		n.sanitizeAll(ctx) // built in memory
+		pl.sanitizeAll(ctx) // built in memory
 		return
 	}
 	trusted, trustKnown := false, false
@@ -114,7 +114,7 @@ func (n *Node) sanitizeRequest(ctx *fasthttp.RequestCtx) {
 		case ascii.EqualFold(name, strTransferEncoding):
 			// A chunked body may end in trailer fields, which fasthttp
 			// adds to the header and which the raw block lacks.
-			n.sanitizeAll(ctx)
+			pl.sanitizeAll(ctx)
 			return
 		case ascii.EqualFold(name, strConnection):
 			deleteConnectionListed(h, bytes.TrimSpace(line[colon+1:]))
@@ -122,7 +122,7 @@ func (n *Node) sanitizeRequest(ctx *fasthttp.RequestCtx) {
 			h.DelBytes(name)
 		case forwardingIndex(name) >= 0:
 			if !trustKnown {
-				trusted, trustKnown = n.trustedClient(ctx), true
+				trusted, trustKnown = pl.trustedClient(ctx), true
 			}
 			if !trusted {
 				h.DelBytes(name)
@@ -137,7 +137,7 @@ var (
 )
 
 // sanitizeAll is sanitizeRequest for a request built in memory.
-func (n *Node) sanitizeAll(ctx *fasthttp.RequestCtx) {
+func (pl *pipeline) sanitizeAll(ctx *fasthttp.RequestCtx) {
 	h := &ctx.Request.Header
 	deleteConnectionListed(h, h.PeekBytes(strConnection))
 	for _, name := range frontHopHeaders {
@@ -146,7 +146,7 @@ func (n *Node) sanitizeAll(ctx *fasthttp.RequestCtx) {
 	for _, name := range overrideHeaders {
 		h.DelBytes(name)
 	}
-	if !n.trustedClient(ctx) {
+	if !pl.trustedClient(ctx) {
 		for _, name := range forwardingHeaders {
 			h.DelBytes(name)
 		}
@@ -174,8 +174,8 @@ func deleteConnectionListed(h *fasthttp.RequestHeader, conn []byte) {
 // trustedClient reports whether the client's address is in
 // server.trusted_proxies: its X-Forwarded-For / Forwarded are then extended
 // and its X-Forwarded-Host / X-Forwarded-Proto kept, as Caddy does.
-func (n *Node) trustedClient(ctx *fasthttp.RequestCtx) bool {
-	if len(n.trusted) == 0 {
+func (pl *pipeline) trustedClient(ctx *fasthttp.RequestCtx) bool {
+	if len(pl.trusted) == 0 {
 		return false
 	}
 	a, ok := netip.AddrFromSlice(ctx.RemoteIP())
@@ -183,7 +183,7 @@ func (n *Node) trustedClient(ctx *fasthttp.RequestCtx) bool {
 		return false
 	}
 	a = a.Unmap()
-	for _, p := range n.trusted {
+	for _, p := range pl.trusted {
 		if p.Contains(a) {
 			return true
 		}

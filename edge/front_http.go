@@ -53,8 +53,8 @@ const (
 // request. Each front counts right before the pipeline, which counts every
 // request it is handed, so the protocols add up to Stats.Requests.
 func (n *Node) handleH1(ctx *fasthttp.RequestCtx) {
-	n.stats.byProto[protoIdxH1].Add(1)
-	n.handle(ctx)
+	n.pipe.stats.byProto[protoIdxH1].Add(1)
+	n.pipe.handle(ctx)
 }
 
 // streamConn stands for the client's connection under one HTTP/2 or HTTP/3
@@ -100,13 +100,13 @@ type httpFront struct {
 }
 
 func (n *Node) newHTTPFront(proto, altSvc string) *httpFront {
-	f := &httpFront{n: n, proto: proto, h: n.withDate(n.handle)}
+	f := &httpFront{n: n, proto: proto, h: n.pipe.withDate(n.pipe.handle)}
 	if altSvc != "" {
 		f.altSvc = []string{altSvc}
 	}
-	f.protocol, f.count = "HTTP/2.0", &n.stats.byProto[protoIdxH2]
+	f.protocol, f.count = "HTTP/2.0", &n.pipe.stats.byProto[protoIdxH2]
 	if proto == protoH3 {
-		f.protocol, f.count = "HTTP/3.0", &n.stats.byProto[protoIdxH3]
+		f.protocol, f.count = "HTTP/3.0", &n.pipe.stats.byProto[protoIdxH3]
 	}
 	f.pool.New = func() any { return new(frontCtx) }
 	return f

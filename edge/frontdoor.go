@@ -686,11 +686,11 @@ func (c *frontTLSConn) ConnectionState() tls.ConnectionState { return c.tc.Conne
 // asked for Host: they must not differ), and a "close" token anywhere in
 // Connection (a case-insensitive list, RFC 9110 §7.6.1) closes the
 // connection after the response, whatever path answered it.
-func (n *Node) frontDoor(h fasthttp.RequestHandler) fasthttp.RequestHandler {
+func (pl *pipeline) frontDoor(h fasthttp.RequestHandler) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
 		hdr := &ctx.Request.Header
 		if err := checkTarget(hdr); err != nil {
-			n.rejectFraming(ctx, err)
+			pl.rejectFraming(ctx, err)
 			return
 		}
 		closeAfter := hdr.ConnectionClose() || connectionHasClose(hdr.RawHeaders())
@@ -762,9 +762,9 @@ func connectionHasClose(raw []byte) bool {
 
 // rejectFraming answers a request the front door refuses and closes the
 // connection, so nothing behind it in the read buffer is ever parsed.
-func (n *Node) rejectFraming(ctx *fasthttp.RequestCtx, err *framingError) {
-	if n.log.Enabled(context.Background(), slog.LevelDebug) {
-		n.log.Debug("request refused", "status", err.status, "reason", err.reason, "remote", ctx.RemoteAddr().String())
+func (pl *pipeline) rejectFraming(ctx *fasthttp.RequestCtx, err *framingError) {
+	if pl.log.Enabled(context.Background(), slog.LevelDebug) {
+		pl.log.Debug("request refused", "status", err.status, "reason", err.reason, "remote", ctx.RemoteAddr().String())
 	}
 	ctx.Error(fasthttp.StatusMessage(err.status)+": "+err.reason+"\n", err.status)
 	ctx.SetConnectionClose()

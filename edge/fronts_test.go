@@ -231,7 +231,7 @@ func TestBehaviourOverEveryProtocol(t *testing.T) {
 				return tn.fetch(t, proto, method, path, hdr...)
 			}
 			settle := func() {
-				waitFor(t, "fills stored", 5*time.Second, func() bool { return tn.flights.Len() == 0 })
+				waitFor(t, "fills stored", 5*time.Second, func() bool { return tn.pipe.flights.Len() == 0 })
 			}
 			rows := []struct {
 				name string
@@ -368,8 +368,8 @@ func TestBehaviourOverEveryProtocol(t *testing.T) {
 					if r.StatusCode != 200 {
 						t.Errorf("ready: got %d, want 200", r.StatusCode)
 					}
-					tn.draining.Store(true)
-					defer tn.draining.Store(false)
+					tn.pipe.draining.Store(true)
+					defer tn.pipe.draining.Store(false)
 					r, _ = fetch("GET", "/.edge/ready")
 					if r.StatusCode != 503 {
 						t.Errorf("draining: got %d, want 503", r.StatusCode)

@@ -43,7 +43,7 @@ func warmH2Translate(tb testing.TB) (*httpFront, *discardWriter, *http.Request) 
 	req.Header, req.RequestURI, req.RemoteAddr, req.Proto = browserHeaders, "/1k", "127.0.0.1:40000", "HTTP/2.0"
 	w := &discardWriter{h: http.Header{}}
 	f.ServeHTTP(w, req) // miss
-	waitFor(tb, "the fill", 5e9, func() bool { return n.flights.Len() == 0 })
+	waitFor(tb, "the fill", 5e9, func() bool { return n.pipe.flights.Len() == 0 })
 	clear(w.h)
 	f.ServeHTTP(w, req)
 	if cs := w.h.Get("Cache-Status"); !contains(cs, "; hit") || w.status != 200 {
@@ -117,7 +117,7 @@ func BenchmarkH2Hit1K(b *testing.B) {
 		if err := do(); err != nil {
 			b.Fatal(err)
 		}
-		waitFor(b, "the fill", 5e9, func() bool { return tn.flights.Len() == 0 })
+		waitFor(b, "the fill", 5e9, func() bool { return tn.pipe.flights.Len() == 0 })
 	}
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -235,6 +235,6 @@ func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 func warm(t *testing.T, n *Node, url string, hdr ...string) (*http.Response, string) {
 	t.Helper()
 	r, b := get(t, url, hdr...)
-	waitFor(t, "fills to be stored", 5*time.Second, func() bool { return n.flights.Len() == 0 })
+	waitFor(t, "fills to be stored", 5*time.Second, func() bool { return n.pipe.flights.Len() == 0 })
 	return r, b
 }

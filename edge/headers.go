@@ -107,16 +107,16 @@ var strAcceptEncoding = []byte(fasthttp.HeaderAcceptEncoding)
 // It is idempotent (a value it wrote is left as it is, without a write) and
 // allocation-free once the request's header buffers have grown, which the
 // fresh-hit path relies on: the values it writes are precomputed per set.
-func (n *Node) normalizeAcceptEncoding(h *fasthttp.RequestHeader) {
-	if len(n.encodings) == 0 {
+func (pl *pipeline) normalizeAcceptEncoding(h *fasthttp.RequestHeader) {
+	if len(pl.encodings) == 0 {
 		return // cache.accept_encodings: []: pass the field through
 	}
 	lines := h.PeekAll(fasthttp.HeaderAcceptEncoding)
 	if len(lines) == 0 {
 		return // absent: identity, as wanted
 	}
-	set := cache.AcceptedEncodings(lines, n.encodings)
-	v := n.aeFields[set]
+	set := cache.AcceptedEncodings(lines, pl.encodings)
+	v := pl.aeFields[set]
 	switch {
 	case set == 0:
 		h.DelBytes(strAcceptEncoding)
@@ -136,7 +136,7 @@ func (n *Node) normalizeAcceptEncoding(h *fasthttp.RequestHeader) {
 // hop from a cluster peer, whose forwarding fields pass verbatim
 // (appendForwarded). The request-target goes out as received, in
 // origin-form (RFC 9110 §7.7; see target.go).
-func (n *Node) forwardRequest(ctx *fasthttp.RequestCtx, method string, cacheable, hop bool) *origin.Request {
+func (pl *pipeline) forwardRequest(ctx *fasthttp.RequestCtx, method string, cacheable, hop bool) *origin.Request {
 	req := &ctx.Request
 	conn := req.Header.Peek("Connection")
 	out := &origin.Request{
@@ -155,13 +155,13 @@ func (n *Node) forwardRequest(ctx *fasthttp.RequestCtx, method string, cacheable
 		}
 		out.Header = append(out.Header, origin.Field{Name: string(k), Value: string(v)})
 	}
-	switch n.cfg.Origin.HostHeader {
+	switch pl.cfg.Origin.HostHeader {
 	case "pass", "":
 		out.Host = string(req.URI().Host())
 	case "origin":
 		out.Host = "" // the client uses the origin URL's host
 	default:
-		out.Host = n.cfg.Origin.HostHeader
+		out.Host = pl.cfg.Origin.HostHeader
 	}
 	var buf []byte
 	for f := range forwardingHeaders {
@@ -170,7 +170,7 @@ func (n *Node) forwardRequest(ctx *fasthttp.RequestCtx, method string, cacheable
 			buf = v
 		}
 	}
-	out.Header = append(out.Header, origin.Field{Name: "Via", Value: n.via})
+	out.Header = append(out.Header, origin.Field{Name: "Via", Value: pl.via})
 	return out
 }
 
@@ -180,13 +180,13 @@ func (n *Node) forwardRequest(ctx *fasthttp.RequestCtx, method string, cacheable
 // this cache alone (RFC 9213 §2.1), none named by a qualified private
 // directive (RFC 9111 §5.2.2.7: "a shared cache MUST NOT store the specified
 // field names(s)"), and only the first Date, when it is a valid HTTP-date.
-func (n *Node) storedHeaders(h []origin.Field, cc *cache.Directives) []cache.Field {
+func (pl *pipeline) storedHeaders(h []origin.Field, cc *cache.Directives) []cache.Field {
 	conn := connectionValue(h)
 	out := make([]cache.Field, 0, len(h))
 	date := false
 	for _, f := range h {
 		name := []byte(f.Name)
-		if !n.endToEnd(name, conn, false) || cc.PrivateField(name) {
+		if !pl.endToEnd(name, conn, false) || cc.PrivateField(name) {
 			continue
 		}
 		if bytes.EqualFold(name, strDate) {
@@ -205,14 +205,14 @@ func (n *Node) storedHeaders(h []origin.Field, cc *cache.Directives) []cache.Fie
 // value is conn), not one of unstoredResponseHeaders, not the targeted
 // cache-control field meant for this cache (RFC 9213 §2.1). Set-Cookie
 // passes only withCookies (a response not shared with other clients).
-func (n *Node) endToEnd(name, conn []byte, withCookies bool) bool {
+func (pl *pipeline) endToEnd(name, conn []byte, withCookies bool) bool {
 	if inList(hopHeaders, name) || connectionListed(conn, name) {
 		return false
 	}
 	if inList(unstoredResponseHeaders, name) && !(withCookies && bytes.EqualFold(name, []byte("Set-Cookie"))) {
 		return false
 	}
-	return n.cfg.Cache.TargetedField == "" || !bytes.EqualFold(name, []byte(n.cfg.Cache.TargetedField))
+	return pl.cfg.Cache.TargetedField == "" || !bytes.EqualFold(name, []byte(pl.cfg.Cache.TargetedField))
 }
 
 // connectionValue joins every Connection field line (RFC 9110 §7.6.1).
@@ -247,15 +247,15 @@ func header1(h []origin.Field, name string) string {
 // responseMeta extracts what the caching policy needs from response fields.
 // The targeted field (configured name first, then CDN-Cache-Control) replaces
 // Cache-Control for this cache when present (RFC 9213 §2.1).
-func (n *Node) responseMeta(status int, h []origin.Field) cache.ResponseMeta {
+func (pl *pipeline) responseMeta(status int, h []origin.Field) cache.ResponseMeta {
 	m := cache.ResponseMeta{Status: status, AgeHeader: -1}
 	m.CC.Reset()
 	// The targeted field (RFC 9213) replaces Cache-Control when it parses
 	// as a Structured Fields Dictionary whose directives have their types;
 	// otherwise it is ignored as a whole (§2.1).
 	var tf []string
-	if n.cfg.Cache.TargetedField != "" {
-		tf = header(h, n.cfg.Cache.TargetedField)
+	if pl.cfg.Cache.TargetedField != "" {
+		tf = header(h, pl.cfg.Cache.TargetedField)
 	}
 	if len(tf) == 0 {
 		tf = header(h, "CDN-Cache-Control")

@@ -30,13 +30,13 @@ func warmHit(tb testing.TB, n *Node, path string, hdr ...string) *fasthttp.Reque
 	}
 	ctx := &fasthttp.RequestCtx{}
 	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}, nil)
-	n.handle(ctx) // miss: fills in the background
+	n.pipe.handle(ctx) // miss: fills in the background
 	deadline := time.Now().Add(5 * time.Second)
-	for n.flights.Len() > 0 && time.Now().Before(deadline) {
+	for n.pipe.flights.Len() > 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
 	ctx.Response.Reset()
-	n.handle(ctx)
+	n.pipe.handle(ctx)
 	if cs := string(ctx.Response.Header.Peek("Cache-Status")); !contains(cs, "; hit") {
 		tb.Fatalf("warm-up did not produce a hit: %q (status %d)", cs, ctx.Response.StatusCode())
 	}
@@ -77,7 +77,7 @@ func freshHitAllocs(t *testing.T, accessFormat string) {
 	ctx := warmHit(t, n, "/1k")
 	allocs := testing.AllocsPerRun(1000, func() {
 		ctx.Response.Reset()
-		n.handle(ctx)
+		n.pipe.handle(ctx)
 	})
 	if allocs != 0 {
 		t.Fatalf("fresh hit allocates %.1f times per request, want 0", allocs)
@@ -103,7 +103,7 @@ func benchFreshHit(b *testing.B, accessFormat string) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		ctx.Response.Reset()
-		n.handle(ctx)
+		n.pipe.handle(ctx)
 	}
 }
 
@@ -128,7 +128,7 @@ func warmBrowserHit(tb testing.TB) (*Node, *fasthttp.RequestCtx) {
 func browserHit(n *Node, ctx *fasthttp.RequestCtx) {
 	ctx.Request.Header.SetCanonical(strAcceptEncoding, browserAEBytes)
 	ctx.Response.Reset()
-	n.handle(ctx)
+	n.pipe.handle(ctx)
 }
 
 // TestFreshHitAcceptEncodingAllocatesNothing: normalising a browser's

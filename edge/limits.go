@@ -212,12 +212,12 @@ func (l *rateLimiter) clients() int { return l.shards.len() }
 // rateLimited answers 429 when the client has used its burst (RFC 6585
 // §4), with Retry-After in whole seconds, rounded up (RFC 9110 §10.2.3), so
 // a client that honours it finds a token. It reports whether it answered.
-func (n *Node) rateLimited(ctx *fasthttp.RequestCtx, now time.Time) bool {
+func (pl *pipeline) rateLimited(ctx *fasthttp.RequestCtx, now time.Time) bool {
 	k, ok := keyOfIP(ctx.RemoteIP())
 	if !ok {
 		return false
 	}
-	allowed, wait := n.rate.allow(k, now.UnixNano())
+	allowed, wait := pl.rate.allow(k, now.UnixNano())
 	if allowed {
 		return false
 	}

@@ -213,13 +213,13 @@ func TestFreshHitWithLimitsAllocatesNothing(t *testing.T) {
 	ctx := warmHit(t, n, "/1k")
 	allocs := testing.AllocsPerRun(1000, func() {
 		ctx.Response.Reset()
-		n.handle(ctx)
+		n.pipe.handle(ctx)
 	})
 	if allocs != 0 {
 		t.Fatalf("fresh hit with limits on allocates %.1f times per request, want 0", allocs)
 	}
-	if n.rate.clients() != 1 {
-		t.Fatalf("rate limiter tracks %d clients, want 1 (the hits went through it)", n.rate.clients())
+	if n.pipe.rate.clients() != 1 {
+		t.Fatalf("rate limiter tracks %d clients, want 1 (the hits went through it)", n.pipe.rate.clients())
 	}
 }
 
@@ -236,6 +236,6 @@ func BenchmarkFreshHit1KRateLimited(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		ctx.Response.Reset()
-		n.handle(ctx)
+		n.pipe.handle(ctx)
 	}
 }

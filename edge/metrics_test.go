@@ -63,7 +63,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 		if r.StatusCode != s.status {
 			t.Fatalf("%s %s: got %d, want %d (Cache-Status %q)", s.method, s.path, r.StatusCode, s.status, csOf(r))
 		}
-		waitFor(t, "fills and revalidations to finish", 5*time.Second, func() bool { return n.flights.Len() == 0 })
+		waitFor(t, "fills and revalidations to finish", 5*time.Second, func() bool { return n.pipe.flights.Len() == 0 })
 		wantHist[s.want]++
 	}
 
@@ -205,10 +205,10 @@ func TestFreshHitObserved(t *testing.T) {
 	o := newTestOrigin(t, nil, static("hit me", "Cache-Control: max-age=3600"))
 	n := newTestNode(t, o.srv.URL, nil, nil)
 	ctx := warmHit(t, n, "/h")
-	before := n.latency[outHit].count()
+	before := n.pipe.latency[outHit].count()
 	ctx.Response.Reset()
-	n.handle(ctx)
-	if got := n.latency[outHit].count(); got != before+1 {
+	n.pipe.handle(ctx)
+	if got := n.pipe.latency[outHit].count(); got != before+1 {
 		t.Errorf("hit series count %d after one more hit, want %d", got, before+1)
 	}
 }
@@ -434,7 +434,7 @@ func TestPanicRecoveredAndCounted(t *testing.T) {
 	n := newTestNode(t, o.srv.URL, nil, nil)
 	var ctx fasthttp.RequestCtx
 	func() {
-		defer n.recoverPanic(&ctx)
+		defer n.pipe.recoverPanic(&ctx)
 		panic("boom")
 	}()
 	if ctx.Response.StatusCode() != fasthttp.StatusInternalServerError {

@@ -63,11 +63,11 @@ type flights = origin.Group[*pending]
 // newFlights builds the coalescer: its fetches run under the node's base
 // context on tracked goroutines, and a complete body is stored before its
 // flight is forgotten.
-func (n *Node) newFlights() *flights {
+func (pl *pipeline) newFlights() *flights {
 	return origin.NewGroup(origin.GroupConfig[*pending]{
-		Context: n.base,
-		Go:      func(fn func()) bool { return n.goBackground("fill", fn) },
-		Keep:    n.keep,
+		Context: pl.bg.base,
+		Go:      func(fn func()) bool { return pl.bg.goBackground("fill", fn) },
+		Keep:    pl.keep,
 	})
 }
 
@@ -79,58 +79,58 @@ const discardWindow = 1 << 20
 // coalescer: the first request for a key starts ONE upstream fetch; everyone,
 // that request included, reads the same body as it arrives. It returns how
 // the request was answered.
-func (n *Node) fetch(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, fwd string) outcome {
-	j := n.newFetchJob(ctx, st, stale, fwd, false)
-	c := n.flights.Do(n.flightKey(st.key, st.hop), n.fetchAndStore(j))
+func (pl *pipeline) fetch(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, fwd string) outcome {
+	j := pl.newFetchJob(ctx, st, stale, fwd, false)
+	c := pl.flights.Do(pl.flightKey(st.key, st.hop), pl.fetchAndStore(j))
 	if !c.Leader() || c.Refused() {
 		j.release() // the job never runs: its stale body reference ends here
 	}
-	head, err := n.waitFlight(st, c)
+	head, err := pl.waitFlight(st, c)
 	switch {
 	case err != nil:
-		return n.fetchFailed(ctx, st, stale, fwd, err)
+		return pl.fetchFailed(ctx, st, stale, fwd, err)
 	case head.Meta.resp != nil:
-		return n.writePrivate(ctx, head.Meta)
-	case !c.Leader() && !n.sameVariant(st, head.Meta):
-		return n.passThrough(ctx, st, fwdVaryMiss)
+		return pl.writePrivate(ctx, head.Meta)
+	case !c.Leader() && !pl.sameVariant(st, head.Meta):
+		return pl.passThrough(ctx, st, fwdVaryMiss)
 	}
-	return n.serveFlight(ctx, st, c, head)
+	return pl.serveFlight(ctx, st, c, head)
 }
 
 // waitFlight waits for the flight's head. A waiter bounds its wait: it may
 // have joined a flight that waits on a peer that waits on us. The leader
 // waits for its own fetch, which its upstream calls bound (connect and
 // header timeouts, per peer tried and for the origin) and Shutdown cancels
-// (n.base): a bound of its own could only turn a slow fallback that
+// (pl.bg.base): a bound of its own could only turn a slow fallback that
 // succeeds into an error.
-func (n *Node) waitFlight(st *reqState, c origin.Call[*pending]) (origin.Head[*pending], error) {
+func (pl *pipeline) waitFlight(st *reqState, c origin.Call[*pending]) (origin.Head[*pending], error) {
 	if c.Leader() {
-		return c.Wait(n.base)
+		return c.Wait(pl.bg.base)
 	}
-	n.stats.coalesced.Add(1)
+	pl.stats.coalesced.Add(1)
 	st.joined = true
-	wctx, cancel := context.WithTimeout(n.base, n.cfg.Origin.HeaderTimeout+n.cfg.Origin.ConnectTimeout+time.Second)
+	wctx, cancel := context.WithTimeout(pl.bg.base, pl.cfg.Origin.HeaderTimeout+pl.cfg.Origin.ConnectTimeout+time.Second)
 	defer cancel()
 	return c.Wait(wctx)
 }
 
 // fetchFailed answers a client whose flight ended without a shared head:
 // on its own (ErrPass), from a usable stale copy, or with an error.
-func (n *Node) fetchFailed(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, fwd string, err error) outcome {
+func (pl *pipeline) fetchFailed(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, fwd string, err error) outcome {
 	if errors.Is(err, origin.ErrPass) {
-		return n.passThrough(ctx, st, fwd)
+		return pl.passThrough(ctx, st, fwd)
 	}
 	if stale != nil {
-		if out, ok := n.serveStaleOnError(ctx, st, stale, err); ok {
+		if out, ok := pl.serveStaleOnError(ctx, st, stale, err); ok {
 			return out
 		}
 	}
-	return n.writeError(ctx, err)
+	return pl.writeError(ctx, err)
 }
 
 // sameVariant reports whether a waiter's request selects the variant the
 // flight carries (RFC 9111 §4.1); otherwise it fetches on its own.
-func (n *Node) sameVariant(st *reqState, p *pending) bool {
+func (pl *pipeline) sameVariant(st *reqState, p *pending) bool {
 	if p.vkey == nil {
 		return true
 	}
@@ -141,9 +141,9 @@ func (n *Node) sameVariant(st *reqState, p *pending) bool {
 // revalidateInBackground starts ONE revalidation of a stale entry
 // (stale-while-revalidate, RFC 5861 §3); concurrent requests for the key
 // join the same flight and do not start more.
-func (n *Node) revalidateInBackground(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry) {
-	j := n.newFetchJob(ctx, st, stale, fwdStale, true)
-	if c := n.flights.Do(n.flightKey(st.key, st.hop), n.fetchAndStore(j)); !c.Leader() || c.Refused() {
+func (pl *pipeline) revalidateInBackground(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry) {
+	j := pl.newFetchJob(ctx, st, stale, fwdStale, true)
+	if c := pl.flights.Do(pl.flightKey(st.key, st.hop), pl.fetchAndStore(j)); !c.Leader() || c.Refused() {
 		j.release() // the job never runs: its stale body reference ends here
 	}
 }
@@ -154,11 +154,11 @@ func (n *Node) revalidateInBackground(ctx *fasthttp.RequestCtx, st *reqState, st
 // clients share): a shield hop must never wait on a flight that is itself
 // waiting on a peer, or two nodes whose membership views briefly disagree
 // would wait on each other until the timeout.
-func (n *Node) flightKey(key []byte, hop bool) string {
-	if hop || n.peers == nil {
+func (pl *pipeline) flightKey(key []byte, hop bool) string {
+	if hop || pl.peers == nil {
 		return string(key)
 	}
-	if m, ok := n.peers.c.Owner(key); ok && !m.Self {
+	if m, ok := pl.peers.c.Owner(key); ok && !m.Self {
 		return string(key) + fwdFlightSuffix
 	}
 	return string(key)
@@ -182,16 +182,16 @@ type fetchJob struct {
 	rangeReq   bool
 }
 
-func (n *Node) newFetchJob(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, fwd string, background bool) *fetchJob {
+func (pl *pipeline) newFetchJob(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, fwd string, background bool) *fetchJob {
 	j := &fetchJob{
 		key:        append([]byte(nil), st.key...),
 		host:       append([]byte(nil), ctx.Request.Header.Host()...),
-		oreq:       n.forwardRequest(ctx, "GET", true, st.hop),
+		oreq:       pl.forwardRequest(ctx, "GET", true, st.hop),
 		stale:      stale,
 		req:        st.req,
-		aeSet:      n.acceptedSet(&ctx.Request.Header),
+		aeSet:      pl.acceptedSet(&ctx.Request.Header),
 		fwd:        fwd,
-		originOnly: st.hop || n.peers == nil || !strings.HasSuffix(n.flightKey(st.key, st.hop), fwdFlightSuffix),
+		originOnly: st.hop || pl.peers == nil || !strings.HasSuffix(pl.flightKey(st.key, st.hop), fwdFlightSuffix),
 		purged:     st.purged,
 		background: background,
 		rangeReq:   len(ctx.Request.Header.Peek("Range")) > 0,
@@ -241,18 +241,18 @@ func (s *varySnapshot) peek(name []byte) []byte {
 // fetchAndStore is THE fetch-and-store routine: foreground misses,
 // background revalidations and shield hops all run it as their flight's
 // fetch. It returns nil once the body is complete (the group then keeps it).
-func (n *Node) fetchAndStore(j *fetchJob) origin.Fetch[*pending] {
+func (pl *pipeline) fetchAndStore(j *fetchJob) origin.Fetch[*pending] {
 	return func(bctx context.Context, w *origin.Writer[*pending]) error {
 		defer j.release()
-		n.stats.originFetches.Add(1)
+		pl.stats.originFetches.Add(1)
 		if j.background {
-			n.stats.backgroundRevalidations.Add(1)
+			pl.stats.backgroundRevalidations.Add(1)
 		}
-		reqTime := n.now()
-		resp, err := n.upstreamOwner(bctx, j.key, j.host, j.originOnly, j.purged, j.oreq)
-		respTime := n.now()
+		reqTime := pl.now()
+		resp, err := pl.upstreamOwner(bctx, j.key, j.host, j.originOnly, j.purged, j.oreq)
+		respTime := pl.now()
 		if err != nil {
-			n.stats.originErrors.Add(1)
+			pl.stats.originErrors.Add(1)
 			return err
 		}
 		// Shutdown cancels bctx: a fill waiting on a stalled origin body
@@ -263,33 +263,33 @@ func (n *Node) fetchAndStore(j *fetchJob) origin.Fetch[*pending] {
 			}
 		})
 		defer stop()
-		return n.storeResponse(w, j, resp, reqTime, respTime)
+		return pl.storeResponse(w, j, resp, reqTime, respTime)
 	}
 }
 
 // storeResponse decides what becomes of an upstream answer (see the top of
 // this file) and streams it into the flight.
-func (n *Node) storeResponse(w *origin.Writer[*pending], j *fetchJob, resp *origin.Response, reqTime, respTime time.Time) error {
+func (pl *pipeline) storeResponse(w *origin.Writer[*pending], j *fetchJob, resp *origin.Response, reqTime, respTime time.Time) error {
 	switch {
 	case resp.Status == fasthttp.StatusNotModified && j.stale != nil:
 		drainBody(resp.Body)
-		n.stats.revalidated.Add(1)
-		return n.publishRefreshed(w, j, n.refreshed(j.stale, resp.Header, reqTime, respTime))
-	case resp.Status >= 500 && j.stale != nil && cache.UsableOnError(j.stale, &j.req, respTime, n.cfg.Cache.MaxStaleOnError.D()):
+		pl.stats.revalidated.Add(1)
+		return pl.publishRefreshed(w, j, pl.refreshed(j.stale, resp.Header, reqTime, respTime))
+	case resp.Status >= 500 && j.stale != nil && cache.UsableOnError(j.stale, &j.req, respTime, pl.cfg.Cache.MaxStaleOnError.D()):
 		// RFC 5861 §4: a 5xx is an error for stale-if-error purposes.
 		drainBody(resp.Body)
 		return &statusError{status: resp.Status}
 	}
-	meta := n.responseMeta(resp.Status, resp.Header)
-	storable, reason := n.storable(&j.req, &meta, resp.Header)
-	tooBig := resp.ContentLength > int64(n.cfg.Cache.MaxObjectSize)
+	meta := pl.responseMeta(resp.Status, resp.Header)
+	storable, reason := pl.storable(&j.req, &meta, resp.Header)
+	tooBig := resp.ContentLength > int64(pl.cfg.Cache.MaxObjectSize)
 	if !storable || tooBig {
-		return n.passResponse(w, j, resp, reason, tooBig, respTime)
+		return pl.passResponse(w, j, resp, reason, tooBig, respTime)
 	}
-	e := n.newEntry(j.key, resp.Status, resp.Header, &meta, reqTime, respTime)
+	e := pl.newEntry(j.key, resp.Status, resp.Header, &meta, reqTime, respTime)
 	p := &pending{primary: j.key, entry: e, status: resp.Status, fwd: j.fwd}
 	p.stored.Store(true)
-	length := n.planCoding(p, j.aeSet, resp)
+	length := pl.planCoding(p, j.aeSet, resp)
 	if e.Vary != nil {
 		p.vkey = cache.VariantKey(nil, j.key, e.Vary, j.vary.peek)
 		e.Key = p.vkey
@@ -298,21 +298,21 @@ func (n *Node) storeResponse(w *origin.Writer[*pending], j *fetchJob, resp *orig
 		p.cookies = header(resp.Header, "Set-Cookie")
 	}
 	w.Publish(origin.Head[*pending]{Status: resp.Status, ContentLength: length, Meta: p})
-	n.stats.fills.Add(1)
-	return n.fill(w, p, resp)
+	pl.stats.fills.Add(1)
+	return pl.fill(w, p, resp)
 }
 
 // passResponse ends a flight whose answer is not shared: the waiters fetch
 // on their own, later requests skip the queue for a while (hit-for-pass)
 // unless it was only size or the request's credentials, and the client
 // that started the fetch gets the answer privately.
-func (n *Node) passResponse(w *origin.Writer[*pending], j *fetchJob, resp *origin.Response, reason string, tooBig bool, respTime time.Time) error {
+func (pl *pipeline) passResponse(w *origin.Writer[*pending], j *fetchJob, resp *origin.Response, reason string, tooBig bool, respTime time.Time) error {
 	if reason != "" && reason != cache.ReasonCookie && reason != cache.ReasonAuthorization {
 		// Only for reasons of the response: one client's credentials
 		// must not turn the URL into a pass for everyone else.
-		n.hfp.add(j.key, respTime)
+		pl.hfp.add(j.key, respTime)
 	}
-	n.log.Debug("not storing", "key", string(j.key), "reason", reason, "too_big", tooBig)
+	pl.log.Debug("not storing", "key", string(j.key), "reason", reason, "too_big", tooBig)
 	if j.background || (tooBig && j.rangeReq) {
 		// Nobody to answer; or the whole object is not kept, so fetching
 		// it for one range would waste the origin's bandwidth: the client
@@ -327,7 +327,7 @@ func (n *Node) passResponse(w *origin.Writer[*pending], j *fetchJob, resp *origi
 
 // publishRefreshed shares an entry a 304 refreshed (it has its body); the
 // group keeps it (keep) before the flight is forgotten.
-func (n *Node) publishRefreshed(w *origin.Writer[*pending], j *fetchJob, e *cache.Entry) error {
+func (pl *pipeline) publishRefreshed(w *origin.Writer[*pending], j *fetchJob, e *cache.Entry) error {
 	p := &pending{primary: j.key, entry: e, refreshed: true, status: fasthttp.StatusNotModified, fwd: fwdStale}
 	p.stored.Store(true)
 	if e.Vary != nil {
@@ -351,16 +351,16 @@ func (n *Node) publishRefreshed(w *origin.Writer[*pending], j *fetchJob, e *cach
 // fill copies the upstream body into the flight (coding it when the edge
 // compresses). It runs on the flight's goroutine, so a client that goes
 // away does not cut the fetch short for the others.
-func (n *Node) fill(w *origin.Writer[*pending], p *pending, resp *origin.Response) error {
+func (pl *pipeline) fill(w *origin.Writer[*pending], p *pending, resp *origin.Response) error {
 	defer resp.Body.Close()
-	sink := &fillSink{w: w, p: p, limit: int64(n.cfg.Cache.MaxObjectSize)}
+	sink := &fillSink{w: w, p: p, limit: int64(pl.cfg.Cache.MaxObjectSize)}
 	var dst io.Writer = sink
 	var enc encoder
 	if p.coding != codingNone {
 		// Code the body as it arrives: the flight (its waiters, the
 		// client, the store) receives coded bytes only.
-		enc = n.compress.writer(p.coding, sink)
-		defer n.compress.release(p.coding, enc)
+		enc = pl.compress.writer(p.coding, sink)
+		defer pl.compress.release(p.coding, enc)
 		dst = &codedWriter{enc: enc}
 	}
 	total, err := io.CopyBuffer(dst, onlyReader{resp.Body}, make([]byte, 32<<10))
@@ -368,8 +368,8 @@ func (n *Node) fill(w *origin.Writer[*pending], p *pending, resp *origin.Respons
 	case errors.Is(err, origin.ErrNoReaders):
 		return err // not stored and nobody reading: stop downloading
 	case err != nil:
-		n.stats.originErrors.Add(1)
-		n.log.Warn("origin body failed", "key", string(p.primary), "err", err, "bytes", total)
+		pl.stats.originErrors.Add(1)
+		pl.log.Warn("origin body failed", "key", string(p.primary), "err", err, "bytes", total)
 		return err
 	case resp.ContentLength >= 0 && total != resp.ContentLength:
 		return io.ErrUnexpectedEOF
@@ -407,24 +407,24 @@ func (s *fillSink) Write(b []byte) (int, error) {
 
 // keep stores a flight's complete body (the group calls it before the
 // flight is forgotten, so no request finds neither and fetches again).
-func (n *Node) keep(p *pending, body []byte) {
+func (pl *pipeline) keep(p *pending, body []byte) {
 	if !p.refreshed {
-		n.setBody(p.entry, body)
+		pl.setBody(p.entry, body)
 	}
-	n.storeEntry(p.primary, p.entry)
+	pl.storeEntry(p.primary, p.entry)
 }
 
 // setBody gives a new entry its body: in a memory file when it is large
 // enough (cache.offheap_min_size) and one can be made, else on the heap.
-func (n *Node) setBody(e *cache.Entry, body []byte) {
-	if minSize := int(n.cfg.Cache.OffheapMinSize); minSize > 0 && len(body) >= minSize {
-		b, err := n.blobs.New(body)
+func (pl *pipeline) setBody(e *cache.Entry, body []byte) {
+	if minSize := int(pl.cfg.Cache.OffheapMinSize); minSize > 0 && len(body) >= minSize {
+		b, err := pl.blobs.New(body)
 		if err == nil {
 			e.Blob = b
 			return
 		}
 		if !errors.Is(err, cache.ErrBlobUnsupported) && !errors.Is(err, cache.ErrBlobLimit) {
-			n.log.Warn("keeping body on the heap", "key", string(e.Key), "err", err)
+			pl.log.Warn("keeping body on the heap", "key", string(e.Key), "err", err)
 		}
 	}
 	e.Body = body
@@ -433,26 +433,26 @@ func (n *Node) setBody(e *cache.Entry, body []byte) {
 // storeEntry puts e in the store. With Vary, e.Key is its variant key and a
 // marker under the primary key names the Vary fields (RFC 9111 §4.1). The
 // Wait makes the entry visible before the flight is forgotten.
-func (n *Node) storeEntry(primary []byte, e *cache.Entry) {
+func (pl *pipeline) storeEntry(primary []byte, e *cache.Entry) {
 	if e.Vary != nil {
-		n.store.Set(&cache.Entry{Key: primary, Vary: e.Vary, StoredAt: e.StoredAt})
+		pl.store.Set(&cache.Entry{Key: primary, Vary: e.Vary, StoredAt: e.StoredAt})
 	}
-	n.store.Set(e)
-	n.store.Wait()
+	pl.store.Set(e)
+	pl.store.Wait()
 }
 
 // writePrivate streams an answer that is not shared to the client whose
 // request fetched it (with its cookies: it is not stored).
-func (n *Node) writePrivate(ctx *fasthttp.RequestCtx, p *pending) outcome {
-	n.stats.passes.Add(1)
-	n.writeForwarded(ctx, p.resp, p.fwd)
+func (pl *pipeline) writePrivate(ctx *fasthttp.RequestCtx, p *pending) outcome {
+	pl.stats.passes.Add(1)
+	pl.writeForwarded(ctx, p.resp, p.fwd)
 	return outPass
 }
 
 // serveFlight answers a client from a shared flight: the entry's headers
 // now, the body as it arrives. A client that cannot read the body from the
 // flight after all fetches on its own.
-func (n *Node) serveFlight(ctx *fasthttp.RequestCtx, st *reqState, c origin.Call[*pending], head origin.Head[*pending]) outcome {
+func (pl *pipeline) serveFlight(ctx *fasthttp.RequestCtx, st *reqState, c origin.Call[*pending], head origin.Head[*pending]) outcome {
 	p, e := head.Meta, head.Meta.entry
 	var body io.ReadCloser
 	if !ctx.IsHead() && !notModified(&ctx.Request.Header, e) {
@@ -462,11 +462,11 @@ func (n *Node) serveFlight(ctx *fasthttp.RequestCtx, st *reqState, c origin.Call
 		// truncated body.
 		r, err := c.Reader()
 		if err != nil {
-			return n.passThrough(ctx, st, p.fwd)
+			return pl.passThrough(ctx, st, p.fwd)
 		}
 		body = r
 	}
-	n.writeFlightHeaders(ctx, st, p, c.Leader())
+	pl.writeFlightHeaders(ctx, st, p, c.Leader())
 	resp := &ctx.Response
 	switch {
 	case notModified(&ctx.Request.Header, e):
@@ -480,8 +480,8 @@ func (n *Node) serveFlight(ctx *fasthttp.RequestCtx, st *reqState, c origin.Call
 		resp.SkipBody = true
 	default:
 		resp.SetStatusCode(e.Status)
-		if err := n.flightBody(ctx, st, c, e, body, head.ContentLength); err != nil {
-			return n.writeError(ctx, err)
+		if err := pl.flightBody(ctx, st, c, e, body, head.ContentLength); err != nil {
+			return pl.writeError(ctx, err)
 		}
 	}
 	return outMiss
@@ -491,16 +491,16 @@ func (n *Node) serveFlight(ctx *fasthttp.RequestCtx, st *reqState, c origin.Call
 // entry's, Age, and Cache-Status. The client whose request caused the fetch
 // (the leader) also gets the response's cookies; the shared copy never
 // carries them.
-func (n *Node) writeFlightHeaders(ctx *fasthttp.RequestCtx, st *reqState, p *pending, leader bool) {
+func (pl *pipeline) writeFlightHeaders(ctx *fasthttp.RequestCtx, st *reqState, p *pending, leader bool) {
 	resp := &ctx.Response
 	e := p.entry
-	n.writeEntryHeaders(resp, e)
-	now := n.now()
+	pl.writeEntryHeaders(resp, e)
+	now := pl.now()
 	// current_age, not 0: an upstream Age (or a Date in the past) counts
 	// from the start (RFC 9111 §4.2.3).
 	st.num = strconv.AppendInt(st.num[:0], int64(e.Age(now)/time.Second), 10)
 	resp.Header.SetBytesV("Age", st.num)
-	st.cs = n.appendCacheStatus(st.cs[:0], csFwd, p.fwd, p.status, e.TTL(now), p.stored.Load())
+	st.cs = pl.appendCacheStatus(st.cs[:0], csFwd, p.fwd, p.status, e.TTL(now), p.stored.Load())
 	if st.joined {
 		st.cs = append(st.cs, "; collapsed"...)
 	}
@@ -515,17 +515,17 @@ func (n *Node) writeFlightHeaders(ctx *fasthttp.RequestCtx, st *reqState, p *pen
 // flightBody sends a flight's body: whole, one range streamed as it fills,
 // or several ranges from the whole object once complete. An error means
 // nothing was sent; the caller answers it.
-func (n *Node) flightBody(ctx *fasthttp.RequestCtx, st *reqState, c origin.Call[*pending], e *cache.Entry, body io.ReadCloser, contentLength int64) error {
+func (pl *pipeline) flightBody(ctx *fasthttp.RequestCtx, st *reqState, c origin.Call[*pending], e *cache.Entry, body io.ReadCloser, contentLength int64) error {
 	rh, ir := ctx.Request.Header.Peek("Range"), ctx.Request.Header.Peek("If-Range")
 	switch {
 	case len(rh) == 0 || e.Status != fasthttp.StatusOK:
 	case len(ir) > 0 && !cache.IfRangeMatches(ir, e.ETag, e.LastModified): // RFC 9110 §13.1.5
-	case contentLength >= 0 && n.flightRange(ctx, st, body, rh, contentLength):
+	case contentLength >= 0 && pl.flightRange(ctx, st, body, rh, contentLength):
 		return nil
 	default:
 		// Several ranges, or a length not known until the end: wait for
 		// the whole object (it is being stored anyway) and answer from it.
-		return n.flightRanges(ctx, st, c, e, body, rh)
+		return pl.flightRanges(ctx, st, c, e, body, rh)
 	}
 	ctx.SetBodyStream(body, int(contentLength))
 	return nil
@@ -535,7 +535,7 @@ func (n *Node) flightBody(ctx *fasthttp.RequestCtx, st *reqState, c origin.Call[
 // announced length: unsatisfiable (416), not understood (the whole body,
 // RFC 9110 §14.2), or one range, streamed from the flight as it fills. It
 // reports false for several ranges (flightRanges answers them).
-func (n *Node) flightRange(ctx *fasthttp.RequestCtx, st *reqState, body io.ReadCloser, rh []byte, contentLength int64) bool {
+func (pl *pipeline) flightRange(ctx *fasthttp.RequestCtx, st *reqState, body io.ReadCloser, rh []byte, contentLength int64) bool {
 	resp := &ctx.Response
 	rs, err := cache.ParseRange(st.ranges[:0], rh, contentLength)
 	st.ranges = rs[:0]
@@ -559,7 +559,7 @@ func (n *Node) flightRange(ctx *fasthttp.RequestCtx, st *reqState, body io.ReadC
 
 // flightRanges answers a Range request from the flight's whole body, once
 // complete.
-func (n *Node) flightRanges(ctx *fasthttp.RequestCtx, st *reqState, c origin.Call[*pending], e *cache.Entry, body io.ReadCloser, rh []byte) error {
+func (pl *pipeline) flightRanges(ctx *fasthttp.RequestCtx, st *reqState, c origin.Call[*pending], e *cache.Entry, body io.ReadCloser, rh []byte) error {
 	_, err := io.Copy(io.Discard, body)
 	body.Close()
 	full, ok := c.Bytes()
@@ -569,7 +569,7 @@ func (n *Node) flightRanges(ctx *fasthttp.RequestCtx, st *reqState, c origin.Cal
 	case !ok:
 		return errFlightIncomplete
 	}
-	if done, err := n.writeRanges(ctx, st, e, storedBody{b: full}, rh); !done {
+	if done, err := pl.writeRanges(ctx, st, e, storedBody{b: full}, rh); !done {
 		ctx.Response.SetBodyRaw(full)
 	} else if err != nil {
 		return err

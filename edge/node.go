@@ -11,23 +11,16 @@ package edge
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/edgeshield/edgeshield/cache"
 	"github.com/edgeshield/edgeshield/edge/certs"
-	"github.com/edgeshield/edgeshield/origin"
 	"github.com/valyala/fasthttp"
 )
 
@@ -38,57 +31,33 @@ var Version = "dev"
 // forwarded to the origin.
 const shieldHopHeader = "X-Edgeshield-Hop"
 
-// Node is one edge node.
+// Node is one edge node. It assembles its parts and runs them: the request
+// pipeline (pipeline.go) every front hands its requests to, the fronts
+// (HTTP/1.1 on fasthttp, HTTP/2 and HTTP/3 in h2.go and h3.go), the admin
+// API (admin.go), the cluster glue (cluster.go), TLS (tls.go) and the
+// background work they start (background.go).
 type Node struct {
 	cfg  Config
 	log  *slog.Logger
 	name string
-	via  string // our Via member, "1.1 <name>"
 
-	viaBytes   []byte
-	healthPath string
-	encodings  [][]byte       // cache.accept_encodings, lower-cased
-	aeFields   [][]byte       // per set of encodings (bit i: encodings[i]), the Accept-Encoding value normalizeAcceptEncoding writes
-	compress   *compressor    // cache.compress; nil when off
-	trusted    []netip.Prefix // server.trusted_proxies
-
-	store   *cache.Store
-	blobs   *cache.Blobs // off-heap bodies (cache.offheap_min_size)
-	purges  *cache.Purges
-	policy  cache.Policy
-	origin  *origin.Client
-	health  *origin.Health // the origin's state, from checks and real requests
-	access  *accessLog     // nil when log.access is off
-	purger  *purger        // local and cluster-wide purges
-	api     *admin         // the admin listener's endpoints
-	flights *flights
-	hfp     hitForPass
-	latency requestDurations // the public listeners' response times (GET /metrics)
-	stats   counters
-	rate    *rateLimiter // server.rate_limit; nil when off
-	conns   *connLimiter // server.max_conns_per_ip; nil when off
+	pipe   *pipeline    // lookup, flights, store, write
+	bg     *background  // fills, revalidations, body drains; stopped by Shutdown
+	purger *purger      // local and cluster-wide purges
+	api    *admin       // the admin listener's endpoints
+	conns  *connLimiter // server.max_conns_per_ip; nil when off
 
 	public, admin     *fasthttp.Server
 	plain             *fasthttp.Server // plain HTTP beside HTTPS (challenges, redirect)
 	publicLn, adminLn net.Listener
 	tlsLn             net.Listener
 	certs             *certs.Manager
-	fronts            fronts          // HTTP/2 and HTTP/3 (h2.go, h3.go)
-	peers             *peerSet        // nil without a cluster
-	listeners         []net.Listener  // every listener given to serve (Start, before Shutdown)
-	serveWG           sync.WaitGroup  // listener goroutines
-	base              context.Context // every upstream call and background task; cancelled by Shutdown
-	cancelBase        context.CancelFunc
-	bgMu              sync.Mutex     // guards bgClosed and bgWG.Add
-	bgClosed          bool           // Shutdown began: no new background work
-	bgStuck           bool           // background work outlived its cancellation: the store stays open
-	bgWG              sync.WaitGroup // fills, revalidations, body drains (goBackground)
-	bgRunning         atomic.Int64   // goBackground tasks that have not returned yet
+	fronts            fronts         // HTTP/2 and HTTP/3 (h2.go, h3.go)
+	peers             *peerSet       // nil without a cluster (the pipeline forwards through it)
+	listeners         []net.Listener // every listener given to serve (Start, before Shutdown)
+	serveWG           sync.WaitGroup // listener goroutines
 
-	now          func() time.Time // the clock; injectable for tests
-	realClock    bool             // now is time.Now (see requestTime)
-	stopMaint    chan struct{}    // closed by Shutdown: ends the maintenance loop
-	draining     atomic.Bool
+	stopMaint    chan struct{} // closed by Shutdown: ends the maintenance loop
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
@@ -108,54 +77,36 @@ func New(cfg Config, opts Options) (*Node, error) {
 	if err := cfg.Validate("", nil); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: opts.Logger, now: opts.Clock}
-	n.base, n.cancelBase = context.WithCancel(context.Background())
-	if n.now == nil {
-		n.now, n.realClock = time.Now, true
-	}
+	n := &Node{cfg: cfg, log: opts.Logger, name: nodeName(cfg)}
 	if n.log == nil {
 		n.log = NewLogger(cfg.Log, os.Stderr)
 	}
-	n.initHeaders()
-
-	store, err := cache.NewStore(cache.StoreConfig{MaxBytes: int64(cfg.Cache.MaxBytes)})
+	n.bg = newBackground(n.log)
+	pipe, err := newPipeline(&n.cfg, n.name, n.log, opts.Clock, n.bg)
 	if err != nil {
-		return nil, fmt.Errorf("cache store: %w", err)
+		return nil, err
 	}
-	n.store = store
-	n.blobs = cache.NewBlobs(cache.BlobFileBudget())
-	n.purges = cache.NewPurges(cfg.Cache.PurgeTTL.D())
-	n.policy = cache.Policy{
-		StoreSetCookie:    cfg.Cache.StoreSetCookie,
-		HeuristicFraction: cfg.Cache.HeuristicFraction,
-		MaxHeuristic:      cfg.Cache.MaxHeuristic.D(),
-	}
-	n.flights = n.newFlights()
-	if cfg.Server.RateLimit.Rate > 0 {
-		n.rate = newRateLimiter(cfg.Server.RateLimit)
-	}
+	n.pipe = pipe
 	if cfg.Server.MaxConnsPerIP > 0 {
 		n.conns = newConnLimiter(cfg.Server.MaxConnsPerIP)
 	}
-	n.hfp = hitForPass{ttl: cfg.Cache.HitForPass.D(), m: map[string]time.Time{}}
-
-	if err := n.newOrigin(); err != nil {
-		n.closeParts()
-		return nil, err
-	}
-
-	if cfg.Log.Access != "" {
-		if n.access, err = newAccessLog(cfg.Log.Access, cfg.Log.AccessFormat); err != nil {
-			n.closeParts()
-			return nil, &ConfigError{Key: "log.access", Msg: err.Error()}
-		}
-	}
-
-	n.purger = &purger{store: n.store, purges: n.purges, hfp: &n.hfp, now: n.now, log: n.log}
+	n.purger = &purger{store: pipe.store, purges: pipe.purges, hfp: &pipe.hfp, now: pipe.now, log: n.log}
 	n.api = n.newAdmin()
+	pipe.readiness = n.api.serveReadiness
 	n.public = n.newPublicServer(n.handleH1)
 	n.admin = newAdminServer(n.api.handle, n.log)
 	return n, nil
+}
+
+// nodeName is node.name, or the host name when it is empty.
+func nodeName(cfg Config) string {
+	if cfg.Name != "" {
+		return cfg.Name
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "edgeshield"
 }
 
 // newAdminServer is the admin listener's server: small fixed limits, as
@@ -181,20 +132,16 @@ func (n *Node) newAdmin() *admin {
 	return &admin{
 		token:        n.cfg.Admin.Token,
 		node:         n.name,
-		store:        n.store,
-		health:       n.health,
-		draining:     &n.draining,
+		store:        n.pipe.store,
+		health:       n.pipe.health,
+		draining:     &n.pipe.draining,
 		stats:        n.Stats,
-		metrics:      exposition{stats: n.Stats, latency: &n.latency},
+		metrics:      exposition{stats: n.Stats, latency: &n.pipe.latency},
 		purger:       n.purger,
 		tlsMode:      n.cfg.TLS.Mode,
-		recoverPanic: n.recoverPanic,
+		recoverPanic: n.pipe.recoverPanic,
 	}
 }
-
-// serveReadiness answers the public health path (server.health_path) as
-// /readyz does.
-func (n *Node) serveReadiness(ctx *fasthttp.RequestCtx) { n.api.serveReadiness(ctx) }
 
 func (n *Node) newPublicServer(h fasthttp.RequestHandler) *fasthttp.Server {
 	c := n.cfg.Server
@@ -202,7 +149,7 @@ func (n *Node) newPublicServer(h fasthttp.RequestHandler) *fasthttp.Server {
 		// NoDefaultDate: the node writes Date itself, the origin's on
 		// cached responses (RFC 9110 §6.6.1; see date.go). The front
 		// door (frontdoor.go) checks framing before anything else.
-		Handler:               n.withDate(n.frontDoor(h)),
+		Handler:               n.pipe.withDate(n.pipe.frontDoor(h)),
 		Name:                  "edgeshield",
 		NoDefaultServerHeader: true,
 		NoDefaultContentType:  true,
@@ -220,11 +167,11 @@ func (n *Node) newPublicServer(h fasthttp.RequestHandler) *fasthttp.Server {
 		// Pre-parsing would buffer multipart uploads (up to 16 MiB in
 		// memory each) and forward a re-encoded form, not the client's bytes.
 		DisablePreParseMultipartForm: true,
-		ExpectHandler:                n.expectContinue,
+		ExpectHandler:                n.pipe.expectContinue,
 		Concurrency:                  c.Concurrency,
 		CloseOnShutdown:              true,
 		Logger:                       fasthttpLogger{n.log},
-		ErrorHandler:                 n.withDateOnError(n.badRequest),
+		ErrorHandler:                 n.pipe.withDateOnError(n.pipe.badRequest),
 		SecureErrorLogMessage:        true, // parse errors must not quote request bytes (secrets) into logs
 	}
 	if n.conns != nil {
@@ -359,7 +306,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 }
 
 func (n *Node) shutdown(ctx context.Context) error {
-	n.draining.Store(true)
+	n.pipe.draining.Store(true)
 	if d := n.cfg.Server.DrainDelay.D(); d > 0 && n.publicLn != nil {
 		n.log.Info("draining: readiness is 503; waiting before closing listeners", "delay", d)
 		select {
@@ -398,7 +345,7 @@ func (n *Node) shutdown(ctx context.Context) error {
 		ln.Close()
 	}
 	n.serveWG.Wait()
-	if err := n.stopBackground(ctx); err != nil {
+	if err := n.bg.stop(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	n.closeParts()
@@ -432,22 +379,7 @@ func (n *Node) closeParts() {
 	if n.certs != nil {
 		n.certs.Close()
 	}
-	if n.health != nil {
-		n.health.Close()
-	}
-	if n.access != nil {
-		if err := n.access.Close(); err != nil {
-			n.log.Warn("access log", "err", err)
-		}
-	}
-	if n.origin != nil {
-		n.origin.Close()
-	}
-	if n.store != nil && !n.bgStuck {
-		// Not under a fill still writing: ristretto's Close races a
-		// concurrent Set (stopBackground).
-		n.store.Close()
-	}
+	n.pipe.close(n.bg.stuck)
 }
 
 // maintain makes purges permanent before their tombstones expire: every
@@ -456,7 +388,7 @@ func (n *Node) closeParts() {
 // when its tombstone is dropped), then drops expired tombstones.
 func (n *Node) maintain() {
 	defer n.serveWG.Done()
-	defer n.recoverBackground("maintenance")
+	defer n.bg.recover("maintenance")
 	every := n.cfg.Cache.PurgeTTL.D() / 2
 	if every < time.Second {
 		every = time.Second
@@ -468,146 +400,16 @@ func (n *Node) maintain() {
 		case <-n.stopMaint:
 			return
 		case <-t.C:
-			inv, del := n.store.Sweep(n.purges)
-			pruned := n.purges.Prune(n.now())
-			if n.rate != nil {
-				n.rate.sweep(n.now().UnixNano())
+			inv, del := n.pipe.store.Sweep(n.pipe.purges)
+			pruned := n.pipe.purges.Prune(n.pipe.now())
+			if n.pipe.rate != nil {
+				n.pipe.rate.sweep(n.pipe.now().UnixNano())
 			}
 			if inv+del+pruned > 0 {
 				n.log.Debug("purge sweep", "invalidated", inv, "deleted", del, "tombstones_dropped", pruned)
 			}
 		}
 	}
-}
-
-// upstream sends a fetch to the origin, unless its health check holds the
-// circuit open: then nothing is sent and the caller answers stale or 502 at
-// once. The outcome feeds the origin's health.
-func (n *Node) upstream(ctx context.Context, host []byte, req *origin.Request) (*origin.Response, error) {
-	if n.health.Open() {
-		n.stats.originShortCircuited.Add(1)
-		return nil, origin.ErrDown
-	}
-	resp, err := n.origin.Do(ctx, req)
-	n.health.Observe(err)
-	return resp, err
-}
-
-// initHeaders derives the node's name, Via member and the per-request
-// tables of accepted codings and trusted proxies from the configuration.
-func (n *Node) initHeaders() {
-	cfg := n.cfg
-	n.name = cfg.Name
-	if n.name == "" {
-		h, err := os.Hostname()
-		if err != nil || h == "" {
-			h = "edgeshield"
-		}
-		n.name = h
-	}
-	n.via = "1.1 " + n.name + " (edgeshield)"
-	n.viaBytes = []byte(n.via)
-	n.healthPath = cfg.Server.HealthPath
-	for _, c := range cfg.Cache.AcceptEncodings {
-		n.encodings = append(n.encodings, []byte(strings.ToLower(c)))
-	}
-	n.aeFields = make([][]byte, 1<<len(n.encodings))
-	for set := range n.aeFields {
-		n.aeFields[set] = cache.AppendEncodingField(nil, uint(set), n.encodings)
-	}
-	n.compress = newCompressor(cfg.Cache, n.encodings)
-	for _, p := range cfg.Server.TrustedProxies {
-		pfx, _ := parseTrustedProxy(p) // Validate checked it
-		n.trusted = append(n.trusted, pfx)
-	}
-}
-
-// newOrigin builds the origin client and its health from cfg.Origin (the
-// caller closes the node's parts when it fails).
-func (n *Node) newOrigin() error {
-	cfg := n.cfg
-	if cfg.Origin.URL == "demo" {
-		// The caller (cmd/edgeshield) starts the demo origin and passes
-		// its URL: the node is never in the business of test servers.
-		return errors.New(`origin.url "demo" is resolved by the caller: start the demo origin and set its URL`)
-	}
-	var tlsConf *tls.Config
-	if cfg.Origin.CAFile != "" {
-		pem, err := os.ReadFile(cfg.Origin.CAFile)
-		if err != nil {
-			return &ConfigError{Key: "origin.ca_file", Msg: err.Error()}
-		}
-		pool, _ := x509.SystemCertPool()
-		if pool == nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return &ConfigError{Key: "origin.ca_file", Msg: "no PEM certificates in " + cfg.Origin.CAFile}
-		}
-		tlsConf = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	}
-	oc := cfg.Origin.ClientConfig // the operator's keys; the rest is the node's
-	oc.TLS = tlsConf
-	oc.Name = "edgeshield/" + Version
-	client, err := origin.NewClient(oc)
-	if err != nil {
-		return &ConfigError{Key: "origin.url", Msg: err.Error()}
-	}
-	n.origin = client
-	if n.health, err = n.newHealth(); err != nil {
-		return &ConfigError{Key: "origin.health_check", Msg: err.Error()}
-	}
-	return nil
-}
-
-// newHealth starts the origin's health tracking (origin.health_check).
-func (n *Node) newHealth() (*origin.Health, error) {
-	hc := n.cfg.Origin.HealthCheck
-	host := ""
-	if h := n.cfg.Origin.HostHeader; h != "pass" && h != "origin" {
-		host = h
-	}
-	hcc := hc.HealthConfig
-	hcc.Check = func(ctx context.Context) error {
-		return n.origin.Check(ctx, hc.Path, host)
-	}
-	hcc.OnChange = func(up bool, cause error) {
-		if up {
-			n.log.Info("origin is up", "origin", n.cfg.Origin.URL)
-		} else {
-			n.log.Warn("origin is down; misses are answered from stale copies or with 502 until it passes its checks",
-				"origin", n.cfg.Origin.URL, "err", cause, "active_checks", hc.Interval > 0)
-		}
-	}
-	return origin.NewHealth(hcc)
-}
-
-// badRequest answers requests fasthttp could not parse or the front door
-// refused (frontdoor.go: its status, 400, 501 or 505): 431 for oversized
-// headers, 413 for oversized bodies, 408 on read timeout, else 400. The
-// node stays up whatever the bytes, and the connection is closed.
-func (n *Node) badRequest(ctx *fasthttp.RequestCtx, err error) {
-	var small *fasthttp.ErrSmallBuffer
-	var framing *framingError
-	status := fasthttp.StatusBadRequest
-	switch {
-	case errors.As(err, &framing):
-		status = framing.status
-	case errors.As(err, &small):
-		status = fasthttp.StatusRequestHeaderFieldsTooLarge
-	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		status = fasthttp.StatusRequestEntityTooLarge
-	default:
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			status = fasthttp.StatusRequestTimeout
-		}
-	}
-	if n.log.Enabled(context.Background(), slog.LevelDebug) {
-		n.log.Debug("malformed request", "status", status, "err", redactSecrets(err.Error()), "remote", ctx.RemoteAddr().String())
-	}
-	ctx.Error(fasthttp.StatusMessage(status)+"\n", status)
-	ctx.SetConnectionClose()
 }
 
 // NewLogger builds the slog logger described by c.

@@ -267,9 +267,9 @@ func TestRefusedFetchReleasesStaleBody(t *testing.T) {
 				t.Fatalf("after the fill: got %d memory files, want 1", got)
 			}
 			clock.advance(10 * time.Second)
-			n.bgMu.Lock()
-			n.bgClosed = true // what Shutdown does first: no new fetches
-			n.bgMu.Unlock()
+			n.bg.mu.Lock()
+			n.bg.closed = true // what Shutdown does first: no new fetches
+			n.bg.mu.Unlock()
 			get(t, url)
 			if got := o.count("/big"); got != 1 {
 				t.Fatalf("origin saw %d requests, want 1 (the refused fetch never runs)", got)

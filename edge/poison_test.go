@@ -290,7 +290,7 @@ func TestPoisoning(t *testing.T) {
 			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("attacker's request: got status %d, want 200", resp.StatusCode)
 			}
-			waitFor(t, "fills to be stored", 5*time.Second, func() bool { return n.flights.Len() == 0 })
+			waitFor(t, "fills to be stored", 5*time.Second, func() bool { return n.pipe.flights.Len() == 0 })
 			got := rec.since(start)
 			if len(got) != 1 {
 				t.Fatalf("origin got %d requests for the attacker's, want 1", len(got))
@@ -446,7 +446,9 @@ func TestVaryOnForwardedProto(t *testing.T) {
 		_, b := rawExchange(t, n.Addr(), strings.Replace(getReq("/v", fields...), "shop.example", "edge.test", 1))
 		return b
 	}
-	stored := func() { waitFor(t, "fills to be stored", 5*time.Second, func() bool { return n.flights.Len() == 0 }) }
+	stored := func() {
+		waitFor(t, "fills to be stored", 5*time.Second, func() bool { return n.pipe.flights.Len() == 0 })
+	}
 
 	if got := plain("X-Forwarded-Proto: https"); got != "proto=http" {
 		t.Fatalf("plain client claiming https: got %q, want proto=http", got)
@@ -572,7 +574,7 @@ func TestPurgeByURLFindsRawTargets(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.stored+" "+tt.purge, func(t *testing.T) {
 			rawExchange(t, n.Addr(), getReq(tt.stored))
-			waitFor(t, "fills to be stored", 5*time.Second, func() bool { return n.flights.Len() == 0 })
+			waitFor(t, "fills to be stored", 5*time.Second, func() bool { return n.pipe.flights.Len() == 0 })
 			res, err := n.Purge("url", tt.purge, true, 0)
 			if err != nil {
 				t.Fatalf("Purge: %v", err)
@@ -636,7 +638,7 @@ func TestSanitizeRequest(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			var ctx fasthttp.RequestCtx
 			ctx.Init(mk(t), &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 1}, nil)
-			n.sanitizeRequest(&ctx)
+			n.pipe.sanitizeRequest(&ctx)
 			for _, f := range gone {
 				if v := ctx.Request.Header.Peek(f); v != nil {
 					t.Errorf("%s: got %q, want it removed", f, v)

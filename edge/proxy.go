@@ -65,32 +65,32 @@ var statePool = sync.Pool{New: func() any {
 // rule (never fasthttp's URI().RequestURI(), which decodes %2F and resolves
 // dot-segments: see target.go). An absolute-form request target's host wins
 // over the Host field (RFC 9112 §3.2.2).
-func (n *Node) appendKey(dst []byte, req *fasthttp.Request) []byte {
+func (pl *pipeline) appendKey(dst []byte, req *fasthttp.Request) []byte {
 	for _, c := range req.URI().Host() {
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		}
 		dst = append(dst, c)
 	}
-	return appendKeyTarget(dst, req.Header.RequestURI(), n.cfg.Cache.KeyIgnoreQuery)
+	return appendKeyTarget(dst, req.Header.RequestURI(), pl.cfg.Cache.KeyIgnoreQuery)
 }
 
 // handle is the public listener's handler. Its time, from here to its
 // return, goes to edgeshield_request_duration_seconds under the outcome the
 // request's path returned.
-func (n *Node) handle(ctx *fasthttp.RequestCtx) {
+func (pl *pipeline) handle(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	out := outError // what a panic answers (recoverPanic: 500)
 	defer func() {
 		took := time.Since(start)
-		n.latency.observe(out, took)
-		if n.access != nil && out != outNone {
-			n.access.Log(ctx, outcomeLabels[out], start, took)
+		pl.latency.observe(out, took)
+		if pl.access != nil && out != outNone {
+			pl.access.Log(ctx, outcomeLabels[out], start, took)
 		}
 	}()
-	defer n.recoverPanic(ctx)
-	n.stats.requests.Add(1)
-	if n.draining.Load() {
+	defer pl.recoverPanic(ctx)
+	pl.stats.requests.Add(1)
+	if pl.draining.Load() {
 		// Draining: each keep-alive client gets this answer and then a
 		// clean close, so its next request opens a new connection (which
 		// DNS or the balancer sends elsewhere) instead of racing the
@@ -98,11 +98,11 @@ func (n *Node) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetConnectionClose()
 	}
 	switch {
-	case n.healthPath != "" && string(ctx.Path()) == n.healthPath:
+	case pl.healthPath != "" && string(ctx.Path()) == pl.healthPath:
 		out = outNone
-		n.serveReadiness(ctx)
-	case n.rate != nil && n.rateLimited(ctx, n.requestTime(start)):
-		n.stats.rateLimited.Add(1)
+		pl.serveReadiness(ctx)
+	case pl.rate != nil && pl.rateLimited(ctx, pl.requestTime(start)):
+		pl.stats.rateLimited.Add(1)
 	case len(ctx.Request.Header.Peek(shieldHopHeader)) > 0:
 		// Shield hops belong on the peer listener; one arriving here is
 		// forged or misrouted. Refuse it rather than strip it silently.
@@ -110,27 +110,27 @@ func (n *Node) handle(ctx *fasthttp.RequestCtx) {
 	default:
 		// Before lookup: lookup, Vary variant keys and the forward must
 		// all see the one header set the origin receives (issue 10).
-		n.sanitizeRequest(ctx)
+		pl.sanitizeRequest(ctx)
 		if !ctx.IsGet() && !ctx.IsHead() {
 			// pass forwards the body and deals with what is left of it.
-			out = n.serveUnsafe(ctx)
+			out = pl.serveUnsafe(ctx)
 			return
 		}
 		// Here, on the public listener only: it must precede the variant
 		// lookup and the forward, and shield hops arrive already normalised
 		// by the member that received the client's request.
-		n.normalizeAcceptEncoding(&ctx.Request.Header)
-		out = n.serveCacheable(ctx, false, n.requestTime(start))
+		pl.normalizeAcceptEncoding(&ctx.Request.Header)
+		out = pl.serveCacheable(ctx, false, pl.requestTime(start))
 	}
 	if ctx.Request.IsBodyStream() {
 		skipBody(ctx) // answered without reading the body (see body.go)
 	}
 }
 
-func (n *Node) recoverPanic(ctx *fasthttp.RequestCtx) {
+func (pl *pipeline) recoverPanic(ctx *fasthttp.RequestCtx) {
 	if r := recover(); r != nil {
-		n.stats.panics.Add(1)
-		n.log.Error("panic serving request", "panic", r, "uri", string(ctx.RequestURI()))
+		pl.stats.panics.Add(1)
+		pl.log.Error("panic serving request", "panic", r, "uri", string(ctx.RequestURI()))
 		ctx.ResetBody()
 		ctx.Response.Header.Reset()
 		ctx.Error("internal error\n", fasthttp.StatusInternalServerError)
@@ -140,11 +140,11 @@ func (n *Node) recoverPanic(ctx *fasthttp.RequestCtx) {
 // requestTime is the node's clock reading for a request that started at
 // start: start itself unless a test injected a clock. It saves the fresh-hit
 // path a second clock read (tens of ns on some machines).
-func (n *Node) requestTime(start time.Time) time.Time {
-	if n.realClock {
+func (pl *pipeline) requestTime(start time.Time) time.Time {
+	if pl.realClock {
 		return start
 	}
-	return n.now()
+	return pl.now()
 }
 
 // serveCacheable runs GET and HEAD through the cache (DESIGN.md request
@@ -158,25 +158,25 @@ func (n *Node) requestTime(start time.Time) time.Time {
 // one: writeEntry (hit, stale: from the Cache-Status it writes),
 // serveFlight (miss), writeForwarded's callers pass and writePrivate
 // (pass), writeError and bodyFailed (error).
-func (n *Node) serveCacheable(ctx *fasthttp.RequestCtx, hop bool, now time.Time) outcome {
-	st := n.newState(ctx, hop)
+func (pl *pipeline) serveCacheable(ctx *fasthttp.RequestCtx, hop bool, now time.Time) outcome {
+	st := pl.newState(ctx, hop)
 	defer releaseState(st)
-	e, varyMiss := n.lookupHeld(st)
+	e, varyMiss := pl.lookupHeld(st)
 	if e != nil {
-		if out, ok := n.serveStored(ctx, st, e, now); ok {
+		if out, ok := pl.serveStored(ctx, st, e, now); ok {
 			return out
 		}
 	}
-	return n.serveMiss(ctx, st, e, varyMiss, now)
+	return pl.serveMiss(ctx, st, e, varyMiss, now)
 }
 
 // newState takes a request's scratch space from the pool, keyed and with
 // the request's cache directives parsed.
-func (n *Node) newState(ctx *fasthttp.RequestCtx, hop bool) *reqState {
+func (pl *pipeline) newState(ctx *fasthttp.RequestCtx, hop bool) *reqState {
 	st := statePool.Get().(*reqState)
 	st.hdr, st.ctx = &ctx.Request.Header, ctx
 	st.hop, st.purged, st.joined = hop, false, false
-	st.key = n.appendKey(st.key[:0], &ctx.Request)
+	st.key = pl.appendKey(st.key[:0], &ctx.Request)
 	requestMeta(&st.req, &ctx.Request)
 	if hop && len(ctx.Request.Header.Peek(revalidateHeader)) > 0 {
 		// The peer's copy was purged: ours may predate the purge too (it
@@ -190,8 +190,8 @@ func (n *Node) newState(ctx *fasthttp.RequestCtx, hop bool) *reqState {
 // the request's state is released: the body must stay readable while this
 // request (and anything it starts) uses the entry, even if the store lets
 // it go meanwhile.
-func (n *Node) lookupHeld(st *reqState) (e *cache.Entry, varyMiss bool) {
-	e, varyMiss = n.lookup(st)
+func (pl *pipeline) lookupHeld(st *reqState) (e *cache.Entry, varyMiss bool) {
+	e, varyMiss = pl.lookup(st)
 	if e != nil && e.Blob != nil {
 		if !e.Blob.Acquire() {
 			return nil, false // evicted between Get and now: a miss
@@ -204,16 +204,16 @@ func (n *Node) lookupHeld(st *reqState) (e *cache.Entry, varyMiss bool) {
 // serveStored answers from a stored entry when the request may use it
 // (RFC 9111 §4.2.4, RFC 5861 §3); ok false: it may not, and nothing was
 // written.
-func (n *Node) serveStored(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entry, now time.Time) (out outcome, ok bool) {
+func (pl *pipeline) serveStored(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entry, now time.Time) (out outcome, ok bool) {
 	switch cache.Use(e, &st.req, now) {
 	case cache.ServeFresh, cache.ServeStale:
-		n.stats.hits.Add(1)
-		return n.writeEntry(ctx, st, e, now, csHit, 0), true
+		pl.stats.hits.Add(1)
+		return pl.writeEntry(ctx, st, e, now, csHit, 0), true
 	case cache.ServeStaleRevalidate:
-		n.stats.hits.Add(1)
-		n.stats.staleServed.Add(1)
-		out = n.writeEntry(ctx, st, e, now, csHitStale, 0)
-		n.revalidateInBackground(ctx, st, e)
+		pl.stats.hits.Add(1)
+		pl.stats.staleServed.Add(1)
+		out = pl.writeEntry(ctx, st, e, now, csHitStale, 0)
+		pl.revalidateInBackground(ctx, st, e)
 		return out, true
 	}
 	return outNone, false
@@ -223,18 +223,18 @@ func (n *Node) serveStored(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entr
 // (stale: one to validate, or nil): refused when the client allows no
 // forward, forwarded uncached when the key is hit-for-pass, else fetched
 // through the coalescer.
-func (n *Node) serveMiss(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, varyMiss bool, now time.Time) outcome {
-	n.stats.misses.Add(1)
+func (pl *pipeline) serveMiss(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, varyMiss bool, now time.Time) outcome {
+	pl.stats.misses.Add(1)
 	switch {
 	case st.req.CC.OnlyIfCached:
 		// RFC 9111 §5.2.1.7: no stored response can be used, and the
 		// client refuses a forward.
 		ctx.Error("not in cache (only-if-cached)\n", fasthttp.StatusGatewayTimeout)
 		return outMiss
-	case n.hfp.active(st.key, now):
-		return n.passThrough(ctx, st, fwdBypass)
+	case pl.hfp.active(st.key, now):
+		return pl.passThrough(ctx, st, fwdBypass)
 	}
-	return n.fetch(ctx, st, stale, missFwd(st, stale, varyMiss))
+	return pl.fetch(ctx, st, stale, missFwd(st, stale, varyMiss))
 }
 
 // missFwd is the Cache-Status fwd parameter of a miss (RFC 9211 §2.2):
@@ -266,14 +266,14 @@ func releaseState(st *reqState) {
 // request's values of the Vary fields (RFC 9111 §4.1). Purge tombstones are
 // applied before anything is served (a soft purge marks the entry stale; a
 // hard one hides it).
-func (n *Node) lookup(st *reqState) (e *cache.Entry, varyMiss bool) {
-	p := n.store.Get(st.key)
+func (pl *pipeline) lookup(st *reqState) (e *cache.Entry, varyMiss bool) {
+	p := pl.store.Get(st.key)
 	if p == nil {
 		return nil, false
 	}
 	if isMarker(p) {
 		st.vkey = cache.VariantKey(st.vkey[:0], st.key, p.Vary, st.get)
-		e = n.store.Get(st.vkey)
+		e = pl.store.Get(st.vkey)
 		if e == nil {
 			return nil, true
 		}
@@ -283,7 +283,7 @@ func (n *Node) lookup(st *reqState) (e *cache.Entry, varyMiss bool) {
 	} else {
 		e = p
 	}
-	if purged, hard := n.purges.Check(e); purged {
+	if purged, hard := pl.purges.Check(e); purged {
 		st.purged = true
 		if hard {
 			return nil, false
@@ -326,22 +326,22 @@ const (
 // Cache-Status says: headers, Age (§4.2.3 current_age), Cache-Status, Via,
 // then conditional (§4.3.2), range (RFC 9110 §14) or full body. It
 // allocates nothing for a fresh full hit.
-func (n *Node) writeEntry(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entry, now time.Time, cs cacheStatus, fwdStatus int) outcome {
+func (pl *pipeline) writeEntry(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entry, now time.Time, cs cacheStatus, fwdStatus int) outcome {
 	resp := &ctx.Response
-	n.writeEntryHeaders(resp, e)
+	pl.writeEntryHeaders(resp, e)
 	st.num = strconv.AppendInt(st.num[:0], int64(e.Age(now)/time.Second), 10)
 	resp.Header.SetBytesV("Age", st.num)
-	st.cs = n.appendCacheStatus(st.cs[:0], cs, "", fwdStatus, e.TTL(now), false)
+	st.cs = pl.appendCacheStatus(st.cs[:0], cs, "", fwdStatus, e.TTL(now), false)
 	resp.Header.SetBytesV("Cache-Status", st.cs)
-	if err := n.writeEntryBody(ctx, st, e); err != nil {
-		return n.writeError(ctx, err)
+	if err := pl.writeEntryBody(ctx, st, e); err != nil {
+		return pl.writeError(ctx, err)
 	}
 	return cs.outcome()
 }
 
 // writeEntryBody sets the status and body of an answer from e: 304 when
 // the client's validators match, the requested ranges, or the whole body.
-func (n *Node) writeEntryBody(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entry) error {
+func (pl *pipeline) writeEntryBody(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entry) error {
 	resp := &ctx.Response
 	if notModified(&ctx.Request.Header, e) {
 		resp.SetStatusCode(fasthttp.StatusNotModified)
@@ -351,7 +351,7 @@ func (n *Node) writeEntryBody(ctx *fasthttp.RequestCtx, st *reqState, e *cache.E
 	resp.SetStatusCode(e.Status)
 	if e.Status == fasthttp.StatusOK && ctx.IsGet() {
 		if rh := ctx.Request.Header.Peek("Range"); len(rh) > 0 {
-			if done, err := n.writeRanges(ctx, st, e, entryBody(e), rh); done {
+			if done, err := pl.writeRanges(ctx, st, e, entryBody(e), rh); done {
 				return err
 			}
 		}
@@ -398,7 +398,7 @@ func setBody(ctx *fasthttp.RequestCtx, b storedBody, off int64, length int) {
 	ctx.Response.SetBodyStream(b.blob.NewReader(off, int64(length), sendConn(ctx.Conn())), length)
 }
 
-func (n *Node) writeEntryHeaders(resp *fasthttp.Response, e *cache.Entry) {
+func (pl *pipeline) writeEntryHeaders(resp *fasthttp.Response, e *cache.Entry) {
 	for i := range e.Header {
 		f := &e.Header[i]
 		if string(f.Name) == "Date" { // stored canonical; fasthttp drops Add("Date")
@@ -407,7 +407,7 @@ func (n *Node) writeEntryHeaders(resp *fasthttp.Response, e *cache.Entry) {
 		}
 		resp.Header.AddBytesKV(f.Name, f.Value)
 	}
-	resp.Header.AddBytesKV(strVia, n.viaBytes)
+	resp.Header.AddBytesKV(strVia, pl.viaBytes)
 }
 
 var (
@@ -433,8 +433,8 @@ func notModified(h *fasthttp.RequestHeader, e *cache.Entry) bool {
 
 // appendCacheStatus formats this node's member of the Cache-Status list
 // (RFC 9211): `name; hit; ttl=N` or `name; fwd=uri-miss; fwd-status=200; stored`.
-func (n *Node) appendCacheStatus(dst []byte, cs cacheStatus, fwd string, fwdStatus int, ttl time.Duration, stored bool) []byte {
-	dst = append(dst, n.name...)
+func (pl *pipeline) appendCacheStatus(dst []byte, cs cacheStatus, fwd string, fwdStatus int, ttl time.Duration, stored bool) []byte {
+	dst = append(dst, pl.name...)
 	switch cs {
 	case csHit:
 		dst = append(dst, "; hit"...)
@@ -476,7 +476,7 @@ func (n *Node) appendCacheStatus(dst []byte, cs cacheStatus, fwd string, fwdStat
 // understand, or If-Range not matching: RFC 9110 §14.2, §13.1.5), so the
 // caller sends 200; an error when the ranges could not be read (the caller
 // answers it).
-func (n *Node) writeRanges(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entry, body storedBody, rh []byte) (bool, error) {
+func (pl *pipeline) writeRanges(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entry, body storedBody, rh []byte) (bool, error) {
 	if ir := ctx.Request.Header.Peek("If-Range"); len(ir) > 0 && !cache.IfRangeMatches(ir, e.ETag, e.LastModified) {
 		return false, nil
 	}
@@ -493,10 +493,10 @@ func (n *Node) writeRanges(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entr
 	case err != nil || len(rs) == 0:
 		return false, nil
 	case len(rs) == 1:
-		n.writeRange(ctx, st, body, rs[0], size)
+		pl.writeRange(ctx, st, body, rs[0], size)
 		return true, nil
 	}
-	if err := n.writeMultipart(resp, body, rs); err != nil {
+	if err := pl.writeMultipart(resp, body, rs); err != nil {
 		resp.Header.Del("Content-Type")
 		return true, err
 	}
@@ -504,7 +504,7 @@ func (n *Node) writeRanges(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entr
 }
 
 // writeRange sends one range of a body of size bytes (RFC 9110 §14.4).
-func (n *Node) writeRange(ctx *fasthttp.RequestCtx, st *reqState, body storedBody, r cache.ByteRange, size int64) {
+func (pl *pipeline) writeRange(ctx *fasthttp.RequestCtx, st *reqState, body storedBody, r cache.ByteRange, size int64) {
 	resp := &ctx.Response
 	resp.SetStatusCode(fasthttp.StatusPartialContent)
 	st.num = append(st.num[:0], "bytes "...)
@@ -518,7 +518,7 @@ func (n *Node) writeRange(ctx *fasthttp.RequestCtx, st *reqState, body storedBod
 }
 
 // writeMultipart sends multipart/byteranges (RFC 9110 §14.6).
-func (n *Node) writeMultipart(resp *fasthttp.Response, full storedBody, rs []cache.ByteRange) error {
+func (pl *pipeline) writeMultipart(resp *fasthttp.Response, full storedBody, rs []cache.ByteRange) error {
 	ct := resp.Header.ContentType()
 	boundary := strconv.FormatUint(uint64(time.Now().UnixNano()), 36) + "edgeshield"
 	var total int64
@@ -605,22 +605,22 @@ func (h *hitForPass) forget(key []byte) {
 // serveUnsafe forwards other methods. A non-error response to an unsafe
 // method invalidates the target URI and same-host Location and
 // Content-Location (RFC 9111 §4.4). It reports how the request was answered.
-func (n *Node) serveUnsafe(ctx *fasthttp.RequestCtx) outcome {
+func (pl *pipeline) serveUnsafe(ctx *fasthttp.RequestCtx) outcome {
 	st := statePool.Get().(*reqState)
 	defer statePool.Put(st)
 	st.hop = false // unsafe methods never come as shield hops
 	method := methodString(ctx.Method())
-	out, status, h := n.pass(ctx, st, method, fwdMethod)
+	out, status, h := pl.pass(ctx, st, method, fwdMethod)
 	if status < 200 || status >= 400 || method == "OPTIONS" || method == "TRACE" {
 		return out
 	}
-	st.key = n.appendKey(st.key[:0], &ctx.Request)
-	n.invalidate(st.key)
+	st.key = pl.appendKey(st.key[:0], &ctx.Request)
+	pl.invalidate(st.key)
 	host := ctx.Request.Header.Host()
 	for _, name := range []string{"Location", "Content-Location"} {
 		if loc := header1(h, name); loc != "" {
 			if k, ok := sameHostKey(host, loc); ok {
-				n.invalidate(k)
+				pl.invalidate(k)
 			}
 		}
 	}
@@ -657,56 +657,56 @@ func sameHostKey(host []byte, loc string) ([]byte, bool) {
 
 // invalidate marks the entry (or Vary marker, hence all variants) under key
 // stale, so the next request revalidates (§4.4).
-func (n *Node) invalidate(key []byte) {
-	if e := n.store.Get(key); e != nil {
+func (pl *pipeline) invalidate(key []byte) {
+	if e := pl.store.Get(key); e != nil {
 		e.Invalidate()
 	}
-	n.hfp.forget(key)
+	pl.hfp.forget(key)
 }
 
 // passThrough forwards a GET or HEAD uncached, for the reason fwd
 // (hit-for-pass, a flight this request cannot share).
-func (n *Node) passThrough(ctx *fasthttp.RequestCtx, st *reqState, fwd string) outcome {
-	n.stats.passes.Add(1)
-	out, _, _ := n.pass(ctx, st, methodString(ctx.Method()), fwd)
+func (pl *pipeline) passThrough(ctx *fasthttp.RequestCtx, st *reqState, fwd string) outcome {
+	pl.stats.passes.Add(1)
+	out, _, _ := pl.pass(ctx, st, methodString(ctx.Method()), fwd)
 	return out
 }
 
 // pass forwards the request uncached and streams the response. It returns
 // the outcome, and the status and fields the client was sent (0 when the
 // node answered an error itself).
-func (n *Node) pass(ctx *fasthttp.RequestCtx, st *reqState, method string, fwd string) (outcome, int, []origin.Field) {
-	n.stats.originFetches.Add(1)
-	oreq := n.forwardRequest(ctx, method, false, st.hop)
-	if err := n.attachBody(ctx, st, oreq); err != nil {
-		return n.bodyFailed(ctx, err), 0, nil
+func (pl *pipeline) pass(ctx *fasthttp.RequestCtx, st *reqState, method string, fwd string) (outcome, int, []origin.Field) {
+	pl.stats.originFetches.Add(1)
+	oreq := pl.forwardRequest(ctx, method, false, st.hop)
+	if err := pl.attachBody(ctx, st, oreq); err != nil {
+		return pl.bodyFailed(ctx, err), 0, nil
 	}
-	resp, err := n.upstream(n.base, ctx.Request.Header.Host(), oreq)
+	resp, err := pl.upstream(pl.bg.base, ctx.Request.Header.Host(), oreq)
 	st.body.finish(ctx)
 	switch {
 	case errors.Is(err, origin.ErrRequestBody):
-		return n.bodyFailed(ctx, err), 0, nil
+		return pl.bodyFailed(ctx, err), 0, nil
 	case err != nil:
-		return n.writeError(ctx, err), 0, nil
+		return pl.writeError(ctx, err), 0, nil
 	}
-	n.writeForwarded(ctx, resp, fwd)
+	pl.writeForwarded(ctx, resp, fwd)
 	return outPass, resp.Status, resp.Header
 }
 
 // writeForwarded sends an upstream answer that is not shared (cookies
 // included) as it arrives, with this node's Cache-Status fwd=fwd.
-func (n *Node) writeForwarded(ctx *fasthttp.RequestCtx, resp *origin.Response, fwd string) {
+func (pl *pipeline) writeForwarded(ctx *fasthttp.RequestCtx, resp *origin.Response, fwd string) {
 	r := &ctx.Response
 	r.SetStatusCode(resp.Status)
-	n.copyResponseHeaders(r, resp.Header, true)
-	cs := n.appendCacheStatus(nil, csFwd, fwd, resp.Status, 0, false)
-	n.setCacheStatus(r, resp.Header, cs)
-	n.setBodyStream(ctx, resp)
+	pl.copyResponseHeaders(r, resp.Header, true)
+	cs := pl.appendCacheStatus(nil, csFwd, fwd, resp.Status, 0, false)
+	pl.setCacheStatus(r, resp.Header, cs)
+	pl.setBodyStream(ctx, resp)
 }
 
 // setBodyStream streams an origin body to the client; fasthttp closes the
 // reader when done, which returns the origin connection to the pool.
-func (n *Node) setBodyStream(ctx *fasthttp.RequestCtx, resp *origin.Response) {
+func (pl *pipeline) setBodyStream(ctx *fasthttp.RequestCtx, resp *origin.Response) {
 	if resp.Body == nil || ctx.IsHead() || resp.Status == fasthttp.StatusNotModified || resp.Status == fasthttp.StatusNoContent {
 		if resp.Body != nil {
 			resp.Body.Close()
@@ -722,11 +722,11 @@ func (n *Node) setBodyStream(ctx *fasthttp.RequestCtx, resp *origin.Response) {
 
 // copyResponseHeaders copies end-to-end fields to the client response.
 // withCookies keeps Set-Cookie (only for responses not shared with others).
-func (n *Node) copyResponseHeaders(r *fasthttp.Response, h []origin.Field, withCookies bool) {
+func (pl *pipeline) copyResponseHeaders(r *fasthttp.Response, h []origin.Field, withCookies bool) {
 	conn := connectionValue(h)
 	date := false
 	for _, f := range h {
-		if !n.endToEnd([]byte(f.Name), conn, withCookies) {
+		if !pl.endToEnd([]byte(f.Name), conn, withCookies) {
 			continue
 		}
 		if strings.EqualFold(f.Name, "Date") {
@@ -739,12 +739,12 @@ func (n *Node) copyResponseHeaders(r *fasthttp.Response, h []origin.Field, withC
 		}
 		r.Header.Add(f.Name, f.Value)
 	}
-	r.Header.AddBytesKV(strVia, n.viaBytes)
+	r.Header.AddBytesKV(strVia, pl.viaBytes)
 }
 
 // setCacheStatus sets Cache-Status with the upstream's members first and
 // this node's last (RFC 9211 §2: the list is ordered origin-to-client).
-func (n *Node) setCacheStatus(r *fasthttp.Response, upstream []origin.Field, mine []byte) {
+func (pl *pipeline) setCacheStatus(r *fasthttp.Response, upstream []origin.Field, mine []byte) {
 	if prior := header(upstream, "Cache-Status"); len(prior) > 0 {
 		v := make([]byte, 0, 64+len(mine))
 		for _, p := range prior {

@@ -121,7 +121,7 @@ func TestCoalescing200ConcurrentColdRequests(t *testing.T) {
 		}()
 	}
 	waitFor(t, "all clients to wait on the flight", 10*time.Second, func() bool {
-		return n.stats.coalesced.Load()+1 >= clients
+		return n.pipe.stats.coalesced.Load()+1 >= clients
 	})
 	close(release)
 	wg.Wait()
@@ -342,7 +342,7 @@ func TestStaleWhileRevalidateOneBackgroundFetch(t *testing.T) {
 	}
 	wg.Wait()
 	close(gate)
-	waitFor(t, "background revalidation", 5*time.Second, func() bool { return n.flights.Len() == 0 && o.count("/swr") >= 2 })
+	waitFor(t, "background revalidation", 5*time.Second, func() bool { return n.pipe.flights.Len() == 0 && o.count("/swr") >= 2 })
 	if got := o.count("/swr"); got != 2 {
 		t.Errorf("origin saw %d requests, want 2 (fill + ONE background revalidation)", got)
 	}
@@ -757,7 +757,7 @@ func TestHeadMissThenHit(t *testing.T) {
 	if r.StatusCode != 200 || b != "" || r.ContentLength != 4 {
 		t.Fatalf("HEAD miss: %d %q length %d", r.StatusCode, b, r.ContentLength)
 	}
-	waitFor(t, "fill", 5*time.Second, func() bool { return n.flights.Len() == 0 })
+	waitFor(t, "fill", 5*time.Second, func() bool { return n.pipe.flights.Len() == 0 })
 	if r, _ := do(t, http.MethodHead, url); !isHit(r) {
 		t.Errorf("second HEAD: Cache-Status %q, want hit", csOf(r))
 	}

@@ -134,9 +134,9 @@ func shutdownRound(t *testing.T, round, clients int) {
 	case took > backgroundGrace:
 		t.Errorf("round %d: Shutdown took %v, want it bounded by its context and the cancelled fills", round, took)
 	}
-	if n.bgStuck {
+	if n.bg.stuck {
 		t.Errorf("round %d: the store was left open: background work outlived its cancellation", round)
-	} else if running := n.bgRunning.Load(); running != 0 {
+	} else if running := n.bg.running.Load(); running != 0 {
 		t.Errorf("round %d: store closed while %d background tasks (fills) still run", round, running)
 	}
 	if p := n.Stats().Panics; p != 0 {

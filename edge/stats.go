@@ -98,43 +98,43 @@ type Stats struct {
 
 // Stats returns a snapshot of the node's figures.
 func (n *Node) Stats() Stats {
-	ss := n.store.Stats()
+	ss := n.pipe.store.Stats()
 	s := Stats{
 		Node:                    n.name,
 		Entries:                 ss.Entries,
 		Bytes:                   ss.Bytes,
 		MaxBytes:                int64(n.cfg.Cache.MaxBytes),
-		Requests:                n.stats.requests.Load(),
-		Hits:                    n.stats.hits.Load(),
-		Misses:                  n.stats.misses.Load(),
-		StaleServed:             n.stats.staleServed.Load(),
-		Passes:                  n.stats.passes.Load(),
-		OriginFetches:           n.stats.originFetches.Load(),
-		OriginErrors:            n.stats.originErrors.Load(),
-		CoalescedWaiters:        n.stats.coalesced.Load(),
-		InFlight:                n.flights.Len(),
-		Revalidated:             n.stats.revalidated.Load(),
-		BackgroundRevalidations: n.stats.backgroundRevalidations.Load(),
-		Errors:                  n.stats.errors.Load(),
-		Panics:                  n.stats.panics.Load(),
+		Requests:                n.pipe.stats.requests.Load(),
+		Hits:                    n.pipe.stats.hits.Load(),
+		Misses:                  n.pipe.stats.misses.Load(),
+		StaleServed:             n.pipe.stats.staleServed.Load(),
+		Passes:                  n.pipe.stats.passes.Load(),
+		OriginFetches:           n.pipe.stats.originFetches.Load(),
+		OriginErrors:            n.pipe.stats.originErrors.Load(),
+		CoalescedWaiters:        n.pipe.stats.coalesced.Load(),
+		InFlight:                n.pipe.flights.Len(),
+		Revalidated:             n.pipe.stats.revalidated.Load(),
+		BackgroundRevalidations: n.pipe.stats.backgroundRevalidations.Load(),
+		Errors:                  n.pipe.stats.errors.Load(),
+		Panics:                  n.pipe.stats.panics.Load() + n.bg.panics.Load(),
 		Evicted:                 ss.Evicted,
 		Rejected:                ss.Rejected,
-		Tombstones:              n.purges.Len(),
-		Draining:                n.draining.Load(),
+		Tombstones:              n.pipe.purges.Len(),
+		Draining:                n.pipe.draining.Load(),
 	}
-	s.RequestsH1, s.RequestsH2, s.RequestsH3 = n.stats.byProto[protoIdxH1].Load(), n.stats.byProto[protoIdxH2].Load(), n.stats.byProto[protoIdxH3].Load()
-	s.RateLimited, s.BodiesTooLarge = n.stats.rateLimited.Load(), n.stats.bodiesTooLarge.Load()
-	if n.rate != nil {
-		s.RateLimitClients = n.rate.clients()
+	s.RequestsH1, s.RequestsH2, s.RequestsH3 = n.pipe.stats.byProto[protoIdxH1].Load(), n.pipe.stats.byProto[protoIdxH2].Load(), n.pipe.stats.byProto[protoIdxH3].Load()
+	s.RateLimited, s.BodiesTooLarge = n.pipe.stats.rateLimited.Load(), n.pipe.stats.bodiesTooLarge.Load()
+	if n.pipe.rate != nil {
+		s.RateLimitClients = n.pipe.rate.clients()
 	}
 	if n.conns != nil {
 		s.ConnsRefused, s.ConnLimitClients = n.conns.refused.Load(), n.conns.clients()
 	}
-	hs := n.health.State()
-	s.OriginUp, s.OriginShortCircuited = hs.Up, n.stats.originShortCircuited.Load()
+	hs := n.pipe.health.State()
+	s.OriginUp, s.OriginShortCircuited = hs.Up, n.pipe.stats.originShortCircuited.Load()
 	s.OriginChecks, s.OriginCheckFailures, s.OriginDowns = hs.Checks, hs.CheckFailures, hs.Downs
 	s.OriginChecksKicked = hs.Kicked
-	bs := n.blobs.Stats()
+	bs := n.pipe.blobs.Stats()
 	s.OffheapObjects, s.OffheapBytes, s.SendfileBytes, s.OffheapLeaked = bs.Files, bs.Bytes, bs.SendfileBytes, bs.Leaked
 	if n.peers != nil {
 		n.peers.addStats(&s)

@@ -69,7 +69,7 @@ func TestHTTPSInternalCA(t *testing.T) {
 		}
 		// The fill is stored just after the response: until then a second
 		// request joins the finished flight ("collapsed"), not a hit.
-		waitFor(t, "/s stored", 5*time.Second, func() bool { return n.flights.Len() == 0 })
+		waitFor(t, "/s stored", 5*time.Second, func() bool { return n.pipe.flights.Len() == 0 })
 		last = resp
 	}
 	if !isHit(last) {
@@ -92,7 +92,7 @@ func TestHTTPSInternalCA(t *testing.T) {
 			t.Fatalf("HTTPS /big #%d: %d, %d bytes, want the %d-byte body", i, resp.StatusCode, len(b), len(big))
 		}
 		if i == 0 {
-			waitFor(t, "/big stored", 5*time.Second, func() bool { return n.flights.Len() == 0 })
+			waitFor(t, "/big stored", 5*time.Second, func() bool { return n.pipe.flights.Len() == 0 })
 		} else if !isHit(resp) {
 			t.Errorf("HTTPS /big again: Cache-Status %q, want hit", csOf(resp))
 		}

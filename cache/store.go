@@ -33,7 +33,7 @@ type StoreConfig struct {
 // Wait blocks until buffered Sets are applied.
 type Store struct {
 	c        *ristretto.Cache[[]byte, *Entry]
-	maxBytes int64
+	maxBytes atomic.Int64
 
 	// Counters for Stats. entries counts values handed to ristretto minus the
 	// values ristretto let go of (OnExit covers eviction, rejection, deletion
@@ -73,7 +73,8 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 		cfg.AvgObjectSize = 16 << 10
 	}
 	items := max(cfg.MaxBytes/cfg.AvgObjectSize, 1)
-	s := &Store{maxBytes: cfg.MaxBytes}
+	s := &Store{}
+	s.maxBytes.Store(cfg.MaxBytes)
 	c, err := ristretto.NewCache(&ristretto.Config[[]byte, *Entry]{
 		NumCounters:        max(items*10, 1000),
 		MaxCost:            cfg.MaxBytes,
@@ -142,7 +143,7 @@ func (s *Store) Set(e *Entry) bool {
 		return false
 	}
 	cost := e.Cost()
-	if cost > s.maxBytes {
+	if cost > s.maxBytes.Load() {
 		s.rejected.Add(1)
 		e.releaseBlob()
 		return false
@@ -163,6 +164,17 @@ func (s *Store) Delete(key []byte) {
 	if !s.closed.Load() {
 		s.c.Del(key)
 	}
+}
+
+// SetMaxBytes changes the store's capacity (cache.max_bytes on reload). A
+// smaller capacity is reached as new entries are admitted: ristretto
+// evicts on admission, not at once.
+func (s *Store) SetMaxBytes(n int64) {
+	if n <= 0 || s.closed.Load() {
+		return
+	}
+	s.maxBytes.Store(n)
+	s.c.UpdateMaxCost(n)
 }
 
 // Wait blocks until all buffered Sets and Deletes are applied; for tests and

@@ -278,3 +278,34 @@ func BenchmarkStoreGet(b *testing.B) {
 		}
 	})
 }
+
+// TestSetMaxBytes: a reload's cache.max_bytes takes effect on the running
+// store: a smaller capacity is reached as new entries are admitted, and a
+// larger one admits entries the old one refused as too big.
+func TestSetMaxBytes(t *testing.T) {
+	s := newTestStore(t, 64<<10)
+	for i := 0; i < 64; i++ {
+		s.Set(&Entry{Key: []byte(fmt.Sprintf("a%d", i)), Status: 200, Body: make([]byte, 900)})
+	}
+	s.Wait()
+	s.SetMaxBytes(16 << 10)
+	for i := 0; i < 64; i++ {
+		s.Set(&Entry{Key: []byte(fmt.Sprintf("b%d", i)), Status: 200, Body: make([]byte, 900)})
+		s.Wait()
+	}
+	if got := s.Stats().Bytes; got > 16<<10 {
+		t.Errorf("after shrinking to 16 KiB and admitting more: %d bytes stored", got)
+	}
+	big := &Entry{Key: []byte("big"), Status: 200, Body: make([]byte, 32<<10)}
+	if s.Set(big) {
+		t.Fatal("a 32 KiB entry was taken by a 16 KiB store")
+	}
+	s.SetMaxBytes(1 << 20)
+	if !s.Set(&Entry{Key: []byte("big"), Status: 200, Body: make([]byte, 32<<10)}) {
+		t.Fatal("a 32 KiB entry was refused after growing to 1 MiB")
+	}
+	s.Wait()
+	if s.Get([]byte("big")) == nil {
+		t.Error("the 32 KiB entry is not served after growing the store")
+	}
+}

@@ -104,7 +104,7 @@ type Config struct {
 	// authenticates all gossip. It is required unless the bind address, the
 	// advertise address and every seed are loopback. Nodes with a different
 	// key cannot join: the error and the logs say "secret key mismatch".
-	SecretKey Key `yaml:"secret_key"`
+	SecretKey Key `yaml:"secret_key" redact:"true"`
 	// RejoinInterval is the period of the re-join of the seeds. Re-joining
 	// heals a partition that lasted longer than GossipToTheDeadTime, after
 	// which memberlist stops talking to the other side. Zero means

@@ -60,10 +60,10 @@ func newAccessLog(path, format string) (*accessLog, error) {
 
 // ReopenLogs reopens the access log file (after logrotate moved it).
 func (n *Node) ReopenLogs() error {
-	if n.pipe.access == nil {
-		return nil
+	if a := n.pipe.set().access; a != nil {
+		return a.Reopen()
 	}
-	return n.pipe.access.Reopen()
+	return nil
 }
 
 func openLogFile(path string) (*os.File, error) {

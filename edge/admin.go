@@ -22,15 +22,17 @@ import (
 type admin struct {
 	token    string // admin.token; "" = no check
 	node     string
-	store    *cache.Store   // readiness: is anything cached to serve stale?
-	health   *origin.Health // readiness: is the origin up?
-	draining *atomic.Bool   // readiness: the node is shutting down
+	store    *cache.Store          // readiness: is anything cached to serve stale?
+	health   func() *origin.Health // readiness: is the origin up? (the current one: a reload may replace it)
+	draining *atomic.Bool          // readiness: the node is shutting down
 	stats    func() Stats
 	metrics  exposition
 	purger   *purger
 	peers    *peerSet       // nil without a cluster
 	certs    *certs.Manager // nil when TLS is off
 	tlsMode  string
+	reload   func() (ReloadResult, error) // POST /reload (reload.go)
+	config   func() Config                // GET /config: the configuration in effect
 	// recoverPanic answers 500 and counts the panic (Stats.Panics).
 	recoverPanic func(*fasthttp.RequestCtx)
 }
@@ -48,6 +50,8 @@ type admin struct {
 //	POST /purge?url=…|prefix=…|tag=…[&hard=1][&wait=2s]
 //	GET  /cluster        members, state, region, addresses, owned share
 //	GET  /cluster/owner?url=…  the key's owners in rendezvous order
+//	POST /reload   re-read the configuration, apply the live keys (reload.go)
+//	GET  /config   the configuration in effect, secrets redacted (YAML)
 //
 // When admin.token is set every request needs "Authorization: Bearer <token>";
 // Config.Validate requires it when admin.listen is not loopback.
@@ -79,6 +83,10 @@ func (a *admin) handle(ctx *fasthttp.RequestCtx) {
 		a.serveTLSStatus(ctx)
 	case "/tls/root.pem":
 		a.serveTLSRoot(ctx)
+	case "/reload":
+		a.serveReload(ctx)
+	case "/config":
+		a.serveConfig(ctx)
 	case "/purge":
 		if !ctx.IsPost() {
 			ctx.Response.Header.Set("Allow", "POST")
@@ -161,7 +169,7 @@ func (a *admin) ready() Readiness {
 	// A down origin with content cached still serves (stale): stay in DNS.
 	// With nothing cached every request would fail: let DNS send users to
 	// the next region. Active checks bring the node back without traffic.
-	hs := a.health.State()
+	hs := a.health().State()
 	switch {
 	case hs.Up:
 		r.Checks["origin"] = "ok"

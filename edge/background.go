@@ -28,15 +28,16 @@ type background struct {
 	abort  func(err error) // fails every flight's next write (set by the pipeline)
 	panics atomic.Uint64   // tasks that panicked (Stats.Panics adds them)
 
-	mu      sync.Mutex // guards closed and wg.Add
-	closed  bool       // stop began: no new background work
-	stuck   bool       // work outlived its cancellation: the store stays open
-	wg      sync.WaitGroup
-	running atomic.Int64 // tasks that have not returned yet
+	stopping chan struct{} // closed when stop begins: tasks that only wait end
+	mu       sync.Mutex    // guards closed and wg.Add
+	closed   bool          // stop began: no new background work
+	stuck    bool          // work outlived its cancellation: the store stays open
+	wg       sync.WaitGroup
+	running  atomic.Int64 // tasks that have not returned yet
 }
 
 func newBackground(log *slog.Logger) *background {
-	b := &background{log: log}
+	b := &background{log: log, stopping: make(chan struct{})}
 	b.base, b.cancel = context.WithCancel(context.Background())
 	return b
 }
@@ -75,6 +76,9 @@ func (b *background) recover(what string) {
 // base context is cancelled on return.
 func (b *background) stop(ctx context.Context) error {
 	b.mu.Lock()
+	if !b.closed {
+		close(b.stopping)
+	}
 	b.closed = true
 	b.mu.Unlock()
 	defer b.cancel()

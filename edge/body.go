@@ -83,7 +83,7 @@ func (pl *pipeline) attachBody(ctx *fasthttp.RequestCtx, st *reqState, oreq *ori
 		oreq.Body = req.Body()
 		return nil
 	}
-	limit := int64(pl.cfg.Server.MaxRequestBody)
+	limit := int64(pl.conf().Server.MaxRequestBody)
 	length := int64(req.Header.ContentLength())
 	if length > limit {
 		return errBodyTooLarge
@@ -100,7 +100,7 @@ func (pl *pipeline) attachBody(ctx *fasthttp.RequestCtx, st *reqState, oreq *ori
 // the rest of the body is not read.
 func (pl *pipeline) bodyTooLarge(ctx *fasthttp.RequestCtx) outcome {
 	pl.stats.bodiesTooLarge.Add(1)
-	ctx.Error("request body larger than "+pl.cfg.Server.MaxRequestBody.String()+"\n", fasthttp.StatusRequestEntityTooLarge)
+	ctx.Error("request body larger than "+pl.conf().Server.MaxRequestBody.String()+"\n", fasthttp.StatusRequestEntityTooLarge)
 	ctx.SetConnectionClose()
 	return outError
 }
@@ -156,7 +156,7 @@ func withBodySkipped(h fasthttp.RequestHandler) fasthttp.RequestHandler {
 // declared body above server.max_request_body gets its 413 at once, so
 // the client never sends it; any other gets 100 Continue.
 func (pl *pipeline) expectContinue(ctx *fasthttp.RequestCtx) int {
-	if int64(ctx.Request.Header.ContentLength()) > int64(pl.cfg.Server.MaxRequestBody) {
+	if int64(ctx.Request.Header.ContentLength()) > int64(pl.conf().Server.MaxRequestBody) {
 		pl.stats.bodiesTooLarge.Add(1)
 		return fasthttp.StatusRequestEntityTooLarge
 	}

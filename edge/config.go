@@ -228,7 +228,7 @@ type AdminConfig struct {
 	Listen string `yaml:"listen"`
 	// Token is a bearer token required on every admin request. It is
 	// mandatory when Listen is not a loopback address.
-	Token string `yaml:"token"`
+	Token string `yaml:"token" redact:"true"`
 }
 
 // TLSConfig is the HTTPS listener and its certificates: certs.Config (the
@@ -448,21 +448,40 @@ func implementsUnmarshaler(v reflect.Value) bool {
 // path; the fields of a `yaml:",inline"` embedded struct (a package's
 // Config inside the edge's block) count as t's own.
 func yamlFields(t reflect.Type) map[string][]int {
-	m := make(map[string][]int, t.NumField())
+	list := yamlFieldList(t)
+	m := make(map[string][]int, len(list))
+	for _, f := range list {
+		m[f.name] = f.index
+	}
+	return m
+}
+
+// yamlField is one yaml key of a struct type: its field's index path, and
+// whether its value is a secret (tag `redact:"true"`: GET /config hides it).
+type yamlField struct {
+	name   string
+	index  []int
+	redact bool
+}
+
+// yamlFieldList is yamlFields in declaration order (the documented order).
+func yamlFieldList(t reflect.Type) []yamlField {
+	var list []yamlField
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
 		if f.Anonymous && opts == "inline" {
-			for k, idx := range yamlFields(f.Type) {
-				m[k] = append([]int{i}, idx...)
+			for _, sub := range yamlFieldList(f.Type) {
+				sub.index = append([]int{i}, sub.index...)
+				list = append(list, sub)
 			}
 			continue
 		}
 		if name != "" && name != "-" {
-			m[name] = []int{i}
+			list = append(list, yamlField{name: name, index: []int{i}, redact: f.Tag.Get("redact") == "true"})
 		}
 	}
-	return m
+	return list
 }
 
 func joinKey(path, k string) string {
@@ -541,7 +560,9 @@ const envPrefix = "EDGESHIELD_"
 // so a typo does not silently leave a default in force.
 func applyEnv(c *Config, environ []string) error {
 	paths := map[string]reflect.Value{}
-	collectEnvPaths(reflect.ValueOf(c).Elem(), "", paths)
+	for key, f := range configLeaves(c) {
+		paths[envName(key)] = f
+	}
 	for _, kv := range environ {
 		name, val, ok := strings.Cut(kv, "=")
 		if !ok || !strings.HasPrefix(name, envPrefix) || name == envPrefix+"CONFIG" {
@@ -571,18 +592,6 @@ func applyEnv(c *Config, environ []string) error {
 		}
 	}
 	return nil
-}
-
-func collectEnvPaths(v reflect.Value, prefix string, out map[string]reflect.Value) {
-	for tag, idx := range yamlFields(v.Type()) {
-		name := prefix + strings.ToUpper(tag)
-		f := v.FieldByIndex(idx)
-		if f.Kind() == reflect.Struct && !implementsUnmarshaler(f) {
-			collectEnvPaths(f, name+"_", out)
-			continue
-		}
-		out[envPrefix+name] = f
-	}
 }
 
 // lineOf finds the line of a dotted key in a YAML document, for validation

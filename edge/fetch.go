@@ -32,11 +32,11 @@ func addValidators(r *origin.Request, e *cache.Entry) {
 func (pl *pipeline) storable(req *cache.RequestMeta, meta *cache.ResponseMeta, h []origin.Field) (bool, string) {
 	get := *req
 	get.Method = "GET"
-	ok, reason := pl.policy.Storable(&get, meta)
+	ok, reason := pl.set().policy.Storable(&get, meta)
 	if !ok {
 		return false, reason
 	}
-	if lifetime, _ := pl.policy.FreshnessLifetime(meta); lifetime <= 0 &&
+	if lifetime, _ := pl.set().policy.FreshnessLifetime(meta); lifetime <= 0 &&
 		meta.CC.StaleWhileRevalidate <= 0 && meta.CC.StaleIfError <= 0 &&
 		header1(h, "ETag") == "" && header1(h, "Last-Modified") == "" {
 		return false, cache.ReasonNoFreshness
@@ -60,7 +60,7 @@ func (pl *pipeline) newEntry(key []byte, status int, h []origin.Field, meta *cac
 	if v := header1(h, "Last-Modified"); v != "" {
 		e.LastModified = []byte(v)
 	}
-	e.SetFreshness(pl.policy.Freshness(meta, reqTime, respTime))
+	e.SetFreshness(pl.set().policy.Freshness(meta, reqTime, respTime))
 	return e
 }
 
@@ -105,7 +105,7 @@ func (pl *pipeline) refreshed(stale *cache.Entry, h304 []origin.Field, reqTime, 
 		}
 	}
 	meta := pl.responseMeta(stale.Status, all)
-	return stale.WithUpdatedHeaders(updates, pl.policy.Freshness(&meta, reqTime, respTime))
+	return stale.WithUpdatedHeaders(updates, pl.set().policy.Freshness(&meta, reqTime, respTime))
 }
 
 func hasField(h []cache.Field, name []byte) bool {
@@ -122,7 +122,7 @@ func hasField(h []cache.Field, name []byte) bool {
 // false: it may not, and nothing was written.
 func (pl *pipeline) serveStaleOnError(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, err error) (out outcome, ok bool) {
 	now := pl.now()
-	if !cache.UsableOnError(stale, &st.req, now, pl.cfg.Cache.MaxStaleOnError.D()) {
+	if !cache.UsableOnError(stale, &st.req, now, pl.conf().Cache.MaxStaleOnError.D()) {
 		return outNone, false
 	}
 	pl.stats.staleServed.Add(1)

@@ -175,7 +175,8 @@ func deleteConnectionListed(h *fasthttp.RequestHeader, conn []byte) {
 // server.trusted_proxies: its X-Forwarded-For / Forwarded are then extended
 // and its X-Forwarded-Host / X-Forwarded-Proto kept, as Caddy does.
 func (pl *pipeline) trustedClient(ctx *fasthttp.RequestCtx) bool {
-	if len(pl.trusted) == 0 {
+	trusted := pl.set().trusted
+	if len(trusted) == 0 {
 		return false
 	}
 	a, ok := netip.AddrFromSlice(ctx.RemoteIP())
@@ -183,7 +184,7 @@ func (pl *pipeline) trustedClient(ctx *fasthttp.RequestCtx) bool {
 		return false
 	}
 	a = a.Unmap()
-	for _, p := range pl.trusted {
+	for _, p := range trusted {
 		if p.Contains(a) {
 			return true
 		}

@@ -155,13 +155,13 @@ func (pl *pipeline) forwardRequest(ctx *fasthttp.RequestCtx, method string, cach
 		}
 		out.Header = append(out.Header, origin.Field{Name: string(k), Value: string(v)})
 	}
-	switch pl.cfg.Origin.HostHeader {
+	switch pl.conf().Origin.HostHeader {
 	case "pass", "":
 		out.Host = string(req.URI().Host())
 	case "origin":
 		out.Host = "" // the client uses the origin URL's host
 	default:
-		out.Host = pl.cfg.Origin.HostHeader
+		out.Host = pl.conf().Origin.HostHeader
 	}
 	var buf []byte
 	for f := range forwardingHeaders {
@@ -212,7 +212,7 @@ func (pl *pipeline) endToEnd(name, conn []byte, withCookies bool) bool {
 	if inList(unstoredResponseHeaders, name) && !(withCookies && bytes.EqualFold(name, []byte("Set-Cookie"))) {
 		return false
 	}
-	return pl.cfg.Cache.TargetedField == "" || !bytes.EqualFold(name, []byte(pl.cfg.Cache.TargetedField))
+	return pl.conf().Cache.TargetedField == "" || !bytes.EqualFold(name, []byte(pl.conf().Cache.TargetedField))
 }
 
 // connectionValue joins every Connection field line (RFC 9110 §7.6.1).
@@ -254,8 +254,8 @@ func (pl *pipeline) responseMeta(status int, h []origin.Field) cache.ResponseMet
 	// as a Structured Fields Dictionary whose directives have their types;
 	// otherwise it is ignored as a whole (§2.1).
 	var tf []string
-	if pl.cfg.Cache.TargetedField != "" {
-		tf = header(h, pl.cfg.Cache.TargetedField)
+	if pl.conf().Cache.TargetedField != "" {
+		tf = header(h, pl.conf().Cache.TargetedField)
 	}
 	if len(tf) == 0 {
 		tf = header(h, "CDN-Cache-Control")

@@ -212,12 +212,12 @@ func (l *rateLimiter) clients() int { return l.shards.len() }
 // rateLimited answers 429 when the client has used its burst (RFC 6585
 // §4), with Retry-After in whole seconds, rounded up (RFC 9110 §10.2.3), so
 // a client that honours it finds a token. It reports whether it answered.
-func (pl *pipeline) rateLimited(ctx *fasthttp.RequestCtx, now time.Time) bool {
+func rateLimited(l *rateLimiter, ctx *fasthttp.RequestCtx, now time.Time) bool {
 	k, ok := keyOfIP(ctx.RemoteIP())
 	if !ok {
 		return false
 	}
-	allowed, wait := pl.rate.allow(k, now.UnixNano())
+	allowed, wait := l.allow(k, now.UnixNano())
 	if allowed {
 		return false
 	}
@@ -232,13 +232,14 @@ func (pl *pipeline) rateLimited(ctx *fasthttp.RequestCtx, now time.Time) bool {
 // when their count drops to zero, so the map holds at most one entry per
 // open connection (bounded by server.concurrency). Safe for concurrent use.
 type connLimiter struct {
-	max     int32
+	max     atomic.Int32       // server.max_conns_per_ip (a reload may change it)
 	refused atomic.Uint64      // connections closed at accept for being over max
 	shards  clientTable[int32] // open connections per client
 }
 
 func newConnLimiter(max int) *connLimiter {
-	l := &connLimiter{max: int32(max)}
+	l := &connLimiter{}
+	l.max.Store(int32(max))
 	l.shards.init()
 	return l
 }
@@ -248,7 +249,7 @@ func (l *connLimiter) acquire(k clientKey) bool {
 	s := &l.shards[shardOf(k)]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.m[k] >= l.max {
+	if s.m[k] >= l.max.Load() {
 		return false
 	}
 	s.m[k]++

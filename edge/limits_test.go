@@ -218,8 +218,8 @@ func TestFreshHitWithLimitsAllocatesNothing(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("fresh hit with limits on allocates %.1f times per request, want 0", allocs)
 	}
-	if n.pipe.rate.clients() != 1 {
-		t.Fatalf("rate limiter tracks %d clients, want 1 (the hits went through it)", n.pipe.rate.clients())
+	if n.pipe.set().rate.clients() != 1 {
+		t.Fatalf("rate limiter tracks %d clients, want 1 (the hits went through it)", n.pipe.set().rate.clients())
 	}
 }
 

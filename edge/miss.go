@@ -109,7 +109,7 @@ func (pl *pipeline) waitFlight(st *reqState, c origin.Call[*pending]) (origin.He
 	}
 	pl.stats.coalesced.Add(1)
 	st.joined = true
-	wctx, cancel := context.WithTimeout(pl.bg.base, pl.cfg.Origin.HeaderTimeout+pl.cfg.Origin.ConnectTimeout+time.Second)
+	wctx, cancel := context.WithTimeout(pl.bg.base, pl.conf().Origin.HeaderTimeout+pl.conf().Origin.ConnectTimeout+time.Second)
 	defer cancel()
 	return c.Wait(wctx)
 }
@@ -275,14 +275,14 @@ func (pl *pipeline) storeResponse(w *origin.Writer[*pending], j *fetchJob, resp 
 		drainBody(resp.Body)
 		pl.stats.revalidated.Add(1)
 		return pl.publishRefreshed(w, j, pl.refreshed(j.stale, resp.Header, reqTime, respTime))
-	case resp.Status >= 500 && j.stale != nil && cache.UsableOnError(j.stale, &j.req, respTime, pl.cfg.Cache.MaxStaleOnError.D()):
+	case resp.Status >= 500 && j.stale != nil && cache.UsableOnError(j.stale, &j.req, respTime, pl.conf().Cache.MaxStaleOnError.D()):
 		// RFC 5861 §4: a 5xx is an error for stale-if-error purposes.
 		drainBody(resp.Body)
 		return &statusError{status: resp.Status}
 	}
 	meta := pl.responseMeta(resp.Status, resp.Header)
 	storable, reason := pl.storable(&j.req, &meta, resp.Header)
-	tooBig := resp.ContentLength > int64(pl.cfg.Cache.MaxObjectSize)
+	tooBig := resp.ContentLength > int64(pl.conf().Cache.MaxObjectSize)
 	if !storable || tooBig {
 		return pl.passResponse(w, j, resp, reason, tooBig, respTime)
 	}
@@ -310,7 +310,7 @@ func (pl *pipeline) passResponse(w *origin.Writer[*pending], j *fetchJob, resp *
 	if reason != "" && reason != cache.ReasonCookie && reason != cache.ReasonAuthorization {
 		// Only for reasons of the response: one client's credentials
 		// must not turn the URL into a pass for everyone else.
-		pl.hfp.add(j.key, respTime)
+		pl.hfp.add(j.key, respTime, pl.conf().Cache.HitForPass.D())
 	}
 	pl.log.Debug("not storing", "key", string(j.key), "reason", reason, "too_big", tooBig)
 	if j.background || (tooBig && j.rangeReq) {
@@ -353,7 +353,7 @@ func (pl *pipeline) publishRefreshed(w *origin.Writer[*pending], j *fetchJob, e 
 // away does not cut the fetch short for the others.
 func (pl *pipeline) fill(w *origin.Writer[*pending], p *pending, resp *origin.Response) error {
 	defer resp.Body.Close()
-	sink := &fillSink{w: w, p: p, limit: int64(pl.cfg.Cache.MaxObjectSize)}
+	sink := &fillSink{w: w, p: p, limit: int64(pl.conf().Cache.MaxObjectSize)}
 	var dst io.Writer = sink
 	var enc encoder
 	if p.coding != codingNone {
@@ -417,7 +417,7 @@ func (pl *pipeline) keep(p *pending, body []byte) {
 // setBody gives a new entry its body: in a memory file when it is large
 // enough (cache.offheap_min_size) and one can be made, else on the heap.
 func (pl *pipeline) setBody(e *cache.Entry, body []byte) {
-	if minSize := int(pl.cfg.Cache.OffheapMinSize); minSize > 0 && len(body) >= minSize {
+	if minSize := int(pl.conf().Cache.OffheapMinSize); minSize > 0 && len(body) >= minSize {
 		b, err := pl.blobs.New(body)
 		if err == nil {
 			e.Blob = b

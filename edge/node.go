@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/edgeshield/edgeshield/edge/certs"
+	"github.com/edgeshield/edgeshield/origin"
 	"github.com/valyala/fasthttp"
 )
 
@@ -57,7 +58,9 @@ type Node struct {
 	listeners         []net.Listener // every listener given to serve (Start, before Shutdown)
 	serveWG           sync.WaitGroup // listener goroutines
 
-	stopMaint    chan struct{} // closed by Shutdown: ends the maintenance loop
+	reload       reloader       // SIGHUP, POST /reload (reload.go)
+	level        *slog.LevelVar // log.level, when the node can change it (Options)
+	stopMaint    chan struct{}  // closed by Shutdown: ends the maintenance loop
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
@@ -68,6 +71,14 @@ type Options struct {
 	Logger *slog.Logger
 	// Clock replaces time.Now (tests drive freshness with it); nil = time.Now.
 	Clock func() time.Time
+	// LogLevel is Logger's level, for a reload's log.level to change; nil
+	// with a Logger: log.level needs a restart. (A node that builds its
+	// own logger has one.)
+	LogLevel *slog.LevelVar
+	// LoadConfig re-reads the configuration the node was started from
+	// (file, environment, flags), validated, for SIGHUP and POST /reload
+	// (ReloadConfig); nil: those answer that there is no source.
+	LoadConfig func() (Config, error)
 }
 
 // New builds a node from a validated configuration; call Start to listen.
@@ -77,12 +88,13 @@ func New(cfg Config, opts Options) (*Node, error) {
 	if err := cfg.Validate("", nil); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: opts.Logger, name: nodeName(cfg)}
+	n := &Node{cfg: cfg, log: opts.Logger, name: nodeName(cfg), level: opts.LogLevel}
+	n.reload.load = opts.LoadConfig
 	if n.log == nil {
-		n.log = NewLogger(cfg.Log, os.Stderr)
+		n.log, n.level = NewLeveledLogger(cfg.Log, os.Stderr)
 	}
 	n.bg = newBackground(n.log)
-	pipe, err := newPipeline(&n.cfg, n.name, n.log, opts.Clock, n.bg)
+	pipe, err := newPipeline(n.cfg, n.name, n.log, opts.Clock, n.bg)
 	if err != nil {
 		return nil, err
 	}
@@ -133,12 +145,14 @@ func (n *Node) newAdmin() *admin {
 		token:        n.cfg.Admin.Token,
 		node:         n.name,
 		store:        n.pipe.store,
-		health:       n.pipe.health,
+		health:       func() *origin.Health { return n.pipe.set().health },
 		draining:     &n.pipe.draining,
 		stats:        n.Stats,
 		metrics:      exposition{stats: n.Stats, latency: &n.pipe.latency},
 		purger:       n.purger,
 		tlsMode:      n.cfg.TLS.Mode,
+		reload:       n.ReloadConfig,
+		config:       func() Config { return *n.pipe.conf() },
 		recoverPanic: n.pipe.recoverPanic,
 	}
 }
@@ -291,7 +305,7 @@ func (n *Node) AdminAddr() string {
 }
 
 // OriginURL is the origin in use.
-func (n *Node) OriginURL() string { return n.cfg.Origin.URL }
+func (n *Node) OriginURL() string { return n.pipe.conf().Origin.URL }
 
 // Name is the node's name as used in Cache-Status and Via.
 func (n *Node) Name() string { return n.name }
@@ -307,7 +321,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 
 func (n *Node) shutdown(ctx context.Context) error {
 	n.pipe.draining.Store(true)
-	if d := n.cfg.Server.DrainDelay.D(); d > 0 && n.publicLn != nil {
+	if d := n.pipe.conf().Server.DrainDelay.D(); d > 0 && n.publicLn != nil {
 		n.log.Info("draining: readiness is 503; waiting before closing listeners", "delay", d)
 		select {
 		case <-time.After(d):
@@ -402,8 +416,8 @@ func (n *Node) maintain() {
 		case <-t.C:
 			inv, del := n.pipe.store.Sweep(n.pipe.purges)
 			pruned := n.pipe.purges.Prune(n.pipe.now())
-			if n.pipe.rate != nil {
-				n.pipe.rate.sweep(n.pipe.now().UnixNano())
+			if rate := n.pipe.set().rate; rate != nil {
+				rate.sweep(n.pipe.now().UnixNano())
 			}
 			if inv+del+pruned > 0 {
 				n.log.Debug("purge sweep", "invalidated", inv, "deleted", del, "tombstones_dropped", pruned)
@@ -414,22 +428,20 @@ func (n *Node) maintain() {
 
 // NewLogger builds the slog logger described by c.
 func NewLogger(c LogConfig, w io.Writer) *slog.Logger {
-	var lvl slog.Level
-	switch c.Level {
-	case "debug":
-		lvl = slog.LevelDebug
-	case "warn":
-		lvl = slog.LevelWarn
-	case "error":
-		lvl = slog.LevelError
-	default:
-		lvl = slog.LevelInfo
-	}
-	ho := &slog.HandlerOptions{Level: lvl}
+	l, _ := NewLeveledLogger(c, w)
+	return l
+}
+
+// NewLeveledLogger builds the slog logger described by c, and the level
+// it logs at, for a reload to change (Options.LogLevel).
+func NewLeveledLogger(c LogConfig, w io.Writer) (*slog.Logger, *slog.LevelVar) {
+	lv := new(slog.LevelVar)
+	lv.Set(logLevel(c.Level))
+	ho := &slog.HandlerOptions{Level: lv}
 	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, ho))
+		return slog.New(slog.NewJSONHandler(w, ho)), lv
 	}
-	return slog.New(slog.NewTextHandler(w, ho))
+	return slog.New(slog.NewTextHandler(w, ho)), lv
 }
 
 // fasthttpLogger adapts slog to fasthttp's Logger.

@@ -72,7 +72,7 @@ func (pl *pipeline) appendKey(dst []byte, req *fasthttp.Request) []byte {
 		}
 		dst = append(dst, c)
 	}
-	return appendKeyTarget(dst, req.Header.RequestURI(), pl.cfg.Cache.KeyIgnoreQuery)
+	return appendKeyTarget(dst, req.Header.RequestURI(), pl.conf().Cache.KeyIgnoreQuery)
 }
 
 // handle is the public listener's handler. Its time, from here to its
@@ -80,12 +80,13 @@ func (pl *pipeline) appendKey(dst []byte, req *fasthttp.Request) []byte {
 // request's path returned.
 func (pl *pipeline) handle(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
+	st := pl.set()
 	out := outError // what a panic answers (recoverPanic: 500)
 	defer func() {
 		took := time.Since(start)
 		pl.latency.observe(out, took)
-		if pl.access != nil && out != outNone {
-			pl.access.Log(ctx, outcomeLabels[out], start, took)
+		if st.access != nil && out != outNone {
+			st.access.Log(ctx, outcomeLabels[out], start, took)
 		}
 	}()
 	defer pl.recoverPanic(ctx)
@@ -98,10 +99,10 @@ func (pl *pipeline) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetConnectionClose()
 	}
 	switch {
-	case pl.healthPath != "" && string(ctx.Path()) == pl.healthPath:
+	case st.cfg.Server.HealthPath != "" && string(ctx.Path()) == st.cfg.Server.HealthPath:
 		out = outNone
 		pl.serveReadiness(ctx)
-	case pl.rate != nil && pl.rateLimited(ctx, pl.requestTime(start)):
+	case st.rate != nil && rateLimited(st.rate, ctx, pl.requestTime(start)):
 		pl.stats.rateLimited.Add(1)
 	case len(ctx.Request.Header.Peek(shieldHopHeader)) > 0:
 		// Shield hops belong on the peer listener; one arriving here is
@@ -231,7 +232,7 @@ func (pl *pipeline) serveMiss(ctx *fasthttp.RequestCtx, st *reqState, stale *cac
 		// client refuses a forward.
 		ctx.Error("not in cache (only-if-cached)\n", fasthttp.StatusGatewayTimeout)
 		return outMiss
-	case pl.hfp.active(st.key, now):
+	case pl.hfp.active(st.key, now, pl.conf().Cache.HitForPass.D()):
 		return pl.passThrough(ctx, st, fwdBypass)
 	}
 	return pl.fetch(ctx, st, stale, missFwd(st, stale, varyMiss))
@@ -554,15 +555,15 @@ func (pl *pipeline) writeMultipart(resp *fasthttp.Response, full storedBody, rs 
 // for them skip coalescing (otherwise each would queue behind the previous
 // one: Varnish's hit-for-pass).
 type hitForPass struct {
-	ttl time.Duration
-	mu  sync.Mutex // guards m
-	m   map[string]time.Time
+	mu sync.Mutex // guards m
+	m  map[string]time.Time
 }
 
 const hitForPassMax = 100_000
 
-func (h *hitForPass) active(key []byte, now time.Time) bool {
-	if h.ttl <= 0 {
+// active reports whether key is marked; ttl is cache.hit_for_pass (0: off).
+func (h *hitForPass) active(key []byte, now time.Time, ttl time.Duration) bool {
+	if ttl <= 0 {
 		return false
 	}
 	h.mu.Lock()
@@ -575,8 +576,9 @@ func (h *hitForPass) active(key []byte, now time.Time) bool {
 	return ok
 }
 
-func (h *hitForPass) add(key []byte, now time.Time) {
-	if h.ttl <= 0 {
+// add marks key for ttl (cache.hit_for_pass; 0: off).
+func (h *hitForPass) add(key []byte, now time.Time, ttl time.Duration) {
+	if ttl <= 0 {
 		return
 	}
 	h.mu.Lock()
@@ -593,7 +595,7 @@ func (h *hitForPass) add(key []byte, now time.Time) {
 			clear(h.m)
 		}
 	}
-	h.m[string(key)] = now.Add(h.ttl)
+	h.m[string(key)] = now.Add(ttl)
 }
 
 func (h *hitForPass) forget(key []byte) {

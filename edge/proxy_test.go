@@ -795,14 +795,15 @@ func TestUselessResponsesNotStored(t *testing.T) {
 // TestHitForPassBoundKeepsLiveMarks: when the hit-for-pass table is full,
 // expired marks make room; live ones survive.
 func TestHitForPassBoundKeepsLiveMarks(t *testing.T) {
-	h := hitForPass{ttl: time.Minute, m: map[string]time.Time{}}
+	h := hitForPass{m: map[string]time.Time{}}
+	ttl := time.Minute
 	t0 := time.Now()
-	h.add([]byte("live"), t0)
+	h.add([]byte("live"), t0, ttl)
 	for i := 1; i < hitForPassMax; i++ {
 		h.m[strconv.Itoa(i)] = t0.Add(-time.Second) // expired
 	}
-	h.add([]byte("new"), t0)
-	if !h.active([]byte("live"), t0) || !h.active([]byte("new"), t0) {
+	h.add([]byte("new"), t0, ttl)
+	if !h.active([]byte("live"), t0, ttl) || !h.active([]byte("new"), t0, ttl) {
 		t.Errorf("live marks lost when the table filled up")
 	}
 	if len(h.m) != 2 {
@@ -812,7 +813,7 @@ func TestHitForPassBoundKeepsLiveMarks(t *testing.T) {
 	for i := 0; i < hitForPassMax; i++ {
 		h.m[strconv.Itoa(i)] = t0.Add(time.Minute)
 	}
-	h.add([]byte("one more"), t0)
+	h.add([]byte("one more"), t0, ttl)
 	if len(h.m) > hitForPassMax {
 		t.Errorf("%d marks, want at most %d", len(h.m), hitForPassMax)
 	}

@@ -103,7 +103,7 @@ func (n *Node) Stats() Stats {
 		Node:                    n.name,
 		Entries:                 ss.Entries,
 		Bytes:                   ss.Bytes,
-		MaxBytes:                int64(n.cfg.Cache.MaxBytes),
+		MaxBytes:                int64(n.pipe.conf().Cache.MaxBytes),
 		Requests:                n.pipe.stats.requests.Load(),
 		Hits:                    n.pipe.stats.hits.Load(),
 		Misses:                  n.pipe.stats.misses.Load(),
@@ -124,13 +124,14 @@ func (n *Node) Stats() Stats {
 	}
 	s.RequestsH1, s.RequestsH2, s.RequestsH3 = n.pipe.stats.byProto[protoIdxH1].Load(), n.pipe.stats.byProto[protoIdxH2].Load(), n.pipe.stats.byProto[protoIdxH3].Load()
 	s.RateLimited, s.BodiesTooLarge = n.pipe.stats.rateLimited.Load(), n.pipe.stats.bodiesTooLarge.Load()
-	if n.pipe.rate != nil {
-		s.RateLimitClients = n.pipe.rate.clients()
+	st := n.pipe.set()
+	if st.rate != nil {
+		s.RateLimitClients = st.rate.clients()
 	}
 	if n.conns != nil {
 		s.ConnsRefused, s.ConnLimitClients = n.conns.refused.Load(), n.conns.clients()
 	}
-	hs := n.pipe.health.State()
+	hs := st.health.State()
 	s.OriginUp, s.OriginShortCircuited = hs.Up, n.pipe.stats.originShortCircuited.Load()
 	s.OriginChecks, s.OriginCheckFailures, s.OriginDowns = hs.Checks, hs.CheckFailures, hs.Downs
 	s.OriginChecksKicked = hs.Kicked

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -66,12 +67,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	cfg, shutdownTimeout, code := edgeConfig(args, stderr)
+	load, shutdownTimeout, code := edgeConfig(args, stderr)
 	if code != 0 {
 		return code
 	}
+	cfg, err := load()
+	if err != nil {
+		fmt.Fprintln(stderr, "edgeshield: config:", err)
+		return 2
+	}
 	setMemoryLimit(cfg)
-	logger := edge.NewLogger(cfg.Log, stderr)
+	logger, level := edge.NewLeveledLogger(cfg.Log, stderr)
 	demoOrigin := cfg.Origin.URL == "demo"
 	if demoOrigin {
 		// The built-in demo origin, in this process on a loopback port;
@@ -87,7 +93,16 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		defer d.Close()
 		cfg.Origin.URL = d.URL()
 	}
-	node, err := edge.New(cfg, edge.Options{Logger: logger})
+	// SIGHUP and POST /reload read the same sources again; "demo" stays
+	// the demo origin this process started.
+	reload := func() (edge.Config, error) {
+		c, err := load()
+		if err == nil && demoOrigin && c.Origin.URL == "demo" {
+			c.Origin.URL = cfg.Origin.URL
+		}
+		return c, err
+	}
+	node, err := edge.New(cfg, edge.Options{Logger: logger, LogLevel: level, LoadConfig: reload})
 	if err != nil {
 		fmt.Fprintln(stderr, "edgeshield:", err)
 		return 1
@@ -114,9 +129,9 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return waitAndShutdown(ctx, node, cfg.Server.DrainDelay.D()+shutdownTimeout, stderr)
 }
 
-// waitAndShutdown serves until ctx ends (SIGINT, SIGTERM), reloading
-// certificates and reopening logs on SIGHUP, then shuts the node down
-// within grace.
+// waitAndShutdown serves until ctx ends (SIGINT, SIGTERM), reloading the
+// configuration and certificates and reopening logs on SIGHUP, then shuts
+// the node down within grace.
 func waitAndShutdown(ctx context.Context, node *edge.Node, grace time.Duration, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -124,6 +139,11 @@ func waitAndShutdown(ctx context.Context, node *edge.Node, grace time.Duration, 
 	for waiting := true; waiting; {
 		select {
 		case <-hup:
+			if res, err := node.ReloadConfig(); err != nil {
+				fmt.Fprintln(stderr, "edgeshield: reload refused, running configuration kept:", err)
+			} else if len(res.RestartNeeded) > 0 {
+				fmt.Fprintln(stderr, "edgeshield: reload: these keys take effect at the next start:", strings.Join(res.RestartNeeded, ", "))
+			}
 			if err := node.ReloadTLS(); err != nil {
 				fmt.Fprintln(stderr, "edgeshield: tls reload:", err)
 			}
@@ -144,9 +164,10 @@ func waitAndShutdown(ctx context.Context, node *edge.Node, grace time.Duration, 
 	return 0
 }
 
-// edgeConfig reads run's flags and the configuration (defaults, file,
-// environment, flags) and validates it; a non-zero code ends run.
-func edgeConfig(args []string, stderr io.Writer) (edge.Config, time.Duration, int) {
+// edgeConfig reads run's flags; load reads the configuration (defaults,
+// file, environment, flags) and validates it, at start and on every
+// reload. A non-zero code ends run.
+func edgeConfig(args []string, stderr io.Writer) (load func() (edge.Config, error), shutdown time.Duration, code int) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", os.Getenv("EDGESHIELD_CONFIG"), "YAML config file (see configs/edge.yaml); default: built-in demo setup")
@@ -155,31 +176,32 @@ func edgeConfig(args []string, stderr io.Writer) (edge.Config, time.Duration, in
 	admin := fs.String("admin", "", "admin listen address (overrides admin.listen)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "max time to finish in-flight requests on SIGTERM")
 	if err := fs.Parse(args); err != nil {
-		return edge.Config{}, 0, 2
+		return nil, 0, 2
 	}
-	cfg, err := edge.LoadConfig(*configPath, os.Environ())
-	if err != nil {
-		fmt.Fprintln(stderr, "edgeshield: config:", err)
-		return edge.Config{}, 0, 2
+	load = func() (edge.Config, error) {
+		cfg, err := edge.LoadConfig(*configPath, os.Environ())
+		if err != nil {
+			return edge.Config{}, err
+		}
+		if *originURL != "" {
+			cfg.Origin.URL = *originURL
+		}
+		if *listen != "" {
+			cfg.Listen = *listen
+		}
+		if *admin != "" {
+			cfg.Admin.Listen = *admin
+		}
+		var src []byte
+		if *configPath != "" {
+			src, _ = os.ReadFile(*configPath)
+		}
+		if err := cfg.Validate(*configPath, src); err != nil {
+			return edge.Config{}, err
+		}
+		return cfg, nil
 	}
-	if *originURL != "" {
-		cfg.Origin.URL = *originURL
-	}
-	if *listen != "" {
-		cfg.Listen = *listen
-	}
-	if *admin != "" {
-		cfg.Admin.Listen = *admin
-	}
-	var src []byte
-	if *configPath != "" {
-		src, _ = os.ReadFile(*configPath)
-	}
-	if err := cfg.Validate(*configPath, src); err != nil {
-		fmt.Fprintln(stderr, "edgeshield: config:", err)
-		return edge.Config{}, 0, 2
-	}
-	return cfg, *shutdownTimeout, 0
+	return load, *shutdownTimeout, 0
 }
 
 // setMemoryLimit gives the Go runtime a soft memory limit derived from

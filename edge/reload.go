@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgeshield/edgeshield/edge/certs"
 	"github.com/valyala/fasthttp"
 	"gopkg.in/yaml.v3"
 )
@@ -52,6 +53,7 @@ var liveKeys = []string{
 	"server.rate_limit.", "server.max_conns_per_ip", "server.health_path",
 	"server.drain_delay", "server.trusted_proxies",
 	"log.level", "log.access", "log.access_format",
+	"tls.names", // acme and internal modes: new names are issued in the background
 }
 
 // replacedGrace is how long a replaced origin client, health check or
@@ -110,8 +112,17 @@ func (n *Node) Reload(next Config) (ReloadResult, error) {
 	if len(res.Applied) == 0 {
 		return res, nil
 	}
+	namesChanged := slices.Contains(res.Applied, "tls.names")
+	if namesChanged {
+		if err := n.certs.SetNames(eff.TLS.Names); err != nil {
+			return ReloadResult{}, &ConfigError{Key: "tls.names", Msg: err.Error()}
+		}
+	}
 	st, err := n.pipe.newSettings(eff, prev)
 	if err != nil {
+		if namesChanged {
+			n.certs.SetNames(prev.cfg.TLS.Names) // back to what runs
+		}
 		return ReloadResult{}, err
 	}
 	n.apply(prev, st)
@@ -129,6 +140,8 @@ func (n *Node) isLive(key string, cur, next *Config) bool {
 		return n.conns != nil && next.Server.MaxConnsPerIP > 0
 	case "log.level":
 		return n.level != nil
+	case "tls.names":
+		return n.certs != nil && (cur.TLS.Mode == certs.ModeACME || cur.TLS.Mode == certs.ModeInternal)
 	}
 	for _, l := range liveKeys {
 		if key == l || (strings.HasSuffix(l, ".") && strings.HasPrefix(key, l)) {

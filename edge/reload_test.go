@@ -2,12 +2,14 @@ package edge
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -309,5 +311,36 @@ func TestRenderConfigRedactsSecrets(t *testing.T) {
 		if fmt.Sprint(v.Interface()) != fmt.Sprint(l2[k].Interface()) {
 			t.Errorf("%s: rendered and loaded back %v, want %v", k, l2[k].Interface(), v.Interface())
 		}
+	}
+}
+
+// TestReloadTLSNames: in internal mode a reload's new tls.names are issued
+// and served without a restart, and GET /tls lists them.
+func TestReloadTLSNames(t *testing.T) {
+	o := namedOrigin(t, "one")
+	storage := t.TempDir()
+	tlsBlock := func(names string) string {
+		return fmt.Sprintf("tls:\n  mode: internal\n  listen: 127.0.0.1:0\n  http: redirect\n  http3: false\n  storage: %s\n  names: [%s]\n", storage, names)
+	}
+	f := newReloadFixture(t, reloadYAML(o.srv.URL, tlsBlock("a.reload.test")))
+	f.write(t, reloadYAML(o.srv.URL, tlsBlock("a.reload.test, b.reload.test")))
+	code, res, body := f.reload(t)
+	if code != 200 || strings.Join(res.Applied, ",") != "tls.names" {
+		t.Fatalf("POST /reload: %d %s; want tls.names applied", code, body)
+	}
+	var conn *tls.Conn
+	waitFor(t, "a certificate for b.reload.test", 20*time.Second, func() bool {
+		c, err := tls.Dial("tcp", f.n.TLSAddr(), &tls.Config{ServerName: "b.reload.test", InsecureSkipVerify: true})
+		if err == nil {
+			conn = c
+		}
+		return err == nil
+	})
+	defer conn.Close()
+	if _, b := get(t, "http://"+f.n.AdminAddr()+"/tls", "Authorization: Bearer "+reloadToken); !strings.Contains(b, `"b.reload.test"`) {
+		t.Errorf("GET /tls does not list the added name:\n%s", b)
+	}
+	if got := conn.ConnectionState().PeerCertificates[0].DNSNames; !slices.Contains(got, "b.reload.test") {
+		t.Errorf("certificate names %v, want b.reload.test", got)
 	}
 }

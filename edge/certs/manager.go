@@ -43,7 +43,8 @@ type Manager struct {
 	ca          *internalCA           // nil outside internal mode
 	allow       allowList
 	limiter     *rateLimiter
-	staticNames map[string]bool // cfg.Names as a set
+	staticNames atomic.Pointer[map[string]bool] // cfg.Names as a set (SetNames replaces it)
+	namesMu     sync.Mutex                      // serializes SetNames
 	tlsConf     *tls.Config     // template returned (cloned) by TLSConfig
 
 	// bg is canceled by Close; it bounds background work (initial orders,
@@ -111,17 +112,18 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	m := &Manager{
 		cfg:         cfg,
 		log:         cfg.Logger.With("component", "certs"),
-		staticNames: make(map[string]bool, len(cfg.Names)),
 		states:      make(map[string]*nameState),
 	}
 	m.bg, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if cfg.Mode == ModeOff {
 		return m, nil
 	}
+	static := make(map[string]bool, len(cfg.Names))
 	for _, n := range cfg.Names {
-		m.staticNames[n] = true
+		static[n] = true
 		m.state(n).source = cfg.Mode
 	}
+	m.staticNames.Store(&static)
 	if err := m.setup(ctx); err != nil {
 		m.Close()
 		return nil, err
@@ -249,7 +251,7 @@ func (m *Manager) configFor(cert certmagic.Certificate) (*certmagic.Config, erro
 		return m.static, nil
 	}
 	for _, n := range cert.Names {
-		if m.staticNames[n] {
+		if m.isStatic(n) {
 			return m.static, nil
 		}
 	}
@@ -316,7 +318,7 @@ func (m *Manager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 // servedStatically reports whether name belongs to the static config: a
 // configured name, or covered by a manual certificate.
 func (m *Manager) servedStatically(name string) bool {
-	if m.staticNames[name] {
+	if m.isStatic(name) {
 		return true
 	}
 	for _, c := range m.cache.AllMatchingCertificates(name) {

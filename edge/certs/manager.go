@@ -45,7 +45,7 @@ type Manager struct {
 	limiter     *rateLimiter
 	staticNames atomic.Pointer[map[string]bool] // cfg.Names as a set (SetNames replaces it)
 	namesMu     sync.Mutex                      // serializes SetNames
-	tlsConf     *tls.Config     // template returned (cloned) by TLSConfig
+	tlsConf     *tls.Config                     // template returned (cloned) by TLSConfig
 
 	// bg is canceled by Close; it bounds background work (initial orders,
 	// reloads). It is derived from New's ctx without its cancellation.
@@ -110,9 +110,9 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	m := &Manager{
-		cfg:         cfg,
-		log:         cfg.Logger.With("component", "certs"),
-		states:      make(map[string]*nameState),
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "certs"),
+		states: make(map[string]*nameState),
 	}
 	m.bg, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if cfg.Mode == ModeOff {

@@ -97,7 +97,8 @@ func (n *Node) startH2(tlsLn net.Listener) net.Listener {
 		if conn.ConnectionState().NegotiatedProtocol != "h2" {
 			return false
 		}
-		if !f.conns.put(&resetGuard{Conn: conn, skip: len(h2Preface), tokens: resetBurst, onLimit: func() { f.resets.Add(1) }}) {
+		g := &resetGuard{Conn: conn, skip: len(h2Preface), tokens: resetBurst, onLimit: func() { f.resets.Add(1) }}
+		if !f.conns.put(newCoalescedConn(g, c.IdleTimeout.D())) {
 			conn.Close()
 		}
 		return true

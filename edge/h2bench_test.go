@@ -4,6 +4,9 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -129,4 +132,52 @@ func BenchmarkH2Hit1K(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkH2HitH2load serves b.N hits of 1 KiB and 1 MiB to h2load
+// (nghttp2-client, -c 64 -m 10 as bench/wrk/h2-vs-nginx.sh), a separate
+// process, so that -cpuprofile shows the node's side of the HTTP/2 hit
+// path alone:
+//
+//	go test -run XXX -bench H2HitH2load/1k -cpu 1 -benchtime 200000x -cpuprofile h2.prof ./edge
+//
+// Its ns/op includes h2load's time when both share a core; compare runs.
+func BenchmarkH2HitH2load(b *testing.B) {
+	path, err := exec.LookPath("h2load")
+	if err != nil {
+		b.Skip("h2load not installed (apt-get install nghttp2-client)")
+	}
+	for _, size := range []struct {
+		name string
+		n    int
+	}{{"1k", 1 << 10}, {"1m", 1 << 20}} {
+		b.Run(size.name, func(b *testing.B) { h2loadHits(b, path, size.n) })
+	}
+}
+
+func h2loadHits(b *testing.B, h2load string, size int) {
+	o := newTestOrigin(b, nil, static(string(make([]byte, size)), "Cache-Control: max-age=3600", "Content-Type: application/octet-stream", `ETag: "x"`))
+	tn := newTLSTestNode(b, o.srv.URL, nil, func(c *Config) { c.Cache.OffheapMinSize = 0 })
+	url := "https://" + tn.TLSAddr() + "/obj"
+	run := func(n int) string {
+		out, err := exec.Command(h2load, "-n", strconv.Itoa(n), "-c", "64", "-m", "10", url).CombinedOutput()
+		if err != nil {
+			b.Fatalf("h2load: %v\n%s", err, out)
+		}
+		if !strings.Contains(string(out), " 0 failed") || !strings.Contains(string(out), " 0 errored") {
+			b.Fatalf("h2load saw failures:\n%s", out)
+		}
+		return string(out)
+	}
+	run(64) // the miss, then hits
+	waitFor(b, "the fill", 5e9, func() bool { return tn.flights.Len() == 0 })
+	b.SetBytes(int64(size))
+	b.ResetTimer()
+	out := run(max(b.N, 64))
+	b.StopTimer()
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "finished in") {
+			b.Log(l)
+		}
+	}
 }

@@ -49,7 +49,7 @@ func (n *Node) writeError(ctx *fasthttp.RequestCtx, err error) outcome {
 	}
 	ctx.Response.Reset()
 	ctx.Response.Header.AddBytesKV(strVia, n.viaBytes)
-	cs := n.appendCacheStatus(nil, csFwd, fwdURIMiss, 0, 0, false)
+	cs := n.appendCacheStatus(nil, ctx, csFwd, fwdURIMiss, 0, 0, false)
 	cs = append(cs, `; detail="`...)
 	cs = append(cs, errDetail(err)...)
 	cs = append(cs, '"')

@@ -49,6 +49,35 @@ const (
 	numProtos
 )
 
+// protoParam is the Cache-Status parameter that says which protocol the
+// client spoke to this cache (h1, h2 or h3). RFC 9211 §2 lets a cache add
+// parameters beyond those it defines, and recipients ignore the ones they
+// do not know; §4 asks that a parameter not registered with IANA carry a
+// prefix naming the implementation, hence not a bare "proto". `detail`
+// (§2.8) is taken: it says why a stale answer was served.
+const protoParam = "; edgeshield-proto="
+
+// appendProtoParam appends protoParam and ctx's protocol to a Cache-Status
+// member. The fronts set the request's protocol (HTTP/2.0, HTTP/3.0);
+// anything else came over HTTP/1.x.
+func appendProtoParam(dst []byte, ctx *fasthttp.RequestCtx) []byte {
+	dst = append(dst, protoParam...)
+	switch string(ctx.Request.Header.Protocol()) {
+	case protocolH2:
+		return append(dst, protoH2...)
+	case protocolH3:
+		return append(dst, protoH3...)
+	}
+	return append(dst, protoH1...)
+}
+
+// The request protocols the HTTP/2 and HTTP/3 fronts give the pipeline (the
+// access log shows them).
+const (
+	protocolH2 = "HTTP/2.0"
+	protocolH3 = "HTTP/3.0"
+)
+
 // handleH1 is n.handle as the HTTP/1.x servers run it: counted as an h1
 // request. Each front counts right before the pipeline, which counts every
 // request it is handed, so the protocols add up to Stats.Requests.
@@ -104,9 +133,9 @@ func (n *Node) newHTTPFront(proto, altSvc string) *httpFront {
 	if altSvc != "" {
 		f.altSvc = []string{altSvc}
 	}
-	f.protocol, f.count = "HTTP/2.0", &n.stats.byProto[protoIdxH2]
+	f.protocol, f.count = protocolH2, &n.stats.byProto[protoIdxH2]
 	if proto == protoH3 {
-		f.protocol, f.count = "HTTP/3.0", &n.stats.byProto[protoIdxH3]
+		f.protocol, f.count = protocolH3, &n.stats.byProto[protoIdxH3]
 	}
 	f.pool.New = func() any { return new(frontCtx) }
 	return f

@@ -331,7 +331,7 @@ func (n *Node) writeEntry(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entry
 	n.writeEntryHeaders(resp, e)
 	st.num = strconv.AppendInt(st.num[:0], int64(e.Age(now)/time.Second), 10)
 	resp.Header.SetBytesV("Age", st.num)
-	st.cs = n.appendCacheStatus(st.cs[:0], cs, "", fwdStatus, e.TTL(now), false)
+	st.cs = n.appendCacheStatus(st.cs[:0], ctx, cs, "", fwdStatus, e.TTL(now), false)
 	resp.Header.SetBytesV("Cache-Status", st.cs)
 	if err := n.writeEntryBody(ctx, st, e); err != nil {
 		return n.writeError(ctx, err)
@@ -432,8 +432,9 @@ func notModified(h *fasthttp.RequestHeader, e *cache.Entry) bool {
 }
 
 // appendCacheStatus formats this node's member of the Cache-Status list
-// (RFC 9211): `name; hit; ttl=N` or `name; fwd=uri-miss; fwd-status=200; stored`.
-func (n *Node) appendCacheStatus(dst []byte, cs cacheStatus, fwd string, fwdStatus int, ttl time.Duration, stored bool) []byte {
+// (RFC 9211) for ctx's request: `name; hit; ttl=N; edgeshield-proto=h2` or
+// `name; fwd=uri-miss; fwd-status=200; stored; edgeshield-proto=h1`.
+func (n *Node) appendCacheStatus(dst []byte, ctx *fasthttp.RequestCtx, cs cacheStatus, fwd string, fwdStatus int, ttl time.Duration, stored bool) []byte {
 	dst = append(dst, n.name...)
 	switch cs {
 	case csHit:
@@ -467,7 +468,7 @@ func (n *Node) appendCacheStatus(dst []byte, cs cacheStatus, fwd string, fwdStat
 	case csStaleDown:
 		dst = append(dst, `; detail="stale-if-error; origin down"`...)
 	}
-	return dst
+	return appendProtoParam(dst, ctx)
 }
 
 // writeRanges answers a Range request from the full body of e (body is
@@ -699,7 +700,7 @@ func (n *Node) writeForwarded(ctx *fasthttp.RequestCtx, resp *origin.Response, f
 	r := &ctx.Response
 	r.SetStatusCode(resp.Status)
 	n.copyResponseHeaders(r, resp.Header, true)
-	cs := n.appendCacheStatus(nil, csFwd, fwd, resp.Status, 0, false)
+	cs := n.appendCacheStatus(nil, ctx, csFwd, fwd, resp.Status, 0, false)
 	n.setCacheStatus(r, resp.Header, cs)
 	n.setBodyStream(ctx, resp)
 }

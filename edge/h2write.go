@@ -50,6 +50,7 @@ var coalescePool = sync.Pool{New: func() any { b := make([]byte, 0, coalesceMax)
 type coalescedConn struct {
 	net.Conn
 	timeout time.Duration
+	onClose func() // called once, after Conn is closed; nil: none
 
 	mu      sync.Mutex // guards the fields below
 	cond    sync.Cond  // signalled when writing ends or buf is taken
@@ -193,5 +194,9 @@ func (c *coalescedConn) Close() error {
 		*b = (*b)[:0]
 		coalescePool.Put(b)
 	}
-	return c.Conn.Close()
+	err := c.Conn.Close()
+	if c.onClose != nil {
+		c.onClose()
+	}
+	return err
 }

@@ -2,7 +2,6 @@ package edge
 
 import (
 	"context"
-	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -16,13 +15,14 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
-	"golang.org/x/net/http2"
 )
 
 // h2cClient speaks cleartext HTTP/2 with prior knowledge to addr, as a
 // load balancer in front of the node would.
 func h2cClient(t *testing.T, addr string) *http.Client {
-	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, _ string, _ *tls.Config) (net.Conn, error) {
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &protos, DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, network, addr)
 	}}
@@ -234,30 +234,22 @@ type closerFunc func() error
 
 func (f closerFunc) Close() error { return f() }
 
-// h2Conn opens a TLS connection that negotiates h2 and sends the preface
-// and one request; nil if the node closed it.
-func h2Conn(t *testing.T, tn *tlsNode) net.Conn {
+// h2Conn opens one HTTP/2 connection to tn and sends a request on it; nil
+// if the node refused or closed it. Close closes the connection.
+func h2Conn(t *testing.T, tn *tlsNode) io.Closer {
 	t.Helper()
-	tr := tn.clients[protoH2].Transport.(*http.Transport)
-	conf := tr.TLSClientConfig.Clone()
-	conf.NextProtos = []string{"h2"}
-	c, err := tls.Dial("tcp", tn.TLSAddr(), conf)
+	base := tn.clients[protoH2].Transport.(*http.Transport)
+	tr := base.Clone()
+	tr.DisableKeepAlives = false
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get(tn.base + "/ok")
 	if err != nil {
-		return nil
-	}
-	t2 := &http2.Transport{}
-	cc, err := t2.NewClientConn(c)
-	if err != nil {
-		c.Close()
-		return nil
-	}
-	req, _ := http.NewRequest("GET", tn.base+"/ok", nil)
-	resp, err := cc.RoundTrip(req)
-	if err != nil {
-		c.Close()
+		tr.CloseIdleConnections()
 		return nil
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	return c
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("h2Conn: got %s", resp.Proto)
+	}
+	return closerFunc(func() error { tr.CloseIdleConnections(); return nil })
 }

@@ -188,6 +188,12 @@ type ServerConfig struct {
 	// Concurrency caps concurrent client connections (fasthttp serves one
 	// request at a time per connection). Default 262144.
 	Concurrency int `yaml:"concurrency"`
+	// H2C serves cleartext HTTP/2 with prior knowledge (RFC 9113 §3.3) on
+	// the plain listener beside HTTP/1.1, for a load balancer that speaks
+	// HTTP/2 to its backends: a connection that opens with the HTTP/2
+	// preface is HTTP/2. No Upgrade: h2c (RFC 9113 removed it). With TLS
+	// on it needs tls.http: serve. Default false.
+	H2C bool `yaml:"h2c"`
 	// HealthPath, when set, answers readiness on the public listener at
 	// this path (for geo-DNS health checkers). Default "" (off).
 	HealthPath string `yaml:"health_path"`
@@ -767,6 +773,9 @@ func (c *Config) validateTLS(bad badFunc) error {
 	case "redirect", "serve":
 	default:
 		return bad("tls.http", "want redirect or serve, got %q", c.TLS.HTTP)
+	}
+	if c.Server.H2C && c.TLS.HTTP != "serve" {
+		return bad("server.h2c", "the plain listener only redirects to HTTPS (tls.http: %s): set tls.http: serve to serve HTTP/2 on it", c.TLS.HTTP)
 	}
 	if c.TLS.HTTP3 && c.TLS.HTTP3Listen != "" {
 		if _, _, err := net.SplitHostPort(c.TLS.HTTP3Listen); err != nil {

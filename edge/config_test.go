@@ -83,6 +83,7 @@ func TestConfigFileErrorsNameKeyAndLine(t *testing.T) {
 		{"validation: check interval", "origin:\n  health_check:\n    interval: -1s\n", 3, "origin.health_check.interval", "must not be negative"},
 		{"validation: origin timeout negative", "origin:\n  connect_timeout: -2s\n", 2, "origin.connect_timeout", "must not be negative"},
 		{"validation: origin url path", "origin:\n  url: http://o.test/x\n", 2, "origin.url", "must not have a path"},
+		{"validation: h2c on a redirecting listener", "server:\n  h2c: true\ntls:\n  mode: internal\n  storage: /tmp/x\n", 2, "server.h2c", "tls.http: serve"},
 		{"validation: tls mode", "tls:\n  mode: magic\n  storage: /tmp/x\n", 2, "tls.mode", "want acme, internal, manual or off"},
 		{"validation: tls manual needs certificates", "tls:\n  mode: manual\n  storage: /tmp/x\n", 0, "tls.certificates", "at least one certificate"},
 		{"validation: tls certificate without key", "tls:\n  mode: manual\n  storage: /tmp/x\n  certificates:\n    - cert: a.pem\n", 5, "tls.certificates[0]", "both cert and key"},

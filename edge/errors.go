@@ -49,7 +49,7 @@ func (pl *pipeline) writeError(ctx *fasthttp.RequestCtx, err error) outcome {
 	}
 	ctx.Response.Reset()
 	ctx.Response.Header.AddBytesKV(strVia, pl.viaBytes)
-	cs := pl.appendCacheStatus(nil, csFwd, fwdURIMiss, 0, 0, false)
+	cs := pl.appendCacheStatus(nil, ctx, csFwd, fwdURIMiss, 0, 0, false)
 	cs = append(cs, `; detail="`...)
 	cs = append(cs, errDetail(err)...)
 	cs = append(cs, '"')

@@ -12,7 +12,8 @@ package edge
 //     *net.TCPAddr built from the client's address, since fasthttp and the
 //     limiters only understand that type (QUIC's UDP address included).
 //   - IsTLS (X-Forwarded-Proto: https): fasthttp asks whether the
-//     connection has Handshake and ConnectionState; streamConn has both.
+//     connection has Handshake and ConnectionState; tlsStreamConn has
+//     both, streamConn (cleartext HTTP/2, server.h2c) neither.
 //   - Conn for sendfile (cache.BlobReader): streamConn is not a
 //     *net.TCPConn, so memory-file bodies take the copying path, as over
 //     HTTP/1.1 with TLS.
@@ -49,6 +50,35 @@ const (
 	numProtos
 )
 
+// protoParam is the Cache-Status parameter that says which protocol the
+// client spoke to this cache (h1, h2 or h3). RFC 9211 §2 lets a cache add
+// parameters beyond those it defines, and recipients ignore the ones they
+// do not know; §4 asks that a parameter not registered with IANA carry a
+// prefix naming the implementation, hence not a bare "proto". `detail`
+// (§2.8) is taken: it says why a stale answer was served.
+const protoParam = "; edgeshield-proto="
+
+// appendProtoParam appends protoParam and ctx's protocol to a Cache-Status
+// member. The fronts set the request's protocol (HTTP/2.0, HTTP/3.0);
+// anything else came over HTTP/1.x.
+func appendProtoParam(dst []byte, ctx *fasthttp.RequestCtx) []byte {
+	dst = append(dst, protoParam...)
+	switch string(ctx.Request.Header.Protocol()) {
+	case protocolH2:
+		return append(dst, protoH2...)
+	case protocolH3:
+		return append(dst, protoH3...)
+	}
+	return append(dst, protoH1...)
+}
+
+// The request protocols the HTTP/2 and HTTP/3 fronts give the pipeline (the
+// access log shows them).
+const (
+	protocolH2 = "HTTP/2.0"
+	protocolH3 = "HTTP/3.0"
+)
+
 // handleH1 is n.handle as the HTTP/1.x servers run it: counted as an h1
 // request. Each front counts right before the pipeline, which counts every
 // request it is handed, so the protocols add up to Stats.Requests.
@@ -63,27 +93,32 @@ func (n *Node) handleH1(ctx *fasthttp.RequestCtx) {
 type streamConn struct {
 	remote, local net.TCPAddr
 	proto         string // protoH2 or protoH3
-	state         tls.ConnectionState
+}
+
+// tlsStreamConn is a streamConn over TLS (h2, h3).
+type tlsStreamConn struct {
+	streamConn
+	state tls.ConnectionState
 }
 
 var errStreamConn = errors.New("edge: an HTTP/2 or HTTP/3 stream is not read or written as a connection")
 
-func (c *streamConn) Read([]byte) (int, error)             { return 0, errStreamConn }
-func (c *streamConn) Write([]byte) (int, error)            { return 0, errStreamConn }
-func (c *streamConn) Close() error                         { return nil }
-func (c *streamConn) LocalAddr() net.Addr                  { return &c.local }
-func (c *streamConn) RemoteAddr() net.Addr                 { return &c.remote }
-func (c *streamConn) SetDeadline(time.Time) error          { return nil }
-func (c *streamConn) SetReadDeadline(time.Time) error      { return nil }
-func (c *streamConn) SetWriteDeadline(time.Time) error     { return nil }
-func (c *streamConn) Handshake() error                     { return nil }
-func (c *streamConn) ConnectionState() tls.ConnectionState { return c.state }
+func (c *streamConn) Read([]byte) (int, error)                { return 0, errStreamConn }
+func (c *streamConn) Write([]byte) (int, error)               { return 0, errStreamConn }
+func (c *streamConn) Close() error                            { return nil }
+func (c *streamConn) LocalAddr() net.Addr                     { return &c.local }
+func (c *streamConn) RemoteAddr() net.Addr                    { return &c.remote }
+func (c *streamConn) SetDeadline(time.Time) error             { return nil }
+func (c *streamConn) SetReadDeadline(time.Time) error         { return nil }
+func (c *streamConn) SetWriteDeadline(time.Time) error        { return nil }
+func (c *tlsStreamConn) Handshake() error                     { return nil }
+func (c *tlsStreamConn) ConnectionState() tls.ConnectionState { return c.state }
 
 // frontCtx is one pooled translation: the fasthttp context and its stand-in
 // connection.
 type frontCtx struct {
 	ctx  fasthttp.RequestCtx
-	conn streamConn
+	conn tlsStreamConn
 	ip   [16]byte // conn.remote.IP's storage
 	vals []byte   // response field values, copied into one string (copyHeader)
 }
@@ -93,10 +128,13 @@ type httpFront struct {
 	n        *Node
 	proto    string // protoH2 or protoH3
 	protocol string // the request's protocol as the access log shows it
-	h        fasthttp.RequestHandler
-	altSvc   []string // Alt-Svc value for responses; nil for none
-	pool     sync.Pool
-	count    *atomic.Uint64 // the protocol's request counter (counters.byProto)
+	// cleartext: requests come over plain TCP (server.h2c), so the
+	// pipeline must not see TLS (X-Forwarded-Proto: http).
+	cleartext bool
+	h         fasthttp.RequestHandler
+	altSvc    []string // Alt-Svc value for responses; nil for none
+	pool      sync.Pool
+	count     *atomic.Uint64 // the protocol's request counter (counters.byProto)
 }
 
 func (n *Node) newHTTPFront(proto, altSvc string) *httpFront {
@@ -104,9 +142,9 @@ func (n *Node) newHTTPFront(proto, altSvc string) *httpFront {
 	if altSvc != "" {
 		f.altSvc = []string{altSvc}
 	}
-	f.protocol, f.count = "HTTP/2.0", &n.pipe.stats.byProto[protoIdxH2]
+	f.protocol, f.count = protocolH2, &n.pipe.stats.byProto[protoIdxH2]
 	if proto == protoH3 {
-		f.protocol, f.count = "HTTP/3.0", &n.pipe.stats.byProto[protoIdxH3]
+		f.protocol, f.count = protocolH3, &n.pipe.stats.byProto[protoIdxH3]
 	}
 	f.pool.New = func() any { return new(frontCtx) }
 	return f
@@ -137,27 +175,11 @@ func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fc.ctx.Request.Reset()
 		fc.ctx.Response.Reset()
 		fc.ctx.ResetUserValues()
-		fc.conn = streamConn{}
+		fc.conn = tlsStreamConn{}
 		f.pool.Put(fc)
 	}()
 	ctx := &fc.ctx
-	fc.conn.proto = f.proto
-	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		// The address's bytes live in fc, not in a new slice per request.
-		ip := fc.ip[:16]
-		if a := ap.Addr().Unmap(); a.Is4() {
-			b := a.As4()
-			ip = fc.ip[:copy(fc.ip[:], b[:])]
-		} else {
-			b := a.As16()
-			copy(ip, b[:])
-		}
-		fc.conn.remote = net.TCPAddr{IP: ip, Port: int(ap.Port())}
-	}
-	if r.TLS != nil {
-		fc.conn.state = *r.TLS
-	}
-	ctx.Init2(&fc.conn, fasthttpLogger{f.n.log}, false)
+	f.initConn(fc, r)
 
 	req := &ctx.Request
 	req.Header.SetMethod(r.Method)
@@ -190,6 +212,32 @@ func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.count.Add(1)
 	f.h(ctx)
 	f.writeResponse(w, r, fc)
+}
+
+// initConn points fc's context at its stand-in connection: the client's
+// address, TLS or not (server.h2c), the front's protocol.
+func (f *httpFront) initConn(fc *frontCtx, r *http.Request) {
+	fc.conn.proto = f.proto
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		// The address's bytes live in fc, not in a new slice per request.
+		ip := fc.ip[:16]
+		if a := ap.Addr().Unmap(); a.Is4() {
+			b := a.As4()
+			ip = fc.ip[:copy(fc.ip[:], b[:])]
+		} else {
+			b := a.As16()
+			copy(ip, b[:])
+		}
+		fc.conn.remote = net.TCPAddr{IP: ip, Port: int(ap.Port())}
+	}
+	if r.TLS != nil {
+		fc.conn.state = *r.TLS
+	}
+	if f.cleartext {
+		fc.ctx.Init2(&fc.conn.streamConn, fasthttpLogger{f.n.log}, false)
+	} else {
+		fc.ctx.Init2(&fc.conn, fasthttpLogger{f.n.log}, false)
+	}
 }
 
 // writeResponse writes ctx.Response to w: status, end-to-end fields, then

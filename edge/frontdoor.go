@@ -847,6 +847,9 @@ func redactFields(s string) string {
 // bodies are encrypted.
 func sendConn(c net.Conn) net.Conn {
 	if fc, ok := c.(*frontConn); ok {
+		if pc, ok := fc.Conn.(*prefixConn); ok { // server.h2c read its first bytes (h2.go)
+			return pc.Conn
+		}
 		return fc.Conn
 	}
 	return c

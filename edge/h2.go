@@ -1,15 +1,19 @@
 package edge
 
 // The HTTP/2 front (RFC 9113). The HTTPS listener offers "h2" before
-// "http/1.1" by ALPN; alpnSplit completes each TLS handshake and sends an
+// "http/1.1" by ALPN; a connSplit completes each TLS handshake and sends an
 // h2 connection to net/http's HTTP/2 server, any other (http/1.1, or an
 // acme-tls/1 validation, which never gets this far) to the fasthttp server
-// as before. The HTTP/2 server runs the shared translator (front_http.go).
+// as before. With server.h2c the plain listener does the same with
+// cleartext connections that open with the HTTP/2 preface (prior
+// knowledge, RFC 9113 §3.3), as a load balancer in front may send. The
+// HTTP/2 servers run the shared translator (front_http.go).
 //
 // net/http serves the already decrypted connection as HTTP/2 with prior
 // knowledge (Protocols: unencrypted HTTP/2 only): that lets resetGuard sit
 // between the TLS record layer and the frame parser, which is where the
-// rapid-reset attack (CVE-2023-44487) is visible. net/http's own mitigation
+// rapid-reset attack (CVE-2023-44487) is visible, and coalescedConn
+// (h2write.go) gather the server's writes. net/http's own mitigation
 // only bounds handlers queued behind MaxConcurrentStreams; a client that
 // opens and cancels streams answered from the cache never fills that queue
 // and costs the node a request each, at no cost to itself.
@@ -50,23 +54,30 @@ const (
 	resetRate  = 100
 )
 
-// h2Front is the HTTP/2 server and the connections it was handed.
+// maxSniffing bounds the connections whose protocol is being found out
+// at once (TLS handshakes on the HTTPS listener, the preface read with
+// server.h2c), as server.concurrency bounds served ones: each costs a
+// goroutine and a handshake's memory, and a client that opens connections
+// and never speaks holds one until server.read_timeout. Past it the
+// listener stops accepting (the kernel's backlog queues) until one ends.
+const maxSniffing = 1024
+
+// h2Front is an HTTP/2 server and the connections it was handed.
 type h2Front struct {
 	srv    *http.Server
 	conns  *connQueue
 	resets atomic.Uint64 // connections closed for rapid resets
 }
 
-// startH2 serves HTTP/2 for the h2 connections of tlsLn and returns the
-// listener of the others, for the HTTP/1.1 server.
-func (n *Node) startH2(tlsLn net.Listener) net.Listener {
+// newH2Front serves HTTP/2 with h on the connections put to its queue
+// (take); what names it in logs.
+func (n *Node) newH2Front(h http.Handler, addr net.Addr, what string) *h2Front {
 	c := n.cfg.Server
-	f := &h2Front{conns: newConnQueue(tlsLn.Addr())}
-	front := n.newHTTPFront(protoH2, n.fronts.altSvc)
+	f := &h2Front{conns: newConnQueue(addr)}
 	var protos http.Protocols
 	protos.SetUnencryptedHTTP2(true)
 	f.srv = &http.Server{
-		Handler:        front,
+		Handler:        h,
 		Protocols:      &protos,
 		ReadTimeout:    c.ReadTimeout.D(),
 		WriteTimeout:   c.WriteTimeout.D(),
@@ -80,38 +91,74 @@ func (n *Node) startH2(tlsLn net.Listener) net.Listener {
 			MaxReceiveBufferPerStream:     h2StreamWindow,
 			// A client that stops reading (a slow reader holding
 			// windows open forever) is dropped once no byte could be
-			// written for this long.
+			// written for this long (coalescedConn applies it).
 			WriteByteTimeout: c.IdleTimeout.D(),
 		},
 		ErrorLog: slog.NewLogLogger(n.log.With("component", "http2").Handler(), slog.LevelDebug),
 	}
-	n.fronts.h2 = f
 	n.serveWG.Add(1)
 	go func() {
 		defer n.serveWG.Done()
 		if err := f.srv.Serve(f.conns); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-			n.log.Error("listener stopped", "listener", "https-h2", "err", err)
+			n.log.Error("listener stopped", "listener", what, "err", err)
 		}
 	}()
-	split := newALPNSplit(tlsLn, c.ReadTimeout.D(), func(conn *tls.Conn) bool {
-		if conn.ConnectionState().NegotiatedProtocol != "h2" {
-			return false
-		}
-		if !f.conns.put(&resetGuard{Conn: conn, skip: len(h2Preface), tokens: resetBurst, onLimit: func() { f.resets.Add(1) }}) {
-			conn.Close()
-		}
-		return true
-	})
+	return f
+}
+
+// take hands c to f's server behind the reset guard and write coalescing;
+// raw is the accepted connection, whose server.max_conns_per_ip slot is
+// given back when the server closes c.
+func (n *Node) takeH2(f *h2Front, c, raw net.Conn) {
+	g := &resetGuard{Conn: c, skip: len(h2Preface), tokens: resetBurst, onLimit: func() { f.resets.Add(1) }}
+	cc := newCoalescedConn(g, n.cfg.Server.IdleTimeout.D())
+	if n.conns != nil {
+		cc.onClose = func() { n.conns.releaseConn(raw) }
+	}
+	if !f.conns.put(cc) {
+		cc.Close()
+	}
+}
+
+// startH2 serves HTTP/2 for the h2 connections of tlsLn and returns the
+// listener of the others, for the HTTP/1.1 server.
+func (n *Node) startH2(tlsLn net.Listener) net.Listener {
+	f := n.newH2Front(n.newHTTPFront(protoH2, n.fronts.altSvc), tlsLn.Addr(), "https-h2")
+	n.fronts.h2 = f
+	return n.startSplit(tlsLn, f, sniffALPN)
+}
+
+// startH2C serves prior-knowledge cleartext HTTP/2 on the plain listener
+// ln when server.h2c is on, and returns the listener of the HTTP/1.1
+// connections; ln itself when it is off.
+func (n *Node) startH2C(ln net.Listener) net.Listener {
+	if !n.cfg.Server.H2C {
+		return ln
+	}
+	front := n.newHTTPFront(protoH2, "")
+	front.cleartext = true
+	f := n.newH2Front(front, ln.Addr(), "http-h2c")
+	n.fronts.h2c = f
+	return n.startSplit(ln, f, sniffPreface)
+}
+
+// startSplit runs a connSplit of ln that hands HTTP/2 connections to f.
+func (n *Node) startSplit(ln net.Listener, f *h2Front, sniff sniffFunc) net.Listener {
+	c := n.cfg.Server
+	split := newConnSplit(ln, c.ReadTimeout.D(), min(c.Concurrency, maxSniffing), sniff, func(conn, raw net.Conn) { n.takeH2(f, conn, raw) })
+	if n.conns != nil {
+		split.release = n.conns.releaseConn
+	}
 	n.serveWG.Add(1)
 	go func() {
 		defer n.serveWG.Done()
 		split.run()
-		f.conns.Close() // no more h2 connections: Serve returns
+		f.conns.Close() // no more HTTP/2 connections: Serve returns
 	}()
 	return split
 }
 
-// stopH2 sends GOAWAY on every HTTP/2 connection (RFC 9113 §6.8), lets
+// stop sends GOAWAY on every HTTP/2 connection (RFC 9113 §6.8), lets
 // their streams finish within ctx, then closes what is left.
 func (f *h2Front) stop(ctx context.Context) error {
 	err := f.srv.Shutdown(ctx)
@@ -225,36 +272,102 @@ func (q *connQueue) Close() error {
 
 func (q *connQueue) Addr() net.Addr { return q.addr }
 
-// alpnSplit accepts TLS connections, completes each handshake on its own
-// goroutine (a slow client delays nobody), offers the connection to take
-// (the HTTP/2 front) and queues the rest for its own Accept (HTTP/1.1).
-type alpnSplit struct {
-	ln      net.Listener // a tls.NewListener
+// sniffFunc finds out within ctx whether a connection speaks HTTP/2: a
+// TLS handshake's ALPN, or the start of a cleartext one. It returns the
+// connection to serve, with any bytes it read put back.
+type sniffFunc func(ctx context.Context, c net.Conn) (net.Conn, bool, error)
+
+// sniffALPN completes the TLS handshake: h2 if the client chose it.
+func sniffALPN(ctx context.Context, c net.Conn) (net.Conn, bool, error) {
+	tc := c.(*tls.Conn)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, false, err
+	}
+	return tc, tc.ConnectionState().NegotiatedProtocol == "h2", nil
+}
+
+// sniffPreface reads the start of a cleartext connection: HTTP/2 if it is
+// the connection preface (RFC 9113 §3.4), anything else is HTTP/1.x. It
+// reads no further than the first byte that differs, so an HTTP/1.1
+// request costs one read.
+func sniffPreface(ctx context.Context, c net.Conn) (net.Conn, bool, error) {
+	if d, ok := ctx.Deadline(); ok {
+		c.SetReadDeadline(d)
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Now()) }) // the listener closed
+	pc := &prefixConn{Conn: c}
+	n := 0
+	for n < len(h2Preface) && pc.pre[:n] == h2Preface[:n] {
+		k, err := c.Read(pc.buf[n:])
+		n += k
+		pc.pre = string(pc.buf[:n])
+		if err != nil && (n == 0 || pc.pre == h2Preface[:n]) {
+			stop()
+			return nil, false, err // gone or silent before saying which
+		}
+	}
+	stop()
+	c.SetReadDeadline(time.Time{})
+	return pc, pc.pre == h2Preface, nil
+}
+
+// prefixConn is a connection whose first bytes were read by sniffPreface:
+// Read returns them before the rest.
+type prefixConn struct {
+	net.Conn
+	buf [len(h2Preface)]byte
+	pre string // read and not yet returned
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if c.pre == "" {
+		return c.Conn.Read(p)
+	}
+	k := copy(p, c.pre)
+	c.pre = c.pre[k:]
+	return k, nil
+}
+
+// connSplit accepts connections, finds out each one's protocol (sniff) on
+// its own goroutine, at most slots at once (a slow client delays nobody; a
+// flood of silent ones cannot grow goroutines without bound), hands the
+// HTTP/2 ones to take and queues the rest for its own Accept (HTTP/1.1).
+type connSplit struct {
+	ln      net.Listener
 	timeout time.Duration
-	take    func(*tls.Conn) bool
+	sniff   sniffFunc
+	take    func(c, raw net.Conn)
+	release func(net.Conn) // gives back a max_conns_per_ip slot; nil: no limit
+	slots   chan struct{}  // a token per connection being sniffed
 	h1      *connQueue
-	ctx     context.Context // canceled by Close: aborts handshakes
+	ctx     context.Context // canceled by Close: aborts sniffing
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 }
 
-func newALPNSplit(ln net.Listener, timeout time.Duration, take func(*tls.Conn) bool) *alpnSplit {
+func newConnSplit(ln net.Listener, timeout time.Duration, slots int, sniff sniffFunc, take func(c, raw net.Conn)) *connSplit {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &alpnSplit{ln: ln, timeout: timeout, take: take, h1: newConnQueue(ln.Addr()), ctx: ctx, cancel: cancel}
+	return &connSplit{ln: ln, timeout: timeout, sniff: sniff, take: take, slots: make(chan struct{}, max(slots, 1)),
+		h1: newConnQueue(ln.Addr()), ctx: ctx, cancel: cancel}
 }
 
-// run accepts until the listener is closed, then waits for handshakes.
-func (s *alpnSplit) run() {
+// run accepts until the listener is closed, then waits for the sniffing.
+func (s *connSplit) run() {
 	defer s.wg.Wait()
 	defer s.h1.Close()
 	for {
+		select {
+		case s.slots <- struct{}{}:
+		case <-s.ctx.Done():
+			return
+		}
 		c, err := s.ln.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			<-s.slots
+			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
 				time.Sleep(5 * time.Millisecond) // EMFILE and the like: back off
 				continue
 			}
@@ -262,35 +375,43 @@ func (s *alpnSplit) run() {
 			return
 		}
 		s.wg.Add(1)
-		go s.handshake(c.(*tls.Conn))
+		go s.route(c)
 	}
 }
 
-func (s *alpnSplit) handshake(c *tls.Conn) {
+// route sniffs c and hands it on, or closes it.
+func (s *connSplit) route(raw net.Conn) {
 	defer s.wg.Done()
 	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
-	err := c.HandshakeContext(ctx)
+	c, h2, err := s.sniff(ctx, raw)
 	cancel()
-	if err != nil {
-		c.Close()
-		return
-	}
-	if s.take(c) {
-		return
-	}
-	if !s.h1.put(c) {
-		c.Close()
+	<-s.slots
+	switch {
+	case err != nil:
+		s.drop(raw)
+	case h2:
+		s.take(c, raw)
+	case !s.h1.put(c):
+		s.drop(raw)
 	}
 }
 
-func (s *alpnSplit) Accept() (net.Conn, error) { return s.h1.Accept() }
+// drop closes a connection no server got: its slot is given back here.
+func (s *connSplit) drop(c net.Conn) {
+	c.Close()
+	if s.release != nil {
+		s.release(c)
+	}
+}
 
-// Close stops accepting (the node's shutdown closes it): the TLS listener
-// closes, run returns once pending handshakes end.
-func (s *alpnSplit) Close() error {
+func (s *connSplit) Accept() (net.Conn, error) { return s.h1.Accept() }
+
+// Close stops accepting (the node's shutdown closes it): the listener
+// closes, run returns once pending sniffing ends.
+func (s *connSplit) Close() error {
 	s.cancel()
 	s.h1.Close()
 	return s.ln.Close()
 }
 
-func (s *alpnSplit) Addr() net.Addr { return s.ln.Addr() }
+func (s *connSplit) Addr() net.Addr { return s.ln.Addr() }

@@ -2,9 +2,16 @@ package edge
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // browserHeaders are the request fields a current browser sends for a
@@ -129,4 +136,113 @@ func BenchmarkH2Hit1K(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkH2HitH2load serves b.N hits of 1 KiB and 1 MiB to h2load
+// (nghttp2-client, -c 64 -m 10 as bench/wrk/h2-vs-nginx.sh), a separate
+// process, so that -cpuprofile shows the node's side of the HTTP/2 hit
+// path alone:
+//
+//	go test -run XXX -bench H2HitH2load/1k -cpu 1 -benchtime 200000x -cpuprofile h2.prof ./edge
+//
+// Its ns/op includes h2load's time when both share a core; compare runs.
+func BenchmarkH2HitH2load(b *testing.B) {
+	path, err := exec.LookPath("h2load")
+	if err != nil {
+		b.Skip("h2load not installed (apt-get install nghttp2-client)")
+	}
+	for _, size := range []struct {
+		name string
+		n    int
+	}{{"1k", 1 << 10}, {"1m", 1 << 20}} {
+		b.Run(size.name, func(b *testing.B) { h2loadHits(b, path, size.n) })
+	}
+}
+
+func h2loadHits(b *testing.B, h2load string, size int) {
+	o := newTestOrigin(b, nil, static(string(make([]byte, size)), "Cache-Control: max-age=3600", "Content-Type: application/octet-stream", `ETag: "x"`))
+	tn := newTLSTestNode(b, o.srv.URL, nil, func(c *Config) { c.Cache.OffheapMinSize = 0 })
+	url := "https://" + tn.TLSAddr() + "/obj"
+	run := func(n int) string {
+		out, err := exec.Command(h2load, "-n", strconv.Itoa(n), "-c", "64", "-m", "10", url).CombinedOutput()
+		if err != nil {
+			b.Fatalf("h2load: %v\n%s", err, out)
+		}
+		if !strings.Contains(string(out), " 0 failed") || !strings.Contains(string(out), " 0 errored") {
+			b.Fatalf("h2load saw failures:\n%s", out)
+		}
+		return string(out)
+	}
+	run(64) // the miss, then hits
+	waitFor(b, "the fill", 5e9, func() bool { return tn.pipe.flights.Len() == 0 })
+	b.SetBytes(int64(size))
+	b.ResetTimer()
+	out := run(max(b.N, 64))
+	b.StopTimer()
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "finished in") {
+			b.Log(l)
+		}
+	}
+}
+
+// BenchmarkHitsH2VsH3 serves 1 KiB and 1 MiB hits over HTTP/2 and HTTP/3
+// from one node to Go's HTTP/2 client and quic-go's HTTP/3 client (h2load
+// from Debian speaks no HTTP/3), 64 requests in flight on one connection,
+// as a browser multiplexes. The client runs in the same process and costs
+// about as much CPU as the node, so the figures are this setup's, for
+// comparing the protocols with each other in one run, not with nginx:
+//
+//	go test -run XXX -bench HitsH2VsH3 -benchtime 5s ./edge
+func BenchmarkHitsH2VsH3(b *testing.B) {
+	for _, size := range []struct {
+		name string
+		n    int
+	}{{"1k", 1 << 10}, {"1m", 1 << 20}} {
+		o := newTestOrigin(b, nil, static(string(make([]byte, size.n)), "Cache-Control: max-age=3600", "Content-Type: application/octet-stream"))
+		tn := newTLSTestNode(b, o.srv.URL, nil, func(c *Config) { c.Cache.OffheapMinSize = 0 })
+		for _, proto := range []string{protoH2, protoH3} {
+			b.Run(size.name+"/"+proto, func(b *testing.B) { protoHits(b, tn, proto, size.n) })
+		}
+	}
+}
+
+// protoHits fetches /obj b.N times over proto, 64 at a time.
+func protoHits(b *testing.B, tn *tlsNode, proto string, size int) {
+	client := tn.clients[proto]
+	get := func() error {
+		resp, err := client.Get(tn.base + "/obj")
+		if err != nil {
+			return err
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err == nil && (n != int64(size) || resp.StatusCode != 200) {
+			err = fmt.Errorf("got %d with %d bytes, want 200 with %d", resp.StatusCode, n, size)
+		}
+		return err
+	}
+	for range 2 { // the miss, then a hit once the fill is done
+		if err := get(); err != nil {
+			b.Fatal(err)
+		}
+		waitFor(b, "the fill", 5e9, func() bool { return tn.pipe.flights.Len() == 0 })
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.SetBytes(int64(size))
+	b.ResetTimer()
+	start := time.Now()
+	for range 64 {
+		wg.Go(func() {
+			for next.Add(1) <= int64(b.N) {
+				if err := get(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
 }

@@ -24,6 +24,7 @@ import (
 // fronts are the HTTP/2 and HTTP/3 servers beside the fasthttp ones.
 type fronts struct {
 	h2     *h2Front
+	h2c    *h2Front // server.h2c on the plain listener
 	h3     *h3Front
 	udp    net.PacketConn // bound by listenH3, before anything serves
 	altSvc string         // Alt-Svc for HTTPS responses; "" without HTTP/3
@@ -42,6 +43,7 @@ const (
 
 type h3Front struct {
 	srv *http3.Server
+	tr  *quic.Transport // on fronts.udp; closed by stop
 }
 
 // listenH3 binds the UDP socket of HTTP/3 (tls.http3_listen, default the
@@ -75,28 +77,37 @@ func (n *Node) startH3(tlsConf *tls.Config) {
 		return
 	}
 	c := n.cfg.Server
-	f := &h3Front{}
+	qc := &quic.Config{
+		Allow0RTT:                  false,
+		MaxIncomingStreams:         h3MaxStreams,
+		MaxIncomingUniStreams:      16,
+		MaxIdleTimeout:             c.IdleTimeout.D(),
+		MaxStreamReceiveWindow:     h3MaxStreamWindow,
+		MaxConnectionReceiveWindow: h3MaxConnWindow,
+	}
+	f := &h3Front{tr: &quic.Transport{Conn: n.fronts.udp}}
+	if n.conns != nil {
+		// server.max_conns_per_ip counts QUIC connections with the TCP ones.
+		f.tr.ConnContext = n.conns.quicConnContext
+	}
 	f.srv = &http3.Server{
 		Handler:        n.newHTTPFront(protoH3, ""),
-		TLSConfig:      http3.ConfigureTLSConfig(tlsConf),
 		MaxHeaderBytes: int(c.MaxHeaderBytes),
 		IdleTimeout:    c.IdleTimeout.D(),
-		QUICConfig: &quic.Config{
-			Allow0RTT:                  false,
-			MaxIncomingStreams:         h3MaxStreams,
-			MaxIncomingUniStreams:      16,
-			MaxIdleTimeout:             c.IdleTimeout.D(),
-			MaxStreamReceiveWindow:     h3MaxStreamWindow,
-			MaxConnectionReceiveWindow: h3MaxConnWindow,
-		},
-		Logger: n.log.With("component", "http3"),
+		QUICConfig:     qc,
+		Logger:         n.log.With("component", "http3"),
+	}
+	ln, err := f.tr.ListenEarly(http3.ConfigureTLSConfig(tlsConf), qc)
+	if err != nil { // only when the transport is already listening: a bug
+		n.log.Error("listener stopped", "listener", "https-h3", "err", err)
+		return
 	}
 	n.fronts.h3 = f
-	pc := n.fronts.udp
 	n.serveWG.Add(1)
 	go func() {
 		defer n.serveWG.Done()
-		if err := f.srv.Serve(pc); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, quic.ErrServerClosed) {
+		defer ln.Close()
+		if err := f.srv.ServeListener(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, quic.ErrServerClosed) {
 			n.log.Error("listener stopped", "listener", "https-h3", "err", err)
 		}
 	}()
@@ -107,6 +118,7 @@ func (n *Node) startH3(tlsConf *tls.Config) {
 func (f *h3Front) stop(ctx context.Context) error {
 	err := f.srv.Shutdown(ctx)
 	f.srv.Close()
+	f.tr.Close()
 	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("http/3 shutdown: %w", err)
 	}
@@ -133,8 +145,10 @@ func (n *Node) startFronts(tlsLn net.Listener, tlsConf *tls.Config) net.Listener
 // bounded by ctx.
 func (n *Node) stopFronts(ctx context.Context) error {
 	var errs []error
-	if n.fronts.h2 != nil {
-		errs = append(errs, n.fronts.h2.stop(ctx))
+	for _, f := range []*h2Front{n.fronts.h2, n.fronts.h2c} {
+		if f != nil {
+			errs = append(errs, f.stop(ctx))
+		}
 	}
 	if n.fronts.h3 != nil {
 		errs = append(errs, n.fronts.h3.stop(ctx))

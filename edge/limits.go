@@ -1,7 +1,9 @@
 package edge
 
 import (
+	"context"
 	"encoding/binary"
+	"errors"
 	"math"
 	"net"
 	"net/netip"
@@ -10,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/valyala/fasthttp"
 )
 
@@ -274,8 +277,8 @@ func (l *connLimiter) clients() int { return l.shards.len() }
 // has max open: they are closed before a byte is read or a goroutine is
 // spent on them (the client sees its connection closed or reset). The
 // connection returned is the one accepted, unwrapped, so sendfile still
-// sees a *net.TCPConn; the count is released by connState when the server
-// closes (or hijacks) it.
+// sees a *net.TCPConn; the count is released by releaseConn when the
+// server closes (or hijacks) it.
 func (l *connLimiter) listener(ln net.Listener) net.Listener { return &limitListener{ln, l} }
 
 type limitListener struct {
@@ -298,12 +301,45 @@ func (ln *limitListener) Accept() (net.Conn, error) {
 	}
 }
 
+var errTooManyConns = errors.New("edge: too many connections from this client (server.max_conns_per_ip)")
+
+// quicConnContext is the HTTP/3 transport's ConnContext hook: a QUIC
+// connection counts against its client's address as a TCP one does, is
+// refused over max (before its handshake), and gives its slot back when
+// it ends, a failed handshake included (quic-go cancels ctx then). The
+// address of a first packet is not validated: a spoofed one can hold a
+// victim's slots for a handshake timeout, as a SYN flood can not (TCP
+// completes the handshake before accept).
+func (l *connLimiter) quicConnContext(ctx context.Context, ci *quic.ClientInfo) (context.Context, error) {
+	ua, ok := ci.RemoteAddr.(*net.UDPAddr)
+	if !ok {
+		return ctx, nil
+	}
+	k, ok := keyOfIP(ua.IP)
+	if !ok {
+		return ctx, nil
+	}
+	if !l.acquire(k) {
+		l.refused.Add(1)
+		return nil, errTooManyConns
+	}
+	context.AfterFunc(ctx, func() { l.release(k) })
+	return ctx, nil
+}
+
 // connState is the public servers' fasthttp ConnState hook: a connection's
 // end gives its slot back.
 func (l *connLimiter) connState(c net.Conn, st fasthttp.ConnState) {
-	if st != fasthttp.StateClosed && st != fasthttp.StateHijacked {
-		return
+	if st == fasthttp.StateClosed || st == fasthttp.StateHijacked {
+		l.releaseConn(c)
 	}
+}
+
+// releaseConn gives back the slot of c, a connection its listener
+// accepted, once it is closed: connState does for the fasthttp servers'
+// connections, the HTTP/2 fronts (h2.go) for theirs and for those closed
+// before any server got them.
+func (l *connLimiter) releaseConn(c net.Conn) {
 	if k, ok := keyOfAddr(c.RemoteAddr()); ok {
 		l.release(k)
 	}

@@ -500,7 +500,7 @@ func (pl *pipeline) writeFlightHeaders(ctx *fasthttp.RequestCtx, st *reqState, p
 	// from the start (RFC 9111 §4.2.3).
 	st.num = strconv.AppendInt(st.num[:0], int64(e.Age(now)/time.Second), 10)
 	resp.Header.SetBytesV("Age", st.num)
-	st.cs = pl.appendCacheStatus(st.cs[:0], csFwd, p.fwd, p.status, e.TTL(now), p.stored.Load())
+	st.cs = pl.appendCacheStatus(st.cs[:0], ctx, csFwd, p.fwd, p.status, e.TTL(now), p.stored.Load())
 	if st.joined {
 		st.cs = append(st.cs, "; collapsed"...)
 	}

@@ -223,7 +223,7 @@ func (n *Node) Start() error {
 	if lns.tls != nil {
 		n.serveTLS(lns.public, lns.tls)
 	} else {
-		n.serve(n.public, lns.public, "public")
+		n.serve(n.public, n.startH2C(lns.public), "public")
 	}
 	n.stopMaint = make(chan struct{})
 	n.serveWG.Add(1)

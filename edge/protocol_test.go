@@ -2,9 +2,12 @@ package edge
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestProtocolCounters sends a different number of requests over HTTP/1.1
@@ -74,4 +77,89 @@ func TestProtocolCounters(t *testing.T) {
 			t.Errorf("access log: %d lines for /p/%s, want %d", got, proto, want)
 		}
 	}
+}
+
+// TestCacheStatusSaysProtocol: this node's Cache-Status member names the
+// protocol its client spoke, once, in an extension parameter (RFC 9211 §2,
+// §4), on a miss, a hit, an answer forwarded uncached and an error,
+// over every front and the plain listener (issue 12).
+func TestCacheStatusSaysProtocol(t *testing.T) {
+	o := newTestOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/private":
+			w.Header().Set("Cache-Control", "private")
+		case "/broken":
+			// Close without an answer: the edge answers 502 itself.
+			c, _, _ := w.(http.Hijacker).Hijack()
+			c.Close()
+			return
+		default:
+			w.Header().Set("Cache-Control", "max-age=600")
+		}
+		io.WriteString(w, "ok")
+	})
+	tn := newTLSTestNode(t, o.srv.URL, nil, func(c *Config) { c.Origin.HealthCheck.Interval = 0 })
+	plain := func(path string) *http.Response { r, _ := get(t, "http://"+tn.Addr()+path); return r }
+	cases := []struct {
+		name, path string
+		want       string // a parameter the member must also carry
+	}{
+		{"miss", "/a", "fwd=uri-miss"},
+		{"hit", "/a", "hit"},
+		{"not stored", "/private", "fwd-status=200"},
+		{"error", "/broken", `detail="`},
+	}
+	for _, proto := range append(allProtos, "plain") {
+		t.Run(proto, func(t *testing.T) {
+			wantProto := proto
+			if proto == "plain" {
+				wantProto = protoH1
+			}
+			for _, c := range cases {
+				path := c.path + "?" + proto // a key of its own per protocol
+				var r *http.Response
+				if proto == "plain" {
+					r = plain(path)
+				} else {
+					r, _ = tn.fetch(t, proto, "GET", path)
+				}
+				waitFor(t, "fills stored", 5*time.Second, func() bool { return tn.pipe.flights.Len() == 0 })
+				params := cacheStatusParams(t, csOf(r))
+				if got := params["edgeshield-proto"]; len(got) != 1 || got[0] != wantProto {
+					t.Errorf("%s: Cache-Status %q has edgeshield-proto %q, want exactly one, %q", c.name, csOf(r), got, wantProto)
+				}
+				if name, _, _ := strings.Cut(c.want, "="); len(params[name]) == 0 || !strings.Contains(csOf(r), c.want) {
+					t.Errorf("%s: Cache-Status %q, want %s", c.name, csOf(r), c.want)
+				}
+			}
+		})
+	}
+}
+
+// cacheStatusParams parses the last member of a Cache-Status value (this
+// node's, RFC 9211 §2) into its parameters' values by key; a boolean
+// parameter has the value "?1". Keys must be RFC 9651 keys.
+func cacheStatusParams(t *testing.T, v string) map[string][]string {
+	t.Helper()
+	if i := strings.LastIndexByte(v, ','); i >= 0 && !strings.Contains(v[i:], `"`) {
+		v = v[i+1:]
+	}
+	parts := strings.Split(v, ";")
+	params := map[string][]string{}
+	for _, p := range parts[1:] {
+		k, val, ok := strings.Cut(strings.TrimSpace(p), "=")
+		if !ok {
+			val = "?1"
+		}
+		for i, c := range k {
+			if !(c >= 'a' && c <= 'z' || c == '*' && i == 0 || i > 0 && (c >= '0' && c <= '9' || strings.ContainsRune("_-.*", c))) {
+				t.Fatalf("Cache-Status %q: parameter key %q is not a structured-field key", v, k)
+			}
+		}
+		params[k] = append(params[k], val)
+		if strings.HasPrefix(val, `"`) { // a quoted detail may hold ';': the last parameter here
+			break
+		}
+	}
+	return params
 }

@@ -332,7 +332,7 @@ func (pl *pipeline) writeEntry(ctx *fasthttp.RequestCtx, st *reqState, e *cache.
 	pl.writeEntryHeaders(resp, e)
 	st.num = strconv.AppendInt(st.num[:0], int64(e.Age(now)/time.Second), 10)
 	resp.Header.SetBytesV("Age", st.num)
-	st.cs = pl.appendCacheStatus(st.cs[:0], cs, "", fwdStatus, e.TTL(now), false)
+	st.cs = pl.appendCacheStatus(st.cs[:0], ctx, cs, "", fwdStatus, e.TTL(now), false)
 	resp.Header.SetBytesV("Cache-Status", st.cs)
 	if err := pl.writeEntryBody(ctx, st, e); err != nil {
 		return pl.writeError(ctx, err)
@@ -433,8 +433,9 @@ func notModified(h *fasthttp.RequestHeader, e *cache.Entry) bool {
 }
 
 // appendCacheStatus formats this node's member of the Cache-Status list
-// (RFC 9211): `name; hit; ttl=N` or `name; fwd=uri-miss; fwd-status=200; stored`.
-func (pl *pipeline) appendCacheStatus(dst []byte, cs cacheStatus, fwd string, fwdStatus int, ttl time.Duration, stored bool) []byte {
+// (RFC 9211) for ctx's request: `name; hit; ttl=N; edgeshield-proto=h2` or
+// `name; fwd=uri-miss; fwd-status=200; stored; edgeshield-proto=h1`.
+func (pl *pipeline) appendCacheStatus(dst []byte, ctx *fasthttp.RequestCtx, cs cacheStatus, fwd string, fwdStatus int, ttl time.Duration, stored bool) []byte {
 	dst = append(dst, pl.name...)
 	switch cs {
 	case csHit:
@@ -468,7 +469,7 @@ func (pl *pipeline) appendCacheStatus(dst []byte, cs cacheStatus, fwd string, fw
 	case csStaleDown:
 		dst = append(dst, `; detail="stale-if-error; origin down"`...)
 	}
-	return dst
+	return appendProtoParam(dst, ctx)
 }
 
 // writeRanges answers a Range request from the full body of e (body is
@@ -701,7 +702,7 @@ func (pl *pipeline) writeForwarded(ctx *fasthttp.RequestCtx, resp *origin.Respon
 	r := &ctx.Response
 	r.SetStatusCode(resp.Status)
 	pl.copyResponseHeaders(r, resp.Header, true)
-	cs := pl.appendCacheStatus(nil, csFwd, fwd, resp.Status, 0, false)
+	cs := pl.appendCacheStatus(nil, ctx, csFwd, fwd, resp.Status, 0, false)
 	pl.setCacheStatus(r, resp.Header, cs)
 	pl.setBodyStream(ctx, resp)
 }

@@ -46,7 +46,7 @@ func (n *Node) serveTLS(plainLn, tlsLn net.Listener) {
 		plain = n.handleH1
 	}
 	n.plain = n.newPublicServer(n.certs.HTTPHandler(plain))
-	n.serve(n.plain, plainLn, "http")
+	n.serve(n.plain, n.startH2C(plainLn), "http")
 	conf := n.certs.TLSConfig()
 	if n.cfg.TLS.HTTP2 {
 		conf.NextProtos = append([]string{"h2"}, conf.NextProtos...) // server preference: h2 first

@@ -57,7 +57,9 @@ func TestQuantile(t *testing.T) {
 func TestConsoleWindow(t *testing.T) {
 	var c consoleState
 	t0 := time.Unix(1_700_000_000, 0)
-	at := func(d time.Duration) consoleSnap { return consoleSnap{at: t0.Add(d), requests: uint64(d / time.Millisecond)} }
+	at := func(d time.Duration) consoleSnap {
+		return consoleSnap{at: t0.Add(d), requests: uint64(d / time.Millisecond)}
+	}
 	if _, ok := c.advance(at(0)); ok {
 		t.Fatal("first poll has a base, want none (since start)")
 	}
@@ -262,7 +264,7 @@ func TestConsolePageSelfContained(t *testing.T) {
 		t.Errorf("CSP %q: want default-src 'none', no unsafe-*, no external source", csp)
 	}
 	for _, tag := range []string{"style", "script"} {
-		m := regexp.MustCompile(`(?s)<` + tag + `>(.*?)</` + tag + `>`).FindAllStringSubmatch(page, -1)
+		m := regexp.MustCompile(`(?s)<`+tag+`>(.*?)</`+tag+`>`).FindAllStringSubmatch(page, -1)
 		if len(m) != 1 {
 			t.Fatalf("%d <%s> elements, want 1", len(m), tag)
 		}

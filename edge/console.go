@@ -433,7 +433,7 @@ h2{font-size:1em;margin:0 0 .5em;color:#3b4a6b}
 dl{display:grid;grid-template-columns:auto 1fr;gap:.2em 1em;margin:0}
 dt{color:#5b6478}dd{margin:0;font-variant-numeric:tabular-nums;font-weight:600}
 table{border-collapse:collapse;width:100%}
-th,td{text-align:left;padding:.2em .6em .2em 0;border-bottom:1px solid #e4e7ec;font-variant-numeric:tabular-nums}
+th,td{text-align:left;padding:.2em .6em .2em 0;white-space:nowrap;border-bottom:1px solid #e4e7ec;font-variant-numeric:tabular-nums}
 th{color:#5b6478;font-weight:500}
 .muted{color:#8a93a6}.ok{color:#17803d}.bad{color:#c0262d;font-weight:600}
 input{font:inherit;padding:.3em;margin-right:.5em}
@@ -483,7 +483,7 @@ function render(s) {
   const now = new Date(s.time), st = s.stats;
   $("node").textContent = s.node;
   $("updated").textContent = "updated " + fmtTime(s.time);
-  const win = s.window_seconds > 0 ? "last " + s.window_seconds.toFixed(0) + " s" : "since start";
+  const win = s.window_seconds > 0 ? "last " + s.window_seconds.toFixed(1) + " s" : "since start";
   dl("traffic", [
     ["ready", s.ready.ready ? "yes" : "no", s.ready.ready ? "ok" : "bad"],
     ["req/s (" + win + ")", fmtNum(s.requests_per_second, 1)],

@@ -3,13 +3,18 @@ package edge
 import (
 	"encoding/json"
 	"fmt"
+	"image/png"
 	"io"
 	"math"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgeshield/edgeshield/edge/certs"
 )
 
 // TestQuantile: the console's percentiles interpolate as Prometheus's
@@ -279,5 +284,113 @@ func TestConsolePageSelfContained(t *testing.T) {
 	}
 	if strings.Contains(page, "innerHTML") || strings.Contains(page, "://") {
 		t.Errorf("the page uses innerHTML or names a URL: values must go in as text")
+	}
+}
+
+// TestConsoleInChromium: a real browser signs in to the console of a node
+// in a cluster of 2 (with traffic, a purge and a TLS certificate, so that
+// every panel has data), its script renders /status.json, and a screenshot
+// of the page is a PNG of the window's size that is not blank. Chromium is
+// required when CI=true.
+func TestConsoleInChromium(t *testing.T) {
+	bin := chromiumBin(t, "operator console not checked in a browser")
+	o := newTestOrigin(t, nil, static("x", "Cache-Control: max-age=600"))
+	certFile, keyFile, _ := testCert(t)
+	nodes := newCluster(t, 2, o.srv.URL, func(i int, c *Config) {
+		c.Admin.Token = "console-token"
+		if i == 0 {
+			c.TLS.Mode, c.TLS.Listen, c.TLS.HTTP, c.TLS.Storage = "manual", "127.0.0.1:0", "serve", t.TempDir()
+			c.TLS.Certificates = []certs.CertFile{{Cert: certFile, Key: keyFile}}
+		}
+	})
+	n := nodes[0]
+	for i := 0; i < 6; i++ {
+		for _, m := range nodes {
+			get(t, fmt.Sprintf("http://%s/obj/%d", m.Addr(), i))
+			get(t, fmt.Sprintf("http://%s/obj/%d", m.Addr(), i))
+		}
+	}
+	if _, err := n.Purge("url", "http://"+n.Addr()+"/obj/3", false, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the purge to be applied", 5*time.Second, func() bool { return len(n.purger.recent.list()) == 1 })
+
+	// Traffic goes on while the browser polls, so that the last seconds
+	// (the console's window) have latencies to show.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if r, err := testHTTP.Get(fmt.Sprintf("http://%s/obj/%d", n.Addr(), i%6)); err == nil {
+				io.Copy(io.Discard, r.Body)
+				r.Body.Close()
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+
+	url := "http://" + n.AdminAddr() + "/?token=console-token"
+	dom, stderr := runChromium(t, bin, t.TempDir(), "--virtual-time-budget=5000", "--dump-dom", url)
+	page := string(dom)
+	for _, want := range []string{
+		`<dd class="ok">yes</dd>`, // ready
+		`<dd class="ok">up</dd>`,  // origin
+		"node-0 (this node)", "node-1", "/obj/3", "edge.test", " ms</td>", "req/s",
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("rendered console lacks %q", want)
+		}
+	}
+	if m := regexp.MustCompile(`<span id="problem" class="bad">([^<]*)</span>`).FindStringSubmatch(page); m == nil || m[1] != "" {
+		t.Errorf("the console reports a problem: %q", m)
+	}
+	// Both members own a share of the key space: two percentages in the cluster table.
+	if shares := regexp.MustCompile(`<td>(\d+\.\d) %</td>`).FindAllStringSubmatch(page, -1); len(shares) != 2 {
+		t.Errorf("key shares %q, want one per member", shares)
+	}
+	if t.Failed() {
+		t.Fatalf("dumped DOM:\n%s\nstderr:\n%s", page, stderr)
+	}
+
+	dir := t.TempDir()
+	shot := filepath.Join(dir, "console.png")
+	runChromium(t, bin, dir, "--window-size=1280,1000", "--hide-scrollbars", "--virtual-time-budget=5000", "--screenshot="+shot, url)
+	checkScreenshot(t, shot, 1280, 1000)
+	t.Logf("console screenshot: %s", shot)
+}
+
+// checkScreenshot decodes a PNG and checks its size and that it shows
+// something: a blank or one-colour page has a handful of colours, a
+// rendered console (text anti-aliased on cards) hundreds.
+func checkScreenshot(t *testing.T, file string, w, h int) {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("screenshot %s is not a PNG: %v", file, err)
+	}
+	if b := img.Bounds(); b.Dx() != w || b.Dy() != h {
+		t.Errorf("screenshot is %dx%d, want %dx%d", b.Dx(), b.Dy(), w, h)
+	}
+	colours := map[[4]uint32]bool{}
+	b := img.Bounds()
+	for y := b.Min.Y; y < b.Max.Y; y += 2 {
+		for x := b.Min.X; x < b.Max.X; x += 2 {
+			r, g, bl, a := img.At(x, y).RGBA()
+			colours[[4]uint32{r, g, bl, a}] = true
+		}
+	}
+	if len(colours) < 50 {
+		t.Errorf("screenshot has %d distinct colours, want at least 50 (a rendered page, not a blank one)", len(colours))
 	}
 }

@@ -128,9 +128,9 @@ func TestPromSeries(t *testing.T) {
 	for expr, want := range map[string][]string{
 		`sum by (instance) (rate(edgeshield_a_total{instance=~"$instance",le="0.25"}[$__rate_interval]))`: {"edgeshield_a_total"},
 		`histogram_quantile(0.99, sum by (le, cache) (rate(x_bucket[5m])))`:                               {"x_bucket"},
-		`a / on (instance) group_left (version) b or vector(1)`:                                            {"a", "b"},
-		`count by (version) (edgeshield_info{job="a{b}"})`:                                                 {"edgeshield_info"},
-		`up == 1e3 and  nope`:                                                                              {"up", "nope"},
+		`a / on (instance) group_left (version) b or vector(1)`:                                           {"a", "b"},
+		`count by (version) (edgeshield_info{job="a{b}"})`:                                                {"edgeshield_info"},
+		`up == 1e3 and  nope`: {"up", "nope"},
 	} {
 		if got := promSeries(expr); !slices.Equal(got, want) {
 			t.Errorf("promSeries(%q) = %q, want %q", expr, got, want)

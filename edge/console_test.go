@@ -190,24 +190,7 @@ var noRedirect = &http.Client{
 
 func send(t *testing.T, method, url string, hdr ...string) (*http.Response, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range hdr {
-		k, v, _ := strings.Cut(h, ":")
-		req.Header.Add(k, strings.TrimSpace(v))
-	}
-	r, err := noRedirect.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer r.Body.Close()
-	b, err := io.ReadAll(r.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r, string(b)
+	return doWith(t, noRedirect, method, url, hdr...)
 }
 
 // TestConsoleAuth: with admin.token, a browser signs in once with ?token=

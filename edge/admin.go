@@ -35,10 +35,13 @@ type admin struct {
 	config   func() Config                // GET /config: the configuration in effect
 	// recoverPanic answers 500 and counts the panic (Stats.Panics).
 	recoverPanic func(*fasthttp.RequestCtx)
+	console      consoleState // the console's snapshots (console.go)
 }
 
 // handle serves the operator endpoints:
 //
+//	GET  /             the operator console (console.go)
+//	GET  /status.json  what the console shows (ConsoleStatus)
 //	GET  /healthz  liveness (the process serves requests)
 //	GET  /readyz   readiness (not draining; origin reachable or content cached)
 //	GET  /stats    JSON figures (see Stats)
@@ -53,16 +56,24 @@ type admin struct {
 //	POST /reload   re-read the configuration, apply the live keys (reload.go)
 //	GET  /config   the configuration in effect, secrets redacted (YAML)
 //
-// When admin.token is set every request needs "Authorization: Bearer <token>";
+// When admin.token is set every request needs "Authorization: Bearer <token>"
+// (or, for GET and HEAD, the console's session cookie);
 // Config.Validate requires it when admin.listen is not loopback.
 func (a *admin) handle(ctx *fasthttp.RequestCtx) {
 	defer a.recoverPanic(ctx)
-	if a.token != "" && !a.authorized(ctx) {
+	if a.token != "" && !a.authorized(ctx) && !a.sessionAuthorized(ctx) {
+		if a.consoleLogin(ctx) {
+			return
+		}
 		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="edgeshield-admin"`)
 		ctx.Error("unauthorized: admin token required\n", fasthttp.StatusUnauthorized)
 		return
 	}
 	switch string(ctx.Path()) {
+	case "/":
+		a.serveConsole(ctx)
+	case "/status.json":
+		a.serveConsoleStatus(ctx)
 	case "/healthz":
 		writeJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "node": a.node, "version": Version})
 	case "/readyz":
@@ -109,11 +120,7 @@ func (a *admin) authorized(ctx *fasthttp.RequestCtx) bool {
 }
 
 func (a *admin) serveTLSStatus(ctx *fasthttp.RequestCtx) {
-	if a.certs == nil {
-		writeJSON(ctx, fasthttp.StatusOK, map[string]any{"mode": "off", "certificates": []any{}})
-		return
-	}
-	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"mode": a.tlsMode, "certificates": a.certs.Status()})
+	writeJSON(ctx, fasthttp.StatusOK, a.tlsStatus())
 }
 
 func (a *admin) serveTLSRoot(ctx *fasthttp.RequestCtx) {

@@ -38,13 +38,7 @@ window.addEventListener('load', function () {
 // the browser spoke HTTP/2 for each (ALPN h2) and the edge counted them as
 // h2 requests (issue 12). Chromium is required when CI=true.
 func TestChromiumLoadsOverHTTP2(t *testing.T) {
-	bin, err := exec.LookPath("chromium")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("chromium not installed (required when CI=true)")
-		}
-		t.Skip("chromium not installed (Debian package chromium): browser over HTTP/2 not checked")
-	}
+	bin := chromiumBin(t, "browser over HTTP/2 not checked")
 	o := newTestOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=60")
 		switch r.URL.Path {
@@ -64,34 +58,15 @@ func TestChromiumLoadsOverHTTP2(t *testing.T) {
 	tn := newTLSTestNode(t, o.srv.URL, nil, nil)
 	before := tn.Stats()
 
-	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	t.Cleanup(cancel)
 	// The test certificate names 127.0.0.1; the browser does not trust it
 	// (--ignore-certificate-errors). QUIC is off so that Alt-Svc cannot move
 	// the subresources to HTTP/3: this test is about HTTP/2.
-	cmd := exec.CommandContext(ctx, bin, "--headless=new", "--no-sandbox", "--disable-gpu",
-		"--ignore-certificate-errors", "--disable-quic", "--no-first-run", "--disable-extensions",
-		"--user-data-dir="+filepath.Join(dir, "profile"), "--virtual-time-budget=5000",
-		"--dump-dom", "https://127.0.0.1:"+portOf(tn.TLSAddr())+"/")
-	cmd.Env = append(os.Environ(), "HOME="+dir)
-	// Its own process group, so that the browser's helper processes go
-	// with it however the test ends.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("chromium: %v", err)
-	}
-	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }) //nolint:errcheck // gone already, usually
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("chromium: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
-	}
+	stdout, stderr := runChromium(t, bin, t.TempDir(), "--ignore-certificate-errors", "--disable-quic",
+		"--virtual-time-budget=5000", "--dump-dom", "https://127.0.0.1:"+portOf(tn.TLSAddr())+"/")
 
-	m := regexp.MustCompile(`<p id="out">([^<]*)</p>`).FindSubmatch(stdout.Bytes())
+	m := regexp.MustCompile(`<p id="out">([^<]*)</p>`).FindSubmatch(stdout)
 	if m == nil {
-		t.Fatalf("no #out in the dumped DOM:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+		t.Fatalf("no #out in the dumped DOM:\n%s\nstderr:\n%s", string(stdout), string(stderr))
 	}
 	got := map[string]string{}
 	for _, kv := range regexp.MustCompile(`(\S+)=(\S*)`).FindAllSubmatch(m[1], -1) {
@@ -109,4 +84,44 @@ func TestChromiumLoadsOverHTTP2(t *testing.T) {
 	if h1, h3 := after.RequestsH1-before.RequestsH1, after.RequestsH3-before.RequestsH3; h1 != 0 || h3 != 0 {
 		t.Errorf("edge counted %d h1 and %d h3 requests from the browser, want 0", h1, h3)
 	}
+}
+
+// chromiumBin finds Chromium (Debian package chromium), skipping the test
+// with what is not checked when it is missing, failing it under CI=true.
+func chromiumBin(t *testing.T, notChecked string) string {
+	t.Helper()
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("chromium not installed (required when CI=true)")
+		}
+		t.Skip("chromium not installed (Debian package chromium): " + notChecked)
+	}
+	return bin
+}
+
+// runChromium runs headless Chromium with args and a fresh profile under
+// dir, in its own process group so that its helper processes go with it
+// however the test ends, and returns what it printed. It fails the test
+// when Chromium fails or runs over 90 s.
+func runChromium(t *testing.T, bin, dir string, args ...string) (stdout, stderr []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	args = append([]string{"--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+		"--disable-extensions", "--user-data-dir=" + filepath.Join(dir, "profile")}, args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), "HOME="+dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("chromium: %v", err)
+	}
+	defer syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) //nolint:errcheck // gone already, usually
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("chromium %q: %v\nstdout:\n%s\nstderr:\n%s", args, err, out.String(), errOut.String())
+	}
+	return out.Bytes(), errOut.Bytes()
 }

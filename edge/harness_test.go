@@ -181,6 +181,12 @@ var testHTTP = &http.Client{
 // do sends a request to the node; hdr holds "Name: value" strings.
 func do(t *testing.T, method, url string, hdr ...string) (*http.Response, string) {
 	t.Helper()
+	return doWith(t, testHTTP, method, url, hdr...)
+}
+
+// doWith is do with another client.
+func doWith(t *testing.T, client *http.Client, method, url string, hdr ...string) (*http.Response, string) {
+	t.Helper()
 	req, err := http.NewRequest(method, url, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -193,7 +199,7 @@ func do(t *testing.T, method, url string, hdr ...string) (*http.Response, string
 		}
 		req.Header.Add(k, strings.TrimSpace(v))
 	}
-	resp, err := testHTTP.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}

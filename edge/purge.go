@@ -24,6 +24,8 @@ type purger struct {
 	// cluster is nil without one; Start sets it before any listener serves
 	// and it never changes after.
 	cluster *cluster.Cluster
+	// recent lists the last purges applied here, for the console.
+	recent recentPurges
 }
 
 // PurgeResult is the /purge answer.
@@ -92,9 +94,12 @@ func (p *purger) purge(kind, value string, hard bool, wait time.Duration) (Purge
 // new or learned from a peer's tombstones on (re)join, lands here once,
 // after clusterTombstones.Record stored its tombstone.
 func (p *purger) applyCluster(cp cluster.Purge) {
-	if _, err := p.invalidate(cp.Kind, []byte(cp.Value), cp.Hard); err != nil {
+	found, err := p.invalidate(cp.Kind, []byte(cp.Value), cp.Hard)
+	if err != nil {
 		p.log.Warn("cluster purge not applied", "kind", cp.Kind, "value", cp.Value, "err", err)
+		return
 	}
+	p.recent.add(PurgeRecord{At: cp.At, Kind: cp.Kind, Value: cp.Value, Hard: cp.Hard, Found: found, Origin: cp.Origin})
 }
 
 // apply purges locally (without a cluster): the tombstone, then the
@@ -105,7 +110,11 @@ func (p *purger) apply(kind string, value []byte, hard bool, at time.Time) (int,
 		return 0, &ConfigError{Key: "kind", Msg: "want url, prefix or tag"}
 	}
 	p.purges.Add(k, value, hard, at)
-	return p.invalidate(kind, value, hard)
+	found, err := p.invalidate(kind, value, hard)
+	if err == nil {
+		p.recent.add(PurgeRecord{At: at, Kind: kind, Value: string(value), Hard: hard, Found: found})
+	}
+	return found, err
 }
 
 // invalidate acts on what the tombstone alone does not cover: the stored

@@ -156,6 +156,9 @@ type HealthState struct {
 	// LastError is the most recent failure ("" if none since the last
 	// success).
 	LastError string
+	// LastCheck is when the last active check started (zero before the
+	// first, and always with checks off).
+	LastCheck time.Time
 	// Checks and CheckFailures count active checks; Downs counts the
 	// transitions to down; Kicked counts checks run early because a real
 	// request failed at the transport level.
@@ -283,6 +286,7 @@ func (h *Health) State() HealthState {
 		CheckFailures:       h.checkFailures.Load(),
 		Downs:               h.downs.Load(),
 		Kicked:              h.kicked.Load(),
+		LastCheck:           h.lastCheck,
 	}
 	if h.lastErr != nil {
 		s.LastError = h.lastErr.Error()

@@ -156,6 +156,9 @@ func TestHealthRiseFall(t *testing.T) {
 	if st.ConsecutiveFailures < 2 || st.LastError == "" || st.Downs != 1 || st.CheckFailures < 2 {
 		t.Errorf("state when down: %+v", st)
 	}
+	if st.LastCheck.IsZero() || time.Since(st.LastCheck) > time.Minute {
+		t.Errorf("LastCheck %v after checks ran, want a recent time", st.LastCheck)
+	}
 	fc.set(nil)
 	before := fc.calls.Load()
 	eventually(t, "three passing checks to bring it back", func() bool { return h.Up() })

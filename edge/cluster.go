@@ -69,6 +69,7 @@ type peerSet struct {
 	// recoverPanic answers 500 and counts the panic.
 	serve        func(ctx *fasthttp.RequestCtx, hop bool, now time.Time) outcome
 	recoverPanic func(*fasthttp.RequestCtx)
+	warm         func(ctx *fasthttp.RequestCtx, from string) // the warm endpoints (warm.go)
 
 	ln      net.Listener
 	srv     *fasthttp.Server
@@ -87,6 +88,7 @@ func (n *Node) newPeerSet(key []byte, ln net.Listener) *peerSet {
 		peerClient:   n.peerClientConfig(),
 		serve:        n.serveCacheable,
 		recoverPanic: n.recoverPanic,
+		warm:         n.serveWarm,
 		clients:      map[string]*origin.Client{},
 	}
 }
@@ -241,6 +243,10 @@ func (p *peerSet) handle(ctx *fasthttp.RequestCtx) {
 		ctx.Error("forbidden: "+err.Error()+"\n", fasthttp.StatusForbidden)
 		return
 	}
+	if bytes.HasPrefix(ctx.Path(), []byte(warmPathPrefix)) {
+		p.warm(ctx, from)
+		return
+	}
 	if !ctx.IsGet() && !ctx.IsHead() {
 		ctx.Error("shield hops are GET or HEAD\n", fasthttp.StatusMethodNotAllowed)
 		return
@@ -258,6 +264,13 @@ func (p *peerSet) handle(ctx *fasthttp.RequestCtx) {
 func (n *Node) upstreamOwner(ctx context.Context, key, host []byte, originOnly, purged bool, req *origin.Request) (*origin.Response, error) {
 	if n.peers != nil && !originOnly {
 		if resp, ok := n.peers.forward(ctx, key, host, purged, req); ok {
+			return resp, nil
+		}
+	}
+	if n.peers != nil && !purged && n.warming() {
+		// Warming up after a start or a hand-over: the object this node
+		// now owns is likely in a peer's cache (warm.go).
+		if resp, err := n.peers.cachedCopy(ctx, key, host, "", req); err == nil {
 			return resp, nil
 		}
 	}

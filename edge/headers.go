@@ -155,14 +155,7 @@ func (n *Node) forwardRequest(ctx *fasthttp.RequestCtx, method string, cacheable
 		}
 		out.Header = append(out.Header, origin.Field{Name: string(k), Value: string(v)})
 	}
-	switch n.cfg.Origin.HostHeader {
-	case "pass", "":
-		out.Host = string(req.URI().Host())
-	case "origin":
-		out.Host = "" // the client uses the origin URL's host
-	default:
-		out.Host = n.cfg.Origin.HostHeader
-	}
+	out.Host = n.originHost(string(req.URI().Host()))
 	var buf []byte
 	for f := range forwardingHeaders {
 		if v := appendForwarded(buf[:0], ctx, f, hop); v != nil {
@@ -172,6 +165,19 @@ func (n *Node) forwardRequest(ctx *fasthttp.RequestCtx, method string, cacheable
 	}
 	out.Header = append(out.Header, origin.Field{Name: "Via", Value: n.via})
 	return out
+}
+
+// originHost is the Host field sent to the origin for a request to host
+// (origin.host_header).
+func (n *Node) originHost(host string) string {
+	switch n.cfg.Origin.HostHeader {
+	case "pass", "":
+		return host
+	case "origin":
+		return "" // the client uses the origin URL's host
+	default:
+		return n.cfg.Origin.HostHeader
+	}
 }
 
 // storedHeaders filters an origin response's fields into the form stored in

@@ -180,6 +180,8 @@ type fetchJob struct {
 	purged     bool
 	background bool // no client waits for this fetch (stale-while-revalidate)
 	rangeReq   bool
+	fromPeers  bool   // a warm-up prefetch: a peer's stored copy or nothing, never the origin (warm.go)
+	prefer     string // the peer a prefetch asks first
 }
 
 func (n *Node) newFetchJob(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, fwd string, background bool) *fetchJob {
@@ -244,15 +246,10 @@ func (s *varySnapshot) peek(name []byte) []byte {
 func (n *Node) fetchAndStore(j *fetchJob) origin.Fetch[*pending] {
 	return func(bctx context.Context, w *origin.Writer[*pending]) error {
 		defer j.release()
-		n.stats.originFetches.Add(1)
-		if j.background {
-			n.stats.backgroundRevalidations.Add(1)
-		}
 		reqTime := n.now()
-		resp, err := n.upstreamOwner(bctx, j.key, j.host, j.originOnly, j.purged, j.oreq)
+		resp, err := n.jobUpstream(bctx, j)
 		respTime := n.now()
 		if err != nil {
-			n.stats.originErrors.Add(1)
 			return err
 		}
 		// Shutdown cancels bctx: a fill waiting on a stalled origin body
@@ -265,6 +262,23 @@ func (n *Node) fetchAndStore(j *fetchJob) origin.Fetch[*pending] {
 		defer stop()
 		return n.storeResponse(w, j, resp, reqTime, respTime)
 	}
+}
+
+// jobUpstream sends a fetch job upstream: a prefetch to peers only, else
+// to the key's owner or the origin.
+func (n *Node) jobUpstream(ctx context.Context, j *fetchJob) (*origin.Response, error) {
+	if j.fromPeers {
+		return n.peers.cachedCopy(ctx, j.key, j.host, j.prefer, j.oreq)
+	}
+	n.stats.originFetches.Add(1)
+	if j.background && j.stale != nil {
+		n.stats.backgroundRevalidations.Add(1)
+	}
+	resp, err := n.upstreamOwner(ctx, j.key, j.host, j.originOnly, j.purged, j.oreq)
+	if err != nil {
+		n.stats.originErrors.Add(1)
+	}
+	return resp, err
 }
 
 // storeResponse decides what becomes of an upstream answer (see the top of
@@ -299,6 +313,7 @@ func (n *Node) storeResponse(w *origin.Writer[*pending], j *fetchJob, resp *orig
 	}
 	w.Publish(origin.Head[*pending]{Status: resp.Status, ContentLength: length, Meta: p})
 	n.stats.fills.Add(1)
+	n.hot.touch(j.key, j.aeSet, 1)
 	return n.fill(w, p, resp)
 }
 

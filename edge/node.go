@@ -67,6 +67,8 @@ type Node struct {
 	stats   counters
 	rate    *rateLimiter // server.rate_limit; nil when off
 	conns   *connLimiter // server.max_conns_per_ip; nil when off
+	hot     *hotKeys     // most used keys, for warm restarts (warm.go); nil when cache.warm_keys is 0
+	warm    *warmer      // warm-up state; nil when cache.warm_keys is 0
 
 	public, admin     *fasthttp.Server
 	plain             *fasthttp.Server // plain HTTP beside HTTPS (challenges, redirect)
@@ -131,6 +133,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 		MaxHeuristic:      cfg.Cache.MaxHeuristic.D(),
 	}
 	n.flights = n.newFlights()
+	n.initWarm()
 	if cfg.Server.RateLimit.Rate > 0 {
 		n.rate = newRateLimiter(cfg.Server.RateLimit)
 	}
@@ -267,6 +270,7 @@ func (n *Node) Start() error {
 	n.stopMaint = make(chan struct{})
 	n.serveWG.Add(1)
 	go n.maintain()
+	n.startWarm()
 	n.log.Info("edge node started", "name", n.name, "listen", lns.public.Addr().String(), "tls", n.TLSAddr(),
 		"admin", n.AdminAddr(), "origin", n.cfg.Origin.URL, "cache_max_bytes", n.cfg.Cache.MaxBytes.String(), "version", Version)
 	return nil
@@ -360,6 +364,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 
 func (n *Node) shutdown(ctx context.Context) error {
 	n.draining.Store(true)
+	n.warmShutdown(ctx) // before the drain delay: peers prefetch from us meanwhile
 	if d := n.cfg.Server.DrainDelay.D(); d > 0 && n.publicLn != nil {
 		n.log.Info("draining: readiness is 503; waiting before closing listeners", "delay", d)
 		select {

@@ -208,6 +208,9 @@ func (n *Node) serveStored(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entr
 	switch cache.Use(e, &st.req, now) {
 	case cache.ServeFresh, cache.ServeStale:
 		n.stats.hits.Add(1)
+		if n.hot.sampled() {
+			n.hot.touch(st.key, n.acceptedSet(st.hdr), hotSampleEvery)
+		}
 		return n.writeEntry(ctx, st, e, now, csHit, 0), true
 	case cache.ServeStaleRevalidate:
 		n.stats.hits.Add(1)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -18,10 +19,14 @@ import (
 //
 // The count is a sampled, aged estimate, not a log: when a shard is full a
 // new key evicts the least used of a few it looks at (map iteration order
-// is random), and every 8×capacity updates a shard halves its counts, so
-// keys that stopped being used make room for those in use now.
+// is random), and every 8×capacity updates all counts are halved (each
+// shard catches up with the table's epoch when next used), so keys that
+// stopped being used make room for those in use now, and counts in
+// different shards stay comparable.
 type hotKeys struct {
 	perShard int
+	ops      atomic.Uint64 // updates, for the epoch
+	epoch    atomic.Uint32 // ages: counts are halved once per epoch
 	shards   [hotShards]hotShard
 }
 
@@ -32,10 +37,10 @@ const (
 )
 
 type hotShard struct {
-	mu  sync.Mutex        // guards m and ops
-	m   map[string]hotKey // primary cache key (lower-cased host + target)
-	ops int               // updates since the counts were last halved
-	_   [40]byte          // keep shards' locks on separate cache lines
+	mu    sync.Mutex         // guards m and epoch
+	m     map[string]*hotKey // primary cache key (lower-cased host + target)
+	epoch uint32             // the table's epoch the counts are aged to
+	_     [40]byte           // keep shards' locks on separate cache lines
 }
 
 // hotKey is what a key's refetch needs beyond the key itself: which
@@ -55,7 +60,7 @@ type hotItem struct {
 func newHotKeys(capacity int) *hotKeys {
 	h := &hotKeys{perShard: max(1, (capacity+hotShards-1)/hotShards)}
 	for i := range h.shards {
-		h.shards[i].m = make(map[string]hotKey)
+		h.shards[i].m = make(map[string]*hotKey)
 	}
 	return h
 }
@@ -70,22 +75,26 @@ func (h *hotKeys) touch(key []byte, set uint, uses uint32) {
 	if h == nil || bytes.IndexByte(key, '/') <= 0 {
 		return
 	}
+	if h.ops.Add(1)%uint64(8*hotShards*h.perShard) == 0 {
+		h.epoch.Add(1)
+	}
 	s := &h.shards[xxhash.Sum64(key)%hotShards]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	k, ok := s.m[string(key)]
-	if !ok && len(s.m) >= h.perShard {
-		s.evictLocked()
+	s.ageLocked(h.epoch.Load())
+	k := s.m[string(key)] // no allocation: a tracked key is updated in place
+	if k == nil {
+		if len(s.m) >= h.perShard {
+			s.evictLocked()
+		}
+		k = &hotKey{}
+		s.m[string(key)] = k
 	}
 	if set < 32 {
 		k.sets |= 1 << set
 	}
 	if k.uses += uses; k.uses < uses {
 		k.uses = ^uint32(0) // saturate
-	}
-	s.m[string(key)] = k
-	if s.ops++; s.ops >= 8*h.perShard {
-		s.ageLocked()
 	}
 }
 
@@ -103,14 +112,17 @@ func (s *hotShard) evictLocked() {
 	delete(s.m, victim)
 }
 
-// ageLocked halves every count, dropping keys that reach 0.
-func (s *hotShard) ageLocked() {
-	s.ops = 0
+// ageLocked halves every count once per epoch since the shard's last,
+// dropping keys that reach 0.
+func (s *hotShard) ageLocked(epoch uint32) {
+	d := epoch - s.epoch
+	if d == 0 {
+		return
+	}
+	s.epoch = epoch
 	for k, v := range s.m {
-		if v.uses /= 2; v.uses == 0 {
+		if v.uses >>= min(d, 31); v.uses == 0 {
 			delete(s.m, k)
-		} else {
-			s.m[k] = v
 		}
 	}
 }
@@ -125,6 +137,7 @@ func (h *hotKeys) list(limit int) []hotItem {
 	for i := range h.shards {
 		s := &h.shards[i]
 		s.mu.Lock()
+		s.ageLocked(h.epoch.Load())
 		for k, v := range s.m {
 			out = append(out, hotItem{key: k, sets: v.sets, uses: v.uses})
 		}

@@ -89,16 +89,19 @@ type warmItem struct {
 type warmer struct {
 	ctx     context.Context // every warm-up's parent; stop cancels it
 	stop    context.CancelFunc
-	runs    atomic.Int32 // warm-ups running: while > 0, own misses ask peers first
+	runs    atomic.Int32  // prefetches running: while > 0, own misses ask peers first
+	started chan struct{} // closed when the start-up warm-up ended (or never ran)
 	fetched atomic.Uint64
 	bytes   atomic.Uint64
 	absent  atomic.Uint64 // objects no peer had
 }
 
-// WarmStats are the warm-up counters (tests, logs).
+// WarmStats are the warm-up counters (tests, logs): objects and bytes
+// prefetched, objects no peer had; StartDone once the start-up warm-up
+// ended.
 type WarmStats struct {
 	Fetched, Bytes, Absent uint64
-	Running                bool
+	StartDone              bool
 }
 
 // initWarm builds the hot-key table and warm-up state (cache.warm_keys > 0).
@@ -107,7 +110,7 @@ func (n *Node) initWarm() {
 		return
 	}
 	n.hot = newHotKeys(n.cfg.Cache.WarmKeys)
-	w := &warmer{}
+	w := &warmer{started: make(chan struct{})}
 	w.ctx, w.stop = context.WithCancel(n.base)
 	n.warm = w
 }
@@ -118,26 +121,32 @@ func (n *Node) Warm() WarmStats {
 		return WarmStats{}
 	}
 	w := n.warm
-	return WarmStats{Fetched: w.fetched.Load(), Bytes: w.bytes.Load(), Absent: w.absent.Load(), Running: w.runs.Load() > 0}
+	s := WarmStats{Fetched: w.fetched.Load(), Bytes: w.bytes.Load(), Absent: w.absent.Load()}
+	select {
+	case <-w.started:
+		s.StartDone = true
+	default:
+	}
+	return s
 }
 
-// warming reports whether a warm-up runs (own misses then ask peers first).
+// warming reports whether a warm-up prefetches (own misses then ask peers
+// first).
 func (n *Node) warming() bool { return n.warm != nil && n.warm.runs.Load() > 0 }
 
 // startWarm begins the start-up warm-up in the background (Start, once
 // everything serves).
 func (n *Node) startWarm() {
-	if n.warm == nil || (n.peers == nil && n.cfg.Cache.WarmFile == "") {
+	if n.warm == nil {
 		return
 	}
-	n.warm.runs.Add(1) // at once: the first misses already ask peers
-	if !n.goBackground("warm-up", n.warmOnStart) {
-		n.warm.runs.Add(-1)
+	if (n.peers == nil && n.cfg.Cache.WarmFile == "") || !n.goBackground("warm-up", n.warmOnStart) {
+		close(n.warm.started)
 	}
 }
 
 func (n *Node) warmOnStart() {
-	defer n.warm.runs.Add(-1)
+	defer close(n.warm.started)
 	ctx, cancel := context.WithTimeout(n.warm.ctx, n.cfg.Cache.WarmTimeout.D())
 	defer cancel()
 	items, err := readWarmFile(n.cfg.Cache.WarmFile)
@@ -260,16 +269,11 @@ func (n *Node) serveWarmNotify(ctx *fasthttp.RequestCtx, from, peerAddr string) 
 	pctx, cancel := context.WithTimeout(n.warm.ctx, warmCallTimeout)
 	items := n.pullOwned(pctx, peerAddr, from)
 	cancel()
-	n.warm.runs.Add(1)
-	started := n.goBackground("warm-up", func() {
-		defer n.warm.runs.Add(-1)
+	n.goBackground("warm-up", func() {
 		wctx, cancel := context.WithTimeout(n.warm.ctx, n.cfg.Cache.WarmTimeout.D())
 		defer cancel()
 		n.prefetchAll(wctx, items, peerAddr)
 	})
-	if !started {
-		n.warm.runs.Add(-1)
-	}
 	fmt.Fprintf(ctx, "%d keys taken over from %s\n", len(items), from)
 }
 
@@ -397,6 +401,8 @@ func (n *Node) prefetchAll(ctx context.Context, items []warmItem, prefer string)
 	if len(items) == 0 {
 		return
 	}
+	n.warm.runs.Add(1)
+	defer n.warm.runs.Add(-1)
 	start := time.Now()
 	f0, b0, a0 := n.warm.fetched.Load(), n.warm.bytes.Load(), n.warm.absent.Load()
 	p := newPacer(n.cfg.Cache.WarmRate)

@@ -262,8 +262,8 @@ func (n *Node) serveWarm(ctx *fasthttp.RequestCtx, from string) {
 // (it is about to go), keep the keys this node owns without it, and
 // prefetch them in the background, from it first.
 func (n *Node) serveWarmNotify(ctx *fasthttp.RequestCtx, from, peerAddr string) {
-	if n.warm == nil || peerAddr == "" {
-		ctx.SetStatusCode(fasthttp.StatusNoContent)
+	if n.warm == nil || peerAddr == "" || n.draining.Load() {
+		ctx.SetStatusCode(fasthttp.StatusNoContent) // nothing to take over: off, or leaving too
 		return
 	}
 	pctx, cancel := context.WithTimeout(n.warm.ctx, warmCallTimeout)

@@ -169,7 +169,9 @@ type CacheConfig struct {
 	// never send anyone to the origin. Default 10000; 0 turns warm restarts
 	// off (cold restart).
 	WarmKeys int `yaml:"warm_keys"`
-	// WarmRate bounds prefetches, in objects per second. Default 200.
+	// WarmRate bounds prefetches, in objects per second. Default 1000: a
+	// hand-over must finish within the drainer's server.drain_delay, and a
+	// peer answers these from memory (bench/RESULTS.md "Warm restart").
 	WarmRate float64 `yaml:"warm_rate"`
 	// WarmMaxBytes bounds the bytes one warm-up prefetches. Default 256MiB.
 	WarmMaxBytes Size `yaml:"warm_max_bytes"`
@@ -181,8 +183,8 @@ type CacheConfig struct {
 	// WarmFile, when set, is where Shutdown writes the hot-key list (JSON
 	// lines) and Start reads it back: for a node without a cluster, or a
 	// whole cluster restarted at once. Its keys are prefetched from peers in
-	// a cluster, from the origin (paced by warm_rate) without one. Default
-	// "" (none).
+	// a cluster, from the origin (paced by warm_rate: lower it for a small
+	// origin) without one. Default "" (none).
 	WarmFile string `yaml:"warm_file"`
 }
 

@@ -11,8 +11,8 @@ package edge
 //   - a draining node tells every peer (GET /_edgeshield/warm/notify); each
 //     pulls the drainer's hot-key list at once and keeps the keys it owns
 //     once the drainer is gone (rendezvous without it);
-//   - a starting node pulls every peer's list (GET /_edgeshield/warm/keys)
-//     and keeps the keys it owns now, plus cache.warm_file's;
+//   - a starting node pulls every peer's list (GET /_edgeshield/warm/keys);
+//     the keys it owns now and cache.warm_file's go first, then the rest;
 //   - the kept keys, most used first, are prefetched FROM PEERS ONLY: a
 //     shield hop with "Cache-Control: only-if-cached, min-fresh=1", which
 //     the peer answers from a fresh stored copy or with 504 (RFC 9111
@@ -83,6 +83,7 @@ type warmItem struct {
 	Target         string `json:"target"`
 	AcceptEncoding string `json:"accept_encoding,omitempty"`
 	Uses           uint32 `json:"uses"`
+	first          bool   // prefetched before the others (this node owns it, or it is in the warm file)
 }
 
 // warmer is the node's warm-up state.
@@ -153,11 +154,14 @@ func (n *Node) warmOnStart() {
 	if err != nil {
 		n.log.Warn("warm file not used", "file", n.cfg.Cache.WarmFile, "err", err)
 	}
+	for i := range items {
+		items[i].first = true
+	}
 	if n.peers != nil {
 		n.awaitPeers(ctx)
 		for _, m := range n.peers.c.Members() {
 			if !m.Self && m.State == cluster.StateAlive && m.PeerAddr != "" {
-				items = append(items, n.pullOwned(ctx, m.PeerAddr, "")...)
+				items = append(items, n.pullHotKeys(ctx, m.PeerAddr, "", true)...)
 			}
 		}
 	}
@@ -267,7 +271,7 @@ func (n *Node) serveWarmNotify(ctx *fasthttp.RequestCtx, from, peerAddr string) 
 		return
 	}
 	pctx, cancel := context.WithTimeout(n.warm.ctx, warmCallTimeout)
-	items := n.pullOwned(pctx, peerAddr, from)
+	items := n.pullHotKeys(pctx, peerAddr, from, false)
 	cancel()
 	n.goBackground("warm-up", func() {
 		wctx, cancel := context.WithTimeout(n.warm.ctx, n.cfg.Cache.WarmTimeout.D())
@@ -277,9 +281,12 @@ func (n *Node) serveWarmNotify(ctx *fasthttp.RequestCtx, from, peerAddr string) 
 	fmt.Fprintf(ctx, "%d keys taken over from %s\n", len(items), from)
 }
 
-// pullOwned pulls a peer's hot-key list and keeps the keys this node owns
-// (when without is set: once member without is gone).
-func (n *Node) pullOwned(ctx context.Context, addr, without string) []warmItem {
+// pullHotKeys pulls a peer's hot-key list and keeps the keys this node owns
+// (when without is set: once member without is gone), marked first; with
+// all, the others too. At start-up a node takes them all: it kept copies of
+// the peers' hot keys before, and its clients ask for them too; the owned
+// ones go first, as they would cost the origin.
+func (n *Node) pullHotKeys(ctx context.Context, addr, without string, all bool) []warmItem {
 	uri := warmKeysPath + "?limit=" + strconv.Itoa(n.cfg.Cache.WarmKeys)
 	body, err := n.peers.call(ctx, addr, uri, warmListMaxBytes)
 	if err != nil {
@@ -292,15 +299,16 @@ func (n *Node) pullOwned(ctx context.Context, addr, without string) []warmItem {
 	}
 	var key []byte
 	var buf [8]cluster.Member
-	return slices.DeleteFunc(items, func(it warmItem) bool {
+	kept := items[:0]
+	for _, it := range items {
 		key = n.warmKey(key[:0], it)
-		for _, m := range n.peers.c.Owners(buf[:0], key) {
-			if m.Name != without {
-				return !m.Self
-			}
+		owners := n.peers.c.Owners(buf[:0], key)
+		i := slices.IndexFunc(owners, func(m cluster.Member) bool { return m.Name != without })
+		if it.first = i >= 0 && owners[i].Self; it.first || all {
+			kept = append(kept, it)
 		}
-		return true
-	})
+	}
+	return kept
 }
 
 // warmKey is the primary cache key of an item (as appendKey makes it).
@@ -393,21 +401,20 @@ func writeWarmFile(path string, items []warmItem) error {
 }
 
 // prefetchAll prefetches items (deduplicated, most used first, at most
-// cache.warm_keys) with warmWorkers workers, paced by cache.warm_rate and
-// stopped by cache.warm_max_bytes or ctx. prefer is a peer address asked
-// first (a draining member's).
+// limit) with warmWorkers workers, paced by cache.warm_rate and stopped by
+// cache.warm_max_bytes or ctx. prefer is a peer address asked first (a
+// draining member's).
 func (n *Node) prefetchAll(ctx context.Context, items []warmItem, prefer string) {
 	items = dedupeWarmItems(items, n.cfg.Cache.WarmKeys)
 	if len(items) == 0 {
 		return
 	}
+	budget := n.warmBudget()
 	n.warm.runs.Add(1)
 	defer n.warm.runs.Add(-1)
 	start := time.Now()
 	f0, b0, a0 := n.warm.fetched.Load(), n.warm.bytes.Load(), n.warm.absent.Load()
 	p := newPacer(n.cfg.Cache.WarmRate)
-	var budget atomic.Int64
-	budget.Store(int64(n.cfg.Cache.WarmMaxBytes))
 	next := make(chan warmItem)
 	var wg sync.WaitGroup
 	for range min(warmWorkers, len(items)) {
@@ -431,8 +438,15 @@ func (n *Node) prefetchAll(ctx context.Context, items []warmItem, prefer string)
 		"bytes", n.warm.bytes.Load()-b0, "not_on_peers", n.warm.absent.Load()-a0, "took", time.Since(start).Round(time.Millisecond))
 }
 
-// dedupeWarmItems merges repeated variants (summing uses), sorts by uses
-// (most first) and keeps at most limit.
+// warmBudget is one warm-up's byte budget (cache.warm_max_bytes).
+func (n *Node) warmBudget() *atomic.Int64 {
+	b := new(atomic.Int64)
+	b.Store(int64(n.cfg.Cache.WarmMaxBytes))
+	return b
+}
+
+// dedupeWarmItems merges repeated variants (summing uses), sorts them
+// (first ones first, then by uses, most first) and keeps at most limit.
 func dedupeWarmItems(items []warmItem, limit int) []warmItem {
 	slices.SortFunc(items, func(a, b warmItem) int {
 		return cmp.Or(strings.Compare(a.Host, b.Host), strings.Compare(a.Target, b.Target), strings.Compare(a.AcceptEncoding, b.AcceptEncoding))
@@ -441,12 +455,21 @@ func dedupeWarmItems(items []warmItem, limit int) []warmItem {
 	for _, it := range items {
 		if k := len(out) - 1; k >= 0 && out[k].Host == it.Host && out[k].Target == it.Target && out[k].AcceptEncoding == it.AcceptEncoding {
 			out[k].Uses = max(out[k].Uses, out[k].Uses+it.Uses) // never wraps
+			out[k].first = out[k].first || it.first
 			continue
 		}
 		out = append(out, it)
 	}
 	items = out
-	slices.SortStableFunc(items, func(a, b warmItem) int { return cmp.Compare(b.Uses, a.Uses) })
+	slices.SortStableFunc(items, func(a, b warmItem) int {
+		switch {
+		case a.first && !b.first:
+			return -1
+		case b.first && !a.first:
+			return 1
+		}
+		return cmp.Compare(b.Uses, a.Uses)
+	})
 	if limit > 0 && len(items) > limit {
 		items = items[:limit]
 	}

@@ -23,7 +23,7 @@ import (
 //	EDGESHIELD_WARM_MEASURE=1 go test -count=1 -run TestWarmRollingRestartMeasure -v ./edge
 //
 // EDGESHIELD_WARM_RATE (requests/s, default 400) and EDGESHIELD_WARM_OBJECTS
-// (default 2000) tune the load.
+// (default 2000) tune the load, EDGESHIELD_WARM_OBJECT_RATE cache.warm_rate.
 func TestWarmRollingRestartMeasure(t *testing.T) {
 	if os.Getenv("EDGESHIELD_WARM_MEASURE") != "1" {
 		t.Skip("a measurement: set EDGESHIELD_WARM_MEASURE=1 (see bench/RESULTS.md)")
@@ -49,8 +49,8 @@ type zipfLoad struct {
 	up      []atomic.Bool
 	mu      sync.Mutex // guards nodes
 	start   time.Time
-	total   [600]atomic.Int64 // per second since start
-	hits    [600]atomic.Int64
+	total   [][600]atomic.Int64 // per node, per second since start
+	hits    [][600]atomic.Int64
 	failed  atomic.Int64
 	stop    atomic.Bool
 	wg      sync.WaitGroup
@@ -58,7 +58,8 @@ type zipfLoad struct {
 }
 
 func startZipfLoad(nodes []*Node, rate, objects int) *zipfLoad {
-	l := &zipfLoad{nodes: nodes, up: make([]atomic.Bool, len(nodes)), start: time.Now(), objects: objects}
+	l := &zipfLoad{nodes: nodes, up: make([]atomic.Bool, len(nodes)), start: time.Now(), objects: objects,
+		total: make([][600]atomic.Int64, len(nodes)), hits: make([][600]atomic.Int64, len(nodes))}
 	for i := range l.up {
 		l.up[i].Store(true)
 	}
@@ -85,11 +86,11 @@ func (l *zipfLoad) run(w int, every time.Duration) {
 		}
 		n := l.nodes[k]
 		l.mu.Unlock()
-		l.one(client, n, fmt.Sprintf("/z/%d", z.Uint64()))
+		l.one(client, k, n, fmt.Sprintf("/z/%d", z.Uint64()))
 	}
 }
 
-func (l *zipfLoad) one(client *http.Client, n *Node, path string) {
+func (l *zipfLoad) one(client *http.Client, k int, n *Node, path string) {
 	req, _ := http.NewRequest(http.MethodGet, "http://"+n.Addr()+path, nil)
 	req.Host = "cdn.example"
 	resp, err := client.Do(req)
@@ -99,19 +100,25 @@ func (l *zipfLoad) one(client *http.Client, n *Node, path string) {
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	sec := min(int(time.Since(l.start)/time.Second), len(l.total)-1)
-	l.total[sec].Add(1)
+	sec := min(int(time.Since(l.start)/time.Second), len(l.total[k])-1)
+	l.total[k][sec].Add(1)
 	if strings.Contains(resp.Header.Get("Cache-Status"), "; hit") {
-		l.hits[sec].Add(1)
+		l.hits[k][sec].Add(1)
 	}
 }
 
-// ratio is the hit ratio over whole seconds [from, to) since start.
-func (l *zipfLoad) ratio(from, to int) float64 {
+// ratio is the hit ratio over whole seconds [from, to) since start, of
+// node k (-1: all).
+func (l *zipfLoad) ratio(k, from, to int) float64 {
 	var tot, hit int64
-	for s := max(from, 0); s < min(to, len(l.total)); s++ {
-		tot += l.total[s].Load()
-		hit += l.hits[s].Load()
+	for i := range l.total {
+		if k >= 0 && i != k {
+			continue
+		}
+		for s := max(from, 0); s < min(to, len(l.total[i])); s++ {
+			tot += l.total[i][s].Load()
+			hit += l.hits[i][s].Load()
+		}
 	}
 	if tot == 0 {
 		return 0
@@ -129,6 +136,9 @@ func measureRollingRestart(t *testing.T, warm bool, rate, objects int) {
 	})
 	mutate := func(_ int, c *Config) {
 		c.Server.DrainDelay = Duration(time.Second)
+		if r := envInt("EDGESHIELD_WARM_OBJECT_RATE", 0); r > 0 {
+			c.Cache.WarmRate = float64(r)
+		}
 		if !warm {
 			c.Cache.WarmKeys = 0
 		}
@@ -148,7 +158,8 @@ func measureRollingRestart(t *testing.T, warm bool, rate, objects int) {
 // stored, and the hit ratio after ready against the 5 s before.
 func measureOneRestart(t *testing.T, l *zipfLoad, o *testOrigin, i int, mutate func(int, *Config)) {
 	before := o.snapshot()
-	base := l.ratio(l.second()-5, l.second())
+	now := l.second()
+	base, nodeBase := l.ratio(-1, now-5, now), l.ratio(i, now-5, now)
 	l.up[i].Store(false)
 	stopped := time.Now()
 	restartMember(t, l.nodes, i, o.srv.URL, mutate) // replaces l.nodes[i], which no worker reads while down
@@ -162,17 +173,20 @@ func measureOneRestart(t *testing.T, l *zipfLoad, o *testOrigin, i int, mutate f
 			refetched += c - b
 		}
 	}
-	back := -1
-	for s := readySec; s < readySec+10; s++ {
-		if l.ratio(s, s+1) >= 0.95*base {
-			back = s - readySec
-			break
-		}
+	t.Logf("restart node-%d: down %.1fs; origin re-fetches %d = %.1f%% of %d objects stored before (new objects: %d); "+
+		"hit ratio all nodes: 5 s before %.3f, 10 s after ready %.3f (%.0f%%); restarted node: %.3f, %.3f (%.0f%%), 1 s buckets after ready %s",
+		i, ready.Sub(stopped).Seconds(), refetched, 100*float64(refetched)/float64(len(before)), len(before), len(after)-len(before),
+		base, l.ratio(-1, readySec, readySec+10), 100*l.ratio(-1, readySec, readySec+10)/base,
+		nodeBase, l.ratio(i, readySec, readySec+10), 100*l.ratio(i, readySec, readySec+10)/nodeBase, l.buckets(i, readySec, 10))
+}
+
+// buckets formats node k's hit ratio per second from second from.
+func (l *zipfLoad) buckets(k, from, count int) string {
+	var b strings.Builder
+	for s := from; s < from+count; s++ {
+		fmt.Fprintf(&b, "%.2f ", l.ratio(k, s, s+1))
 	}
-	t.Logf("restart node-%d: down %.1fs; origin re-fetches %d = %.1f%% of %d objects stored before; new objects %d; "+
-		"hit ratio before %.3f, first 10 s after ready %.3f, first second >= 95%% of before: %ds after ready",
-		i, ready.Sub(stopped).Seconds(), refetched, 100*float64(refetched)/float64(len(before)), len(before),
-		len(after)-len(before), base, l.ratio(readySec, readySec+10), back)
+	return strings.TrimSpace(b.String())
 }
 
 // snapshot copies the per-path request counts.

@@ -424,25 +424,6 @@ func TestParseWarmItemsNamesTheLine(t *testing.T) {
 	}
 }
 
-func TestWarmConfigErrorsNameKey(t *testing.T) {
-	for _, tc := range []struct {
-		key string
-		set func(*CacheConfig)
-	}{
-		{"cache.warm_keys", func(c *CacheConfig) { c.WarmKeys = -1 }},
-		{"cache.warm_rate", func(c *CacheConfig) { c.WarmRate = -2 }},
-		{"cache.warm_max_bytes", func(c *CacheConfig) { c.WarmMaxBytes = -1 }},
-		{"cache.warm_timeout", func(c *CacheConfig) { c.WarmTimeout = -1 }},
-	} {
-		c := DefaultConfig()
-		c.Origin.URL = "http://127.0.0.1:1"
-		tc.set(&c.Cache)
-		if err := c.Validate("", nil); err == nil || !strings.Contains(err.Error(), tc.key) {
-			t.Errorf("%s: err %v, want one naming the key", tc.key, err)
-		}
-	}
-}
-
 func TestPacerSpacesEvents(t *testing.T) {
 	p := newPacer(200) // 5 ms apart
 	start := time.Now()

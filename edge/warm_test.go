@@ -443,3 +443,43 @@ func TestPacerSpacesEvents(t *testing.T) {
 		t.Error("wait after cancel: nil, want the context's error")
 	}
 }
+
+// TestWarmKeepsEncodingVariants: objects the edge compresses, asked for by
+// browsers (Accept-Encoding normalised to "br, gzip"), come back after a
+// restart as that variant: the restarted member's browser requests hit.
+func TestWarmKeepsEncodingVariants(t *testing.T) {
+	o := newTestOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		io.WriteString(w, strings.Repeat("compressible text "+r.URL.Path+" ", 50))
+	})
+	nodes := newCluster(t, 2, o.srv.URL, nil)
+	const browser = "Accept-Encoding: gzip, deflate, br, zstd"
+	paths := warmPaths("text", 20)
+	for _, p := range paths {
+		for _, n := range nodes {
+			if r, _ := get(t, "http://"+n.Addr()+p, warmHost, browser); r.Header.Get("Content-Encoding") != "br" {
+				t.Fatalf("GET %s via %s: Content-Encoding %q, want br (the edge compresses)", p, n.Name(), r.Header.Get("Content-Encoding"))
+			}
+		}
+	}
+	settle(t, nodes...)
+	base := o.total.Load()
+	r := restartMember(t, nodes, 1, o.srv.URL, nil)
+	if ws := waitWarmStart(t, r); ws.Fetched < uint64(len(paths))*9/10 {
+		t.Errorf("prefetched %d of %d variants", ws.Fetched, len(paths))
+	}
+	hits := 0
+	for _, p := range paths {
+		resp, _ := get(t, "http://"+r.Addr()+p, warmHost, browser)
+		if isHit(resp) && resp.Header.Get("Content-Encoding") == "br" {
+			hits++
+		}
+	}
+	if hits < len(paths)*9/10 {
+		t.Errorf("%d of %d browser requests hit the br variant after the restart, want at least 90%%", hits, len(paths))
+	}
+	if got := o.total.Load(); got != base {
+		t.Errorf("the restart cost the origin %d requests, want 0", got-base)
+	}
+}

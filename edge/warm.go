@@ -270,6 +270,12 @@ func (n *Node) serveWarmNotify(ctx *fasthttp.RequestCtx, from, peerAddr string) 
 		ctx.SetStatusCode(fasthttp.StatusNoContent) // nothing to take over: off, or leaving too
 		return
 	}
+	if !n.isMemberAt(from, peerAddr) {
+		// Only the sender's own address: a member must not make this node
+		// send signed requests anywhere else.
+		ctx.Error("peer is not "+from+"'s peer address\n", fasthttp.StatusBadRequest)
+		return
+	}
 	pctx, cancel := context.WithTimeout(n.warm.ctx, warmCallTimeout)
 	items := n.pullHotKeys(pctx, peerAddr, from, false)
 	cancel()
@@ -279,6 +285,16 @@ func (n *Node) serveWarmNotify(ctx *fasthttp.RequestCtx, from, peerAddr string) 
 		n.prefetchAll(wctx, items, peerAddr)
 	})
 	fmt.Fprintf(ctx, "%d keys taken over from %s\n", len(items), from)
+}
+
+// isMemberAt reports whether member name advertises peer address addr.
+func (n *Node) isMemberAt(name, addr string) bool {
+	for _, m := range n.peers.c.Members() {
+		if m.Name == name && m.PeerAddr == addr {
+			return true
+		}
+	}
+	return false
 }
 
 // pullHotKeys pulls a peer's hot-key list and keeps the keys this node owns

@@ -374,9 +374,14 @@ func TestWarmEndpointsAreSigned(t *testing.T) {
 			t.Errorf("forged GET %s: %d, want 403", uri, r.StatusCode)
 		}
 	}
+	// A member's hand-over names its own peer address, nothing else.
+	body, err := nodes[1].peers.call(t.Context(), nodes[0].PeerAddr(), warmNotifyPath+"?name=node-1&peer=127.0.0.1:1", 1<<10)
+	if err == nil || !strings.Contains(err.Error(), "400") {
+		t.Errorf("hand-over naming another address: %q, %v; want 400", body, err)
+	}
 	getVia(t, nodes[0], "/signed")
 	settle(t, nodes...)
-	body, err := nodes[1].peers.call(t.Context(), nodes[0].PeerAddr(), warmKeysPath, 1<<20)
+	body, err = nodes[1].peers.call(t.Context(), nodes[0].PeerAddr(), warmKeysPath, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -131,6 +131,15 @@ func (n *Node) Warm() WarmStats {
 	return s
 }
 
+// addWarmStats fills the warm-restart figures of s.
+func (n *Node) addWarmStats(s *Stats) {
+	if n.warm == nil {
+		return
+	}
+	w := n.Warm()
+	s.HotKeys, s.WarmPrefetched, s.WarmBytes, s.WarmNotOnPeers = n.hot.len(), w.Fetched, w.Bytes, w.Absent
+}
+
 // warming reports whether a warm-up prefetches (own misses then ask peers
 // first).
 func (n *Node) warming() bool { return n.warm != nil && n.warm.runs.Load() > 0 }

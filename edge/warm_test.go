@@ -125,6 +125,10 @@ func TestWarmRestartPullsOwnedKeysFromPeers(t *testing.T) {
 	if ws.Fetched < uint64(len(paths))*9/10 || ws.Fetched > uint64(len(paths)) {
 		t.Errorf("restarted node prefetched %d objects, want the %d hot ones (at least 90%%)", ws.Fetched, len(paths))
 	}
+	if st := r.Stats(); st.WarmPrefetched != ws.Fetched || st.WarmBytes != ws.Bytes || st.HotKeys < int(ws.Fetched) {
+		t.Errorf("/stats: hot_keys %d, warm_prefetched %d, warm_bytes %d; want the warm-up's %d objects, %d bytes",
+			st.HotKeys, st.WarmPrefetched, st.WarmBytes, ws.Fetched, ws.Bytes)
+	}
 	hits := 0
 	for _, p := range paths {
 		if isHit(getVia(t, r, p)) {

@@ -267,13 +267,6 @@ func (n *Node) upstreamOwner(ctx context.Context, key, host []byte, originOnly, 
 			return resp, nil
 		}
 	}
-	if n.peers != nil && !purged && n.warming() {
-		// Warming up after a start or a hand-over: the object this node
-		// now owns is likely in a peer's cache (warm.go).
-		if resp, err := n.peers.cachedCopy(ctx, key, host, "", req); err == nil {
-			return resp, nil
-		}
-	}
 	return n.upstream(ctx, host, req)
 }
 

@@ -265,10 +265,14 @@ func (n *Node) fetchAndStore(j *fetchJob) origin.Fetch[*pending] {
 }
 
 // jobUpstream sends a fetch job upstream: a prefetch to peers only, else
-// to the key's owner or the origin.
+// to the key's owner or the origin (while warming up, a peer's cache first:
+// warm.go).
 func (n *Node) jobUpstream(ctx context.Context, j *fetchJob) (*origin.Response, error) {
 	if j.fromPeers {
 		return n.peers.cachedCopy(ctx, j.key, j.host, j.prefer, j.oreq)
+	}
+	if resp, ok := n.warmMiss(ctx, j); ok {
+		return resp, nil
 	}
 	n.stats.originFetches.Add(1)
 	if j.background && j.stale != nil {

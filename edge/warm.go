@@ -25,7 +25,7 @@ package edge
 // not "before"). A node that waited for its warm-up would still get misses
 // for keys nobody listed; instead, for as long as a warm-up runs
 // (cache.warm_timeout at most), this node's own misses ask a peer's cache
-// the same way before the origin. Warm-ups are paced (cache.warm_rate),
+// the same way before the origin (warmMiss). Warm-ups are paced (cache.warm_rate),
 // bounded in bytes (cache.warm_max_bytes) and time, run on tracked
 // background goroutines and stop at the first step of Shutdown.
 
@@ -138,6 +138,20 @@ func (n *Node) addWarmStats(s *Stats) {
 	}
 	w := n.Warm()
 	s.HotKeys, s.WarmPrefetched, s.WarmBytes, s.WarmNotOnPeers = n.hot.len(), w.Fetched, w.Bytes, w.Absent
+}
+
+// warmMiss answers a miss this node would send to the origin from a peer's
+// fresh copy while a warm-up runs: the object it now owns is likely in a
+// peer's cache. Not when the request or a purge asks for the origin's word
+// (no-cache, max-age=0, Pragma: no-cache, a purged copy): a peer's stored
+// copy would not do.
+func (n *Node) warmMiss(ctx context.Context, j *fetchJob) (*origin.Response, bool) {
+	r := &j.req
+	if n.peers == nil || !j.originOnly || !n.warming() || j.purged || r.Revalidate || r.CC.NoCache || r.PragmaNoCache || r.CC.MaxAge == 0 {
+		return nil, false
+	}
+	resp, err := n.peers.cachedCopy(ctx, j.key, j.host, "", j.oreq)
+	return resp, err == nil
 }
 
 // warming reports whether a warm-up prefetches (own misses then ask peers

@@ -492,3 +492,46 @@ func TestWarmKeepsEncodingVariants(t *testing.T) {
 		t.Errorf("the restart cost the origin %d requests, want 0", got-base)
 	}
 }
+
+// TestWarmMissesAskPeersFirst: while a warm-up runs, a miss the node would
+// send to the origin for a key it owns asks a peer's cache first; a
+// request that asks for the origin's word (no-cache) still goes there.
+func TestWarmMissesAskPeersFirst(t *testing.T) {
+	o := warmTestOrigin(t)
+	nodes := newCluster(t, 2, o.srv.URL, nil)
+	paths := warmPaths("pf", 40)
+	for _, p := range paths {
+		getVia(t, nodes[0], p)
+	}
+	settle(t, nodes...)
+	var slow []warmItem // a long warm-up: 1000 keys nobody has, 2 per second
+	for _, p := range warmPaths("absent", 1000) {
+		slow = append(slow, warmItem{Host: "cdn.example", Target: p, Uses: 1})
+	}
+	file := filepath.Join(t.TempDir(), "warm.jsonl")
+	if err := writeWarmFile(file, slow); err != nil {
+		t.Fatal(err)
+	}
+	n := newTestNode(t, o.srv.URL, nil, func(c *Config) {
+		clusterMember(c, 2, []string{nodes[0].GossipAddr()})
+		c.Cache.WarmFile, c.Cache.WarmRate, c.Cache.WarmTimeout = file, 2, Duration(time.Hour)
+	})
+	waitFor(t, "the warm-up to run", 10*time.Second, n.warming)
+	owned := ownedBy(n, "node-2", paths)
+	if len(owned) < 4 {
+		t.Fatalf("node-2 owns %d of %d objects; the test needs a few", len(owned), len(paths))
+	}
+	base := o.total.Load()
+	for _, p := range owned[1:] {
+		getVia(t, n, p)
+	}
+	if got := o.total.Load(); got != base {
+		t.Errorf("misses for owned objects while warming cost the origin %d requests, want 0 (a peer had them)", got-base)
+	}
+	if r, _ := get(t, "http://"+n.Addr()+owned[0], warmHost, "Cache-Control: no-cache"); r.StatusCode != 200 || o.count(owned[0]) != 2 {
+		t.Errorf("no-cache request while warming: %d, origin saw %s %d times, want 2 (it asks for the origin)", r.StatusCode, owned[0], o.count(owned[0]))
+	}
+	if !n.warming() {
+		t.Fatal("the warm-up ended before the test did; the checks above prove nothing")
+	}
+}

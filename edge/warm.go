@@ -184,7 +184,7 @@ func (n *Node) warmOnStart() {
 		n.awaitPeers(ctx)
 		for _, m := range n.peers.c.Members() {
 			if !m.Self && m.State == cluster.StateAlive && m.PeerAddr != "" {
-				items = append(items, n.pullHotKeys(ctx, m.PeerAddr, "", true)...)
+				items = append(items, n.pullHotKeys(ctx, m, false)...)
 			}
 		}
 	}
@@ -240,7 +240,7 @@ func (n *Node) handOver(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			body, err := n.peers.call(ctx, m.PeerAddr, uri, 1<<10)
+			body, err := n.peers.call(ctx, m, uri, 1<<10)
 			if err != nil {
 				n.log.Warn("warm hand-over failed", "peer", m.Name, "err", err)
 				return
@@ -300,7 +300,7 @@ func (n *Node) serveWarmNotify(ctx *fasthttp.RequestCtx, from, peerAddr string) 
 		return
 	}
 	pctx, cancel := context.WithTimeout(n.warm.ctx, warmCallTimeout)
-	items := n.pullHotKeys(pctx, peerAddr, from, false)
+	items := n.pullHotKeys(pctx, cluster.Member{Name: from, PeerAddr: peerAddr}, true)
 	cancel()
 	n.goBackground("warm-up", func() {
 		wctx, cancel := context.WithTimeout(n.warm.ctx, n.cfg.Cache.WarmTimeout.D())
@@ -320,21 +320,25 @@ func (n *Node) isMemberAt(name, addr string) bool {
 	return false
 }
 
-// pullHotKeys pulls a peer's hot-key list and keeps the keys this node owns
-// (when without is set: once member without is gone), marked first; with
-// all, the others too. At start-up a node takes them all: it kept copies of
-// the peers' hot keys before, and its clients ask for them too; the owned
-// ones go first, as they would cost the origin.
-func (n *Node) pullHotKeys(ctx context.Context, addr, without string, all bool) []warmItem {
+// pullHotKeys pulls peer's hot-key list. For a hand-over (the peer is
+// leaving) it keeps the keys this node owns once the peer is gone. At
+// start-up it keeps them all, those this node owns marked first (they
+// would cost the origin): it held copies of the peers' hot keys before, and
+// its clients ask for them too.
+func (n *Node) pullHotKeys(ctx context.Context, peer cluster.Member, handOver bool) []warmItem {
 	uri := warmKeysPath + "?limit=" + strconv.Itoa(n.cfg.Cache.WarmKeys)
-	body, err := n.peers.call(ctx, addr, uri, warmListMaxBytes)
+	body, err := n.peers.call(ctx, peer, uri, warmListMaxBytes)
 	if err != nil {
-		n.log.Warn("warm-up: hot keys not pulled", "peer", addr, "err", err)
+		n.log.Warn("warm-up: hot keys not pulled", "peer", peer.Name, "err", err)
 		return nil
 	}
 	items, err := parseWarmItems(body)
 	if err != nil {
-		n.log.Warn("warm-up: bad hot-key list", "peer", addr, "err", err)
+		n.log.Warn("warm-up: bad hot-key list", "peer", peer.Name, "err", err)
+	}
+	without := ""
+	if handOver {
+		without = peer.Name
 	}
 	var key []byte
 	var buf [8]cluster.Member
@@ -343,7 +347,7 @@ func (n *Node) pullHotKeys(ctx context.Context, addr, without string, all bool) 
 		key = n.warmKey(key[:0], it)
 		owners := n.peers.c.Owners(buf[:0], key)
 		i := slices.IndexFunc(owners, func(m cluster.Member) bool { return m.Name != without })
-		if it.first = i >= 0 && owners[i].Self; it.first || all {
+		if it.first = i >= 0 && owners[i].Self; it.first || !handOver {
 			kept = append(kept, it)
 		}
 	}
@@ -570,10 +574,10 @@ func (n *Node) warmJob(key []byte, it warmItem, prefer string) *fetchJob {
 	return j
 }
 
-// call sends a signed GET for uri to the peer at addr and returns its 2xx
-// body (at most limit bytes).
-func (p *peerSet) call(ctx context.Context, addr, uri string, limit int64) ([]byte, error) {
-	client, err := p.client(addr)
+// call sends a signed GET for uri to peer and returns its 2xx body (at
+// most limit bytes). A failure is worded as the peer's (peerError).
+func (p *peerSet) call(ctx context.Context, peer cluster.Member, uri string, limit int64) ([]byte, error) {
+	client, err := p.client(peer.PeerAddr)
 	if err != nil {
 		return nil, err
 	}
@@ -583,13 +587,13 @@ func (p *peerSet) call(ctx context.Context, addr, uri string, limit int64) ([]by
 	}}
 	resp, err := client.Do(ctx, req)
 	if err != nil {
-		return nil, err
+		return nil, &peerError{peer: peer.Name, err: err}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	switch {
 	case err != nil:
-		return nil, err
+		return nil, &peerError{peer: peer.Name, err: err}
 	case int64(len(body)) > limit:
 		return nil, fmt.Errorf("%s answered more than %d bytes", uri, limit)
 	case resp.Status/100 != 2:

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgeshield/edgeshield/cluster"
 )
 
 // warmTestOrigin serves every path as a fresh object (max-age=300) whose
@@ -71,6 +73,20 @@ func warmPaths(prefix string, count int) []string {
 		out[i] = fmt.Sprintf("/%s/%d", prefix, i)
 	}
 	return out
+}
+
+// warmFileOf writes a warm file listing paths (host cdn.example).
+func warmFileOf(t *testing.T, paths []string) string {
+	t.Helper()
+	var items []warmItem
+	for _, p := range paths {
+		items = append(items, warmItem{Host: "cdn.example", Target: p, Uses: 1})
+	}
+	file := filepath.Join(t.TempDir(), "warm.jsonl")
+	if err := writeWarmFile(file, items); err != nil {
+		t.Fatal(err)
+	}
+	return file
 }
 
 // restartMember shuts member i down (its hand-over runs) and starts a new
@@ -237,14 +253,7 @@ func TestWarmPrefetchOnlyIfCached(t *testing.T) {
 	}
 	settle(t, nodes...)
 	base := o.total.Load()
-	var items []warmItem
-	for _, p := range append(append(append([]string{}, have...), nowhere...), "/stale/1") {
-		items = append(items, warmItem{Host: "cdn.example", Target: p, Uses: 1})
-	}
-	file := filepath.Join(t.TempDir(), "warm.jsonl")
-	if err := writeWarmFile(file, items); err != nil {
-		t.Fatal(err)
-	}
+	file := warmFileOf(t, append(append(append([]string{}, have...), nowhere...), "/stale/1"))
 	n := newTestNode(t, o.srv.URL, nil, func(c *Config) {
 		clusterMember(c, 2, []string{nodes[0].GossipAddr()})
 		c.Cache.WarmFile = file
@@ -306,14 +315,7 @@ func TestWarmFileSingleNode(t *testing.T) {
 // warm-up stops it at once; nothing it started outlives the node.
 func TestWarmShutdownStopsWarmUp(t *testing.T) {
 	o := warmTestOrigin(t)
-	var items []warmItem
-	for _, p := range warmPaths("slow", 1000) {
-		items = append(items, warmItem{Host: "cdn.example", Target: p, Uses: 1})
-	}
-	file := filepath.Join(t.TempDir(), "warm.jsonl")
-	if err := writeWarmFile(file, items); err != nil {
-		t.Fatal(err)
-	}
+	file := warmFileOf(t, warmPaths("slow", 1000))
 	n := startTestNode(t, o.srv.URL, nil, func(c *Config) {
 		c.Cache.WarmFile = file
 		c.Cache.WarmRate = 5
@@ -358,7 +360,7 @@ func TestWarmOffIsCold(t *testing.T) {
 		t.Fatalf("warm restarts off, yet a table %v or counters %+v", r.hot != nil, r.Warm())
 	}
 	// The peer listener answers the endpoint with nothing to hand.
-	body, err := nodes[0].peers.call(t.Context(), r.PeerAddr(), warmKeysPath, 1<<10)
+	body, err := nodes[0].peers.call(t.Context(), cluster.Member{Name: r.Name(), PeerAddr: r.PeerAddr()}, warmKeysPath, 1<<10)
 	if err != nil || len(body) != 0 {
 		t.Fatalf("warm keys of a node with warm restarts off: %q, %v", body, err)
 	}
@@ -379,13 +381,13 @@ func TestWarmEndpointsAreSigned(t *testing.T) {
 		}
 	}
 	// A member's hand-over names its own peer address, nothing else.
-	body, err := nodes[1].peers.call(t.Context(), nodes[0].PeerAddr(), warmNotifyPath+"?name=node-1&peer=127.0.0.1:1", 1<<10)
+	body, err := nodes[1].peers.call(t.Context(), cluster.Member{Name: "node-0", PeerAddr: nodes[0].PeerAddr()}, warmNotifyPath+"?name=node-1&peer=127.0.0.1:1", 1<<10)
 	if err == nil || !strings.Contains(err.Error(), "400") {
 		t.Errorf("hand-over naming another address: %q, %v; want 400", body, err)
 	}
 	getVia(t, nodes[0], "/signed")
 	settle(t, nodes...)
-	body, err = nodes[1].peers.call(t.Context(), nodes[0].PeerAddr(), warmKeysPath, 1<<20)
+	body, err = nodes[1].peers.call(t.Context(), cluster.Member{Name: "node-0", PeerAddr: nodes[0].PeerAddr()}, warmKeysPath, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -504,14 +506,7 @@ func TestWarmMissesAskPeersFirst(t *testing.T) {
 		getVia(t, nodes[0], p)
 	}
 	settle(t, nodes...)
-	var slow []warmItem // a long warm-up: 1000 keys nobody has, 2 per second
-	for _, p := range warmPaths("absent", 1000) {
-		slow = append(slow, warmItem{Host: "cdn.example", Target: p, Uses: 1})
-	}
-	file := filepath.Join(t.TempDir(), "warm.jsonl")
-	if err := writeWarmFile(file, slow); err != nil {
-		t.Fatal(err)
-	}
+	file := warmFileOf(t, warmPaths("absent", 1000)) // a long warm-up: 1000 keys nobody has, 2 per second
 	n := newTestNode(t, o.srv.URL, nil, func(c *Config) {
 		clusterMember(c, 2, []string{nodes[0].GossipAddr()})
 		c.Cache.WarmFile, c.Cache.WarmRate, c.Cache.WarmTimeout = file, 2, Duration(time.Hour)

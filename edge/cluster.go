@@ -69,6 +69,7 @@ type peerSet struct {
 	// recoverPanic answers 500 and counts the panic.
 	serve        func(ctx *fasthttp.RequestCtx, hop bool, now time.Time) outcome
 	recoverPanic func(*fasthttp.RequestCtx)
+	warm         func(ctx *fasthttp.RequestCtx, from string) // the warm endpoints (warm.go)
 
 	ln      net.Listener
 	srv     *fasthttp.Server
@@ -87,6 +88,7 @@ func (n *Node) newPeerSet(key []byte, ln net.Listener) *peerSet {
 		peerClient:   n.peerClientConfig(),
 		serve:        n.pipe.serveCacheable,
 		recoverPanic: n.pipe.recoverPanic,
+		warm:         n.serveWarm,
 		clients:      map[string]*origin.Client{},
 	}
 }
@@ -239,6 +241,10 @@ func (p *peerSet) handle(ctx *fasthttp.RequestCtx) {
 		p.hopsRefused.Add(1)
 		p.log.Warn("refused shield hop", "remote", ctx.RemoteAddr().String(), "err", err)
 		ctx.Error("forbidden: "+err.Error()+"\n", fasthttp.StatusForbidden)
+		return
+	}
+	if bytes.HasPrefix(ctx.Path(), []byte(warmPathPrefix)) {
+		p.warm(ctx, from)
 		return
 	}
 	if !ctx.IsGet() && !ctx.IsHead() {

@@ -29,21 +29,7 @@ func newCluster(t testing.TB, size int, originURL string, mutate func(i int, c *
 			seeds = []string{nodes[0].GossipAddr()}
 		}
 		n := newTestNode(t, originURL, nil, func(c *Config) {
-			c.Name = fmt.Sprintf("node-%d", i)
-			// Generous: under -race on 2 shared cores a 2000-client crowd
-			// takes seconds to arrive while the gated origin holds every
-			// flight; a timeout here would send nodes to the origin.
-			c.Origin.HeaderTimeout = 60 * time.Second
-			c.Cluster = ClusterConfig{
-				Config:  cluster.Config{BindAddr: "127.0.0.1:0", Seeds: seeds, RejoinInterval: time.Second},
-				Enabled: true, PeerListen: "127.0.0.1:0", PeerDownFor: Duration(5 * time.Second),
-				// Loopback dials are refused at once when a peer is gone;
-				// a short timeout only trips when -race tests share two
-				// busy cores (a dial not scheduled within 500 ms), and then
-				// the failover sends one more request to the origin
-				// (seen in CI in TestClusterCompressOneOriginRequest).
-				PeerConnectTimeout: Duration(10 * time.Second),
-			}
+			clusterMember(c, i, seeds)
 			if mutate != nil {
 				mutate(i, c)
 			}
@@ -59,6 +45,25 @@ func newCluster(t testing.TB, size int, originURL string, mutate func(i int, c *
 		return true
 	})
 	return nodes
+}
+
+// clusterMember configures c as member i of a test cluster joining seeds.
+func clusterMember(c *Config, i int, seeds []string) {
+	c.Name = fmt.Sprintf("node-%d", i)
+	// Generous: under -race on 2 shared cores a 2000-client crowd
+	// takes seconds to arrive while the gated origin holds every
+	// flight; a timeout here would send nodes to the origin.
+	c.Origin.HeaderTimeout = 60 * time.Second
+	c.Cluster = ClusterConfig{
+		Config:  cluster.Config{BindAddr: "127.0.0.1:0", Seeds: seeds, RejoinInterval: time.Second},
+		Enabled: true, PeerListen: "127.0.0.1:0", PeerDownFor: Duration(5 * time.Second),
+		// Loopback dials are refused at once when a peer is gone;
+		// a short timeout only trips when -race tests share two
+		// busy cores (a dial not scheduled within 500 ms), and then
+		// the failover sends one more request to the origin
+		// (seen in CI in TestClusterCompressOneOriginRequest).
+		PeerConnectTimeout: Duration(10 * time.Second),
+	}
 }
 
 var crowdHTTP = &http.Client{

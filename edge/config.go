@@ -160,6 +160,32 @@ type CacheConfig struct {
 	// compressed (the coding's framing would eat the gain). A response
 	// without Content-Length is compressed. Default 256B.
 	CompressMinSize Size `yaml:"compress_min_size"`
+	// WarmKeys bounds the hot-key table a node keeps for warm restarts
+	// (warm.go): the most used cacheable GET targets, counted on fills and
+	// on a sample of hits. A draining node tells its peers, which prefetch
+	// the keys they now own from it or another peer; a starting node asks
+	// its peers for their hot keys it now owns and prefetches those from
+	// them. Prefetches ask peers with "Cache-Control: only-if-cached" and
+	// never send anyone to the origin. Default 10000; 0 turns warm restarts
+	// off (cold restart).
+	WarmKeys int `yaml:"warm_keys"`
+	// WarmRate bounds prefetches, in objects per second. Default 1000: a
+	// hand-over must finish within the drainer's server.drain_delay, and a
+	// peer answers these from memory (bench/RESULTS.md "Warm restart").
+	WarmRate float64 `yaml:"warm_rate"`
+	// WarmMaxBytes bounds the bytes one warm-up prefetches. Default 256MiB.
+	WarmMaxBytes Size `yaml:"warm_max_bytes"`
+	// WarmTimeout bounds one warm-up (pulling the lists and prefetching);
+	// while it runs, this node's own misses also ask a peer's cache before
+	// the origin. The node is ready at once and warms in the background.
+	// Default 30s.
+	WarmTimeout Duration `yaml:"warm_timeout"`
+	// WarmFile, when set, is where Shutdown writes the hot-key list (JSON
+	// lines) and Start reads it back: for a node without a cluster, or a
+	// whole cluster restarted at once. Its keys are prefetched from peers in
+	// a cluster, from the origin (paced by warm_rate: lower it for a small
+	// origin) without one. Default "" (none).
+	WarmFile string `yaml:"warm_file"`
 }
 
 // ServerConfig holds public listener limits.
@@ -726,6 +752,9 @@ func (c *Config) validateCache(bad badFunc) error {
 	}
 	if c.Cache.CompressMinSize < 0 {
 		return bad("cache.compress_min_size", "must be 0 or a size, got %s", c.Cache.CompressMinSize)
+	}
+	if err := c.validateWarm(bad); err != nil {
+		return err
 	}
 	if c.Cache.HeuristicFraction < 0 || c.Cache.HeuristicFraction > 1 {
 		return bad("cache.heuristic_fraction", "must be between 0 and 1, got %v", c.Cache.HeuristicFraction)

@@ -155,14 +155,7 @@ func (pl *pipeline) forwardRequest(ctx *fasthttp.RequestCtx, method string, cach
 		}
 		out.Header = append(out.Header, origin.Field{Name: string(k), Value: string(v)})
 	}
-	switch pl.conf().Origin.HostHeader {
-	case "pass", "":
-		out.Host = string(req.URI().Host())
-	case "origin":
-		out.Host = "" // the client uses the origin URL's host
-	default:
-		out.Host = pl.conf().Origin.HostHeader
-	}
+	out.Host = pl.originHost(string(req.URI().Host()))
 	var buf []byte
 	for f := range forwardingHeaders {
 		if v := appendForwarded(buf[:0], ctx, f, hop); v != nil {
@@ -172,6 +165,19 @@ func (pl *pipeline) forwardRequest(ctx *fasthttp.RequestCtx, method string, cach
 	}
 	out.Header = append(out.Header, origin.Field{Name: "Via", Value: pl.via})
 	return out
+}
+
+// originHost is the Host field sent to the origin for a request to host
+// (origin.host_header).
+func (pl *pipeline) originHost(host string) string {
+	switch pl.conf().Origin.HostHeader {
+	case "pass", "":
+		return host
+	case "origin":
+		return "" // the client uses the origin URL's host
+	default:
+		return pl.conf().Origin.HostHeader
+	}
 }
 
 // storedHeaders filters an origin response's fields into the form stored in

@@ -199,6 +199,10 @@ var statMetrics = [...]statMetric{
 	{"peer_forward_failures", "edgeshield_peer_forward_failures_total", "", "counter", "Forwards to an owner that failed (the next owner or the origin answered).", func(s *Stats) float64 { return float64(s.PeerForwardFailures) }},
 	{"shield_hops_served", "edgeshield_shield_hops_served_total", "", "counter", "Requests from cluster peers served on the peer listener.", func(s *Stats) float64 { return float64(s.ShieldHopsServed) }},
 	{"shield_hops_refused", "edgeshield_shield_hops_refused_total", "", "counter", "Requests refused on the peer listener (unsigned, forged or stale signatures).", func(s *Stats) float64 { return float64(s.ShieldHopsRefused) }},
+	{"hot_keys", "edgeshield_hot_keys", "", "gauge", "Keys in the hot-key table kept for warm restarts (cache.warm_keys).", func(s *Stats) float64 { return float64(s.HotKeys) }},
+	{"warm_prefetched", "edgeshield_warm_prefetched_total", "", "counter", "Objects prefetched by warm-ups (from peers' caches; a single node's warm file: the origin).", func(s *Stats) float64 { return float64(s.WarmPrefetched) }},
+	{"warm_bytes", "edgeshield_warm_prefetched_bytes_total", "", "counter", "Body bytes prefetched by warm-ups.", func(s *Stats) float64 { return float64(s.WarmBytes) }},
+	{"warm_not_on_peers", "edgeshield_warm_not_on_peers_total", "", "counter", "Warm-up prefetches no peer could answer from its cache (left to real traffic).", func(s *Stats) float64 { return float64(s.WarmNotOnPeers) }},
 }
 
 const requestsHelp = "Requests received on the public listeners (health checks included), by the protocol the client spoke: " +

@@ -180,6 +180,8 @@ type fetchJob struct {
 	purged     bool
 	background bool // no client waits for this fetch (stale-while-revalidate)
 	rangeReq   bool
+	fromPeers  bool   // a warm-up prefetch: a peer's stored copy or nothing, never the origin (warm.go)
+	prefer     string // the peer a prefetch asks first
 }
 
 func (pl *pipeline) newFetchJob(ctx *fasthttp.RequestCtx, st *reqState, stale *cache.Entry, fwd string, background bool) *fetchJob {
@@ -244,15 +246,10 @@ func (s *varySnapshot) peek(name []byte) []byte {
 func (pl *pipeline) fetchAndStore(j *fetchJob) origin.Fetch[*pending] {
 	return func(bctx context.Context, w *origin.Writer[*pending]) error {
 		defer j.release()
-		pl.stats.originFetches.Add(1)
-		if j.background {
-			pl.stats.backgroundRevalidations.Add(1)
-		}
 		reqTime := pl.now()
-		resp, err := pl.upstreamOwner(bctx, j.key, j.host, j.originOnly, j.purged, j.oreq)
+		resp, err := pl.jobUpstream(bctx, j)
 		respTime := pl.now()
 		if err != nil {
-			pl.stats.originErrors.Add(1)
 			return err
 		}
 		// Shutdown cancels bctx: a fill waiting on a stalled origin body
@@ -265,6 +262,27 @@ func (pl *pipeline) fetchAndStore(j *fetchJob) origin.Fetch[*pending] {
 		defer stop()
 		return pl.storeResponse(w, j, resp, reqTime, respTime)
 	}
+}
+
+// jobUpstream sends a fetch job upstream: a prefetch to peers only, else
+// to the key's owner or the origin (while warming up, a peer's cache first:
+// warm.go).
+func (pl *pipeline) jobUpstream(ctx context.Context, j *fetchJob) (*origin.Response, error) {
+	if j.fromPeers {
+		return pl.peers.cachedCopy(ctx, j.key, j.host, j.prefer, j.oreq)
+	}
+	if resp, ok := pl.warmMiss(ctx, j); ok {
+		return resp, nil
+	}
+	pl.stats.originFetches.Add(1)
+	if j.background && j.stale != nil {
+		pl.stats.backgroundRevalidations.Add(1)
+	}
+	resp, err := pl.upstreamOwner(ctx, j.key, j.host, j.originOnly, j.purged, j.oreq)
+	if err != nil {
+		pl.stats.originErrors.Add(1)
+	}
+	return resp, err
 }
 
 // storeResponse decides what becomes of an upstream answer (see the top of
@@ -299,6 +317,7 @@ func (pl *pipeline) storeResponse(w *origin.Writer[*pending], j *fetchJob, resp 
 	}
 	w.Publish(origin.Head[*pending]{Status: resp.Status, ContentLength: length, Meta: p})
 	pl.stats.fills.Add(1)
+	pl.hot.touch(j.key, j.aeSet, 1)
 	return pl.fill(w, p, resp)
 }
 

@@ -99,6 +99,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.pipe = pipe
+	n.initWarm()
 	if cfg.Server.MaxConnsPerIP > 0 {
 		n.conns = newConnLimiter(cfg.Server.MaxConnsPerIP)
 	}
@@ -228,6 +229,7 @@ func (n *Node) Start() error {
 	n.stopMaint = make(chan struct{})
 	n.serveWG.Add(1)
 	go n.maintain()
+	n.startWarm()
 	n.log.Info("edge node started", "name", n.name, "listen", lns.public.Addr().String(), "tls", n.TLSAddr(),
 		"admin", n.AdminAddr(), "origin", n.cfg.Origin.URL, "cache_max_bytes", n.cfg.Cache.MaxBytes.String(), "version", Version)
 	return nil
@@ -321,6 +323,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 
 func (n *Node) shutdown(ctx context.Context) error {
 	n.pipe.draining.Store(true)
+	n.warmShutdown(ctx) // before the drain delay: peers prefetch from us meanwhile
 	if d := n.pipe.conf().Server.DrainDelay.D(); d > 0 && n.publicLn != nil {
 		n.log.Info("draining: readiness is 503; waiting before closing listeners", "delay", d)
 		select {

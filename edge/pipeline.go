@@ -57,6 +57,8 @@ type pipeline struct {
 	latency requestDurations // the public listeners' response times (GET /metrics)
 	stats   counters
 	bg      *background // where fills and revalidations run (the node's)
+	hot     *hotKeys    // most used keys, for warm restarts (warm.go); nil when cache.warm_keys is 0
+	warm    *warmer     // warm-up state; nil when cache.warm_keys is 0
 
 	// Set by the node before any listener serves.
 	peers     *peerSet                // nil without a cluster

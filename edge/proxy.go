@@ -209,6 +209,9 @@ func (pl *pipeline) serveStored(ctx *fasthttp.RequestCtx, st *reqState, e *cache
 	switch cache.Use(e, &st.req, now) {
 	case cache.ServeFresh, cache.ServeStale:
 		pl.stats.hits.Add(1)
+		if pl.hot.sampled() {
+			pl.hot.touch(st.key, pl.acceptedSet(st.hdr), hotSampleEvery)
+		}
 		return pl.writeEntry(ctx, st, e, now, csHit, 0), true
 	case cache.ServeStaleRevalidate:
 		pl.stats.hits.Add(1)

@@ -94,6 +94,13 @@ type Stats struct {
 	PeerForwardFailures uint64 `json:"peer_forward_failures"`
 	ShieldHopsServed    uint64 `json:"shield_hops_served"`
 	ShieldHopsRefused   uint64 `json:"shield_hops_refused"`
+	// Warm restarts (cache.warm_keys; zero when off): keys in the hot-key
+	// table, objects and bytes prefetched from peers (or, for a single
+	// node's warm file, the origin), objects no peer had.
+	HotKeys        int    `json:"hot_keys"`
+	WarmPrefetched uint64 `json:"warm_prefetched"`
+	WarmBytes      uint64 `json:"warm_bytes"`
+	WarmNotOnPeers uint64 `json:"warm_not_on_peers"`
 }
 
 // Stats returns a snapshot of the node's figures.
@@ -140,6 +147,7 @@ func (n *Node) Stats() Stats {
 	if n.peers != nil {
 		n.peers.addStats(&s)
 	}
+	n.addWarmStats(&s)
 	if t := s.Hits + s.Misses; t > 0 {
 		s.HitRatio = float64(s.Hits) / float64(t)
 	}

@@ -573,3 +573,38 @@ func TestClusterTombstonesOneBoundedSet(t *testing.T) {
 		t.Fatalf("joiner's tombstones: got %d (first %v…) want the first node's %d", len(got), got[:min(3, len(got))], len(kept))
 	}
 }
+
+// TestClusterTagPurgeReachesMemberCopies: a member stores the owner's
+// answer, not the origin's; the owner must pass the object's surrogate keys
+// on a shield hop (never to clients), or a purge by tag misses every copy
+// outside the owner and members keep serving purged content.
+func TestClusterTagPurgeReachesMemberCopies(t *testing.T) {
+	var version atomic.Int64
+	o := newTestOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Surrogate-Key", "product-7 catalog")
+		fmt.Fprintf(w, "v%d", version.Load())
+	})
+	nodes := newCluster(t, 3, o.srv.URL, nil)
+	const host = "Host: shop.example"
+	for _, n := range nodes {
+		r, b := warm(t, n, "http://"+n.Addr()+"/p/7", host)
+		if b != "v0" || r.Header.Get("Surrogate-Key") != "" {
+			t.Fatalf("%s: %q Surrogate-Key %q, want v0 and no Surrogate-Key to the client", n.Name(), b, r.Header.Get("Surrogate-Key"))
+		}
+	}
+	for _, n := range nodes {
+		if r, _ := get(t, "http://"+n.Addr()+"/p/7", host); !isHit(r) {
+			t.Fatalf("%s: %q, want every node to hold a copy before the purge", n.Name(), csOf(r))
+		}
+	}
+	version.Store(1)
+	if _, err := nodes[1].Purge("tag", "product-7", true, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if _, b := get(t, "http://"+n.Addr()+"/p/7", host); b != "v1" {
+			t.Errorf("%s: %q after purging tag product-7, want v1 (its copy was not tagged)", n.Name(), b)
+		}
+	}
+}

@@ -514,6 +514,9 @@ func (pl *pipeline) writeFlightHeaders(ctx *fasthttp.RequestCtx, st *reqState, p
 	resp := &ctx.Response
 	e := p.entry
 	pl.writeEntryHeaders(resp, e)
+	if st.hop {
+		addHopSurrogateKeys(resp, e)
+	}
 	now := pl.now()
 	// current_age, not 0: an upstream Age (or a Date in the past) counts
 	// from the start (RFC 9111 §4.2.3).

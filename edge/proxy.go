@@ -333,6 +333,9 @@ const (
 func (pl *pipeline) writeEntry(ctx *fasthttp.RequestCtx, st *reqState, e *cache.Entry, now time.Time, cs cacheStatus, fwdStatus int) outcome {
 	resp := &ctx.Response
 	pl.writeEntryHeaders(resp, e)
+	if st.hop {
+		addHopSurrogateKeys(resp, e)
+	}
 	st.num = strconv.AppendInt(st.num[:0], int64(e.Age(now)/time.Second), 10)
 	resp.Header.SetBytesV("Age", st.num)
 	st.cs = pl.appendCacheStatus(st.cs[:0], ctx, cs, "", fwdStatus, e.TTL(now), false)
@@ -412,6 +415,15 @@ func (pl *pipeline) writeEntryHeaders(resp *fasthttp.Response, e *cache.Entry) {
 		resp.Header.AddBytesKV(f.Name, f.Value)
 	}
 	resp.Header.AddBytesKV(strVia, pl.viaBytes)
+}
+
+// addHopSurrogateKeys gives a shield hop's answer the entry's surrogate
+// keys: the member stores that answer, and a purge by tag must find its copy
+// too. Clients never see them (storedHeaders keeps the field out of e).
+func addHopSurrogateKeys(resp *fasthttp.Response, e *cache.Entry) {
+	if len(e.SurrogateKeys) > 0 {
+		resp.Header.SetBytesV("Surrogate-Key", bytes.Join(e.SurrogateKeys, []byte(" ")))
+	}
 }
 
 var (

@@ -89,6 +89,10 @@ type Node struct {
 	realClock    bool             // now is time.Now (see requestTime)
 	stopMaint    chan struct{}    // closed by Shutdown: ends the maintenance loop
 	draining     atomic.Bool
+	opts         Options     // the hooks (Listen, ListenPacket)
+	sockMu       sync.Mutex  // guards sockets
+	sockets      []*socket   // every listening socket opened (handover.go)
+	handingOver  atomic.Bool // Handover began: Connection: close, no drain delay
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
@@ -99,6 +103,12 @@ type Options struct {
 	Logger *slog.Logger
 	// Clock replaces time.Now (tests drive freshness with it); nil = time.Now.
 	Clock func() time.Time
+	// Listen opens every TCP listener (public, HTTPS, admin, peer); nil
+	// means net.Listen. cmd/edgeshield passes tableflip's, so that an
+	// upgraded process inherits the sockets (handover.go).
+	Listen func(network, addr string) (net.Listener, error)
+	// ListenPacket opens the HTTP/3 UDP socket; nil means net.ListenPacket.
+	ListenPacket func(network, addr string) (net.PacketConn, error)
 }
 
 // New builds a node from a validated configuration; call Start to listen.
@@ -108,7 +118,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 	if err := cfg.Validate("", nil); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: opts.Logger, now: opts.Clock}
+	n := &Node{cfg: cfg, log: opts.Logger, now: opts.Clock, opts: opts}
 	n.base, n.cancelBase = context.WithCancel(context.Background())
 	if n.now == nil {
 		n.now, n.realClock = time.Now, true
@@ -202,7 +212,7 @@ func (n *Node) newPublicServer(h fasthttp.RequestHandler) *fasthttp.Server {
 		// NoDefaultDate: the node writes Date itself, the origin's on
 		// cached responses (RFC 9110 §6.6.1; see date.go). The front
 		// door (frontdoor.go) checks framing before anything else.
-		Handler:               n.withDate(n.frontDoor(h)),
+		Handler:               n.closeOnHandover(n.withDate(n.frontDoor(h))),
 		Name:                  "edgeshield",
 		NoDefaultServerHeader: true,
 		NoDefaultContentType:  true,
@@ -288,7 +298,7 @@ func (l listeners) close() {
 func (n *Node) listen() (listeners, error) {
 	var l listeners
 	var err error
-	if l.public, err = net.Listen("tcp", n.cfg.Listen); err != nil {
+	if l.public, err = n.listenTCP(n.cfg.Listen); err != nil {
 		return l, fmt.Errorf("listen %s: %w", n.cfg.Listen, err)
 	}
 	if n.conns != nil {
@@ -296,7 +306,7 @@ func (n *Node) listen() (listeners, error) {
 	}
 	n.publicLn = l.public
 	if n.cfg.TLS.Enabled() {
-		if l.tls, err = net.Listen("tcp", n.cfg.TLS.Listen); err != nil {
+		if l.tls, err = n.listenTCP(n.cfg.TLS.Listen); err != nil {
 			l.close()
 			return listeners{}, fmt.Errorf("tls listen %s: %w", n.cfg.TLS.Listen, err)
 		}
@@ -305,7 +315,7 @@ func (n *Node) listen() (listeners, error) {
 		}
 	}
 	if n.cfg.Admin.Listen != "" {
-		if l.admin, err = net.Listen("tcp", n.cfg.Admin.Listen); err != nil {
+		if l.admin, err = n.listenTCP(n.cfg.Admin.Listen); err != nil {
 			l.close()
 			return listeners{}, fmt.Errorf("admin listen %s: %w", n.cfg.Admin.Listen, err)
 		}
@@ -360,7 +370,8 @@ func (n *Node) Shutdown(ctx context.Context) error {
 
 func (n *Node) shutdown(ctx context.Context) error {
 	n.draining.Store(true)
-	if d := n.cfg.Server.DrainDelay.D(); d > 0 && n.publicLn != nil {
+	// A handover needs no delay: the new process accepts on the same sockets.
+	if d := n.cfg.Server.DrainDelay.D(); d > 0 && n.publicLn != nil && !n.handingOver.Load() {
 		n.log.Info("draining: readiness is 503; waiting before closing listeners", "delay", d)
 		select {
 		case <-time.After(d):

@@ -1,7 +1,8 @@
 // Command edgeshield runs an Edgeshield edge node, the demo origin, the
 // bench harness and the uptime probe.
 //
-//	edgeshield run [--config FILE] [--origin URL] [--listen ADDR] [--admin ADDR]
+//	edgeshield run [--config FILE] [--origin URL] [--listen ADDR] [--admin ADDR] [--pid-file F]
+//	edgeshield upgrade [--pid-file F | --pid N]
 //	edgeshield origin [--listen ADDR] [--root DIR] [--latency D] [--fault SPEC]…
 //	edgeshield bench <steady|rush|capacity> [flags]
 //	edgeshield probe --targets URL[,URL…] [flags]
@@ -28,6 +29,7 @@ const usage = `usage: edgeshield <command> [flags]
 
 commands:
   run      run an edge node (default config: 127.0.0.1:8080 in front of the built-in demo origin)
+  upgrade  upgrade a running node to the binary at its path, with no failed request (SIGUSR2)
   origin   run the demo origin alone
   bench    load-test any URL: steady, rush, capacity (see 'edgeshield bench -h')
   probe    uptime probe for edges and content URLs (see 'edgeshield probe -h')
@@ -48,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return runEdge(ctx, args[1:], stdout, stderr)
+	case "upgrade":
+		return runUpgrade(args[1:], stdout, stderr)
 	case "origin":
 		return runOrigin(ctx, args[1:], stdout, stderr)
 	case "bench":
@@ -66,10 +70,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	cfg, shutdownTimeout, code := edgeConfig(args, stderr)
+	var uf upgradeFlags
+	cfg, shutdownTimeout, code := edgeConfig(args, stderr, uf.register)
 	if code != 0 {
 		return code
 	}
+	if uf.supervise {
+		return supervise(args, stderr)
+	}
+	up := newUpgrader(uf, stderr)
 	setMemoryLimit(cfg)
 	logger := edge.NewLogger(cfg.Log, stderr)
 	demoOrigin := cfg.Origin.URL == "demo"
@@ -87,7 +96,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		defer d.Close()
 		cfg.Origin.URL = d.URL()
 	}
-	node, err := edge.New(cfg, edge.Options{Logger: logger})
+	node, err := edge.New(cfg, up.options(edge.Options{Logger: logger}))
 	if err != nil {
 		fmt.Fprintln(stderr, "edgeshield:", err)
 		return 1
@@ -95,7 +104,11 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := node.Start(); err != nil {
 		fmt.Fprintln(stderr, "edgeshield:", err)
 		_ = node.Shutdown(context.Background())
+		up.stop(false)
 		return 1
+	}
+	if err := up.ready(); err != nil {
+		fmt.Fprintln(stderr, "edgeshield:", err)
 	}
 	base := "http://" + node.Addr()
 	fmt.Fprintf(stdout, "edgeshield %s: edge %s in front of origin %s\n", edge.Version, base, node.OriginURL())
@@ -111,7 +124,10 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "https: %s (certificates: http://%s/tls)\n", a, node.AdminAddr())
 	}
 	fmt.Fprintln(stdout, "Ctrl-C to stop")
-	return waitAndShutdown(ctx, node, cfg.Server.DrainDelay.D()+shutdownTimeout, stderr)
+	uctx := up.watch(ctx, node, shutdownTimeout)
+	code = waitAndShutdown(uctx, node, cfg.Server.DrainDelay.D()+shutdownTimeout, stderr)
+	up.stop(ctx.Err() == nil) // uctx ended, ctx did not: handed over
+	return code
 }
 
 // waitAndShutdown serves until ctx ends (SIGINT, SIGTERM), reloading
@@ -146,9 +162,12 @@ func waitAndShutdown(ctx context.Context, node *edge.Node, grace time.Duration, 
 
 // edgeConfig reads run's flags and the configuration (defaults, file,
 // environment, flags) and validates it; a non-zero code ends run.
-func edgeConfig(args []string, stderr io.Writer) (edge.Config, time.Duration, int) {
+func edgeConfig(args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) (edge.Config, time.Duration, int) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	for _, register := range extra {
+		register(fs)
+	}
 	configPath := fs.String("config", os.Getenv("EDGESHIELD_CONFIG"), "YAML config file (see configs/edge.yaml); default: built-in demo setup")
 	originURL := fs.String("origin", "", "origin URL (overrides origin.url), or \"demo\"")
 	listen := fs.String("listen", "", "public listen address (overrides listen)")

@@ -28,7 +28,6 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -58,9 +57,6 @@ type upgrader struct {
 	upg    *tableflip.Upgrader // nil: upgrades are off (see newUpgrader)
 	stderr io.Writer
 
-	mu   sync.Mutex // guards used
-	used map[string]bool
-
 	parentGone chan struct{} // closed once the process we replaced has exited
 }
 
@@ -68,7 +64,7 @@ type upgrader struct {
 // as in tests, or an OS without fd passing) the node runs with plain
 // listeners and SIGUSR2 is refused with a log line.
 func newUpgrader(f upgradeFlags, stderr io.Writer) *upgrader {
-	u := &upgrader{flags: f, stderr: stderr, used: map[string]bool{}, parentGone: make(chan struct{})}
+	u := &upgrader{flags: f, stderr: stderr, parentGone: make(chan struct{})}
 	upg, err := tableflip.New(tableflip.Options{PIDFile: f.pidFile, UpgradeTimeout: f.timeout})
 	if err != nil {
 		fmt.Fprintln(stderr, "edgeshield: upgrades off:", err)
@@ -95,32 +91,27 @@ func (u *upgrader) options(o edge.Options) edge.Options {
 	return o
 }
 
-// listen is tableflip's Listen, which knows a socket by network and
-// address: two listeners on one address with port 0 would be one socket
-// for the next process, so that is refused here.
+// listen is tableflip's Listen, which knows a socket by network and the
+// configured address. An address with port 0 is not handed over: the next
+// process would be given another port anyway, and two such listeners on
+// one IP would be one socket to tableflip.
 func (u *upgrader) listen(network, addr string) (net.Listener, error) {
-	if err := u.claim(network, addr); err != nil {
-		return nil, err
+	if !u.inherits(addr) {
+		return net.Listen(network, addr)
 	}
 	return u.upg.Listen(network, addr)
 }
 
 func (u *upgrader) listenPacket(network, addr string) (net.PacketConn, error) {
-	if err := u.claim(network, addr); err != nil {
-		return nil, err
+	if !u.inherits(addr) {
+		return net.ListenPacket(network, addr)
 	}
 	return u.upg.ListenPacket(network, addr)
 }
 
-func (u *upgrader) claim(network, addr string) error {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	k := network + " " + addr
-	if u.used[k] {
-		return fmt.Errorf("listen %s %s: another listener has the same address; with port 0 give each listener its own IP, or a port", network, addr)
-	}
-	u.used[k] = true
-	return nil
+func (u *upgrader) inherits(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	return err != nil || (port != "0" && port != "")
 }
 
 // ready tells the process we replaced (if any) to hand over, and writes the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -32,7 +33,7 @@ func (n *Node) listenTCP(addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &socket{Listener: ln}
+	s := &socket{Listener: ln, open: &n.openConns}
 	n.sockMu.Lock()
 	n.sockets = append(n.sockets, s)
 	n.sockMu.Unlock()
@@ -48,12 +49,37 @@ func (n *Node) listenUDP(addr string) (net.PacketConn, error) {
 	return net.ListenPacket("udp", addr)
 }
 
-// socket is a listener whose Close is idempotent: Handover closes it first,
-// fasthttp's Shutdown later, and only the first close is reported.
+// socket is a listener that counts the connections it accepted that are
+// still open (Handover waits for them), and whose Close is idempotent:
+// Handover closes it first, fasthttp's Shutdown later, and only the first
+// close is reported.
 type socket struct {
 	net.Listener
+	open *atomic.Int64 // the node's openConns
 	once sync.Once
 	err  error
+}
+
+func (s *socket) Accept() (net.Conn, error) {
+	c, err := s.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	s.open.Add(1)
+	return &countedConn{Conn: c, open: s.open}, nil
+}
+
+// countedConn leaves the count when it is first closed.
+type countedConn struct {
+	net.Conn
+	open *atomic.Int64
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.open.Add(-1) })
+	return err
 }
 
 func (s *socket) Close() error {
@@ -100,23 +126,14 @@ func (n *Node) Handover(ctx context.Context, grace time.Duration) error {
 	return n.Shutdown(ctx)
 }
 
-// waitConnsClosed waits until the public, plain-HTTP and peer servers have
-// no open connection, grace has passed or ctx ends.
+// waitConnsClosed waits until no connection accepted by this process is
+// open, grace has passed or ctx ends.
 func (n *Node) waitConnsClosed(ctx context.Context, grace time.Duration) {
-	servers := []*fasthttp.Server{n.public, n.plain}
-	if n.peers != nil {
-		servers = append(servers, n.peers.srv)
-	}
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	deadline := time.After(grace)
 	for {
-		open := int32(0)
-		for _, s := range servers {
-			if s != nil {
-				open += s.GetOpenConnectionsCount()
-			}
-		}
+		open := n.openConns.Load()
 		if open == 0 {
 			return
 		}

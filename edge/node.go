@@ -89,10 +89,11 @@ type Node struct {
 	realClock    bool             // now is time.Now (see requestTime)
 	stopMaint    chan struct{}    // closed by Shutdown: ends the maintenance loop
 	draining     atomic.Bool
-	opts         Options     // the hooks (Listen, ListenPacket)
-	sockMu       sync.Mutex  // guards sockets
-	sockets      []*socket   // every listening socket opened (handover.go)
-	handingOver  atomic.Bool // Handover began: Connection: close, no drain delay
+	opts         Options      // the hooks (Listen, ListenPacket)
+	sockMu       sync.Mutex   // guards sockets
+	sockets      []*socket    // every listening socket opened (handover.go)
+	handingOver  atomic.Bool  // Handover began: Connection: close, no drain delay
+	openConns    atomic.Int64 // connections accepted on sockets and not closed yet
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
@@ -164,7 +165,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 	n.purger = &purger{store: n.store, purges: n.purges, hfp: &n.hfp, now: n.now, log: n.log}
 	n.api = n.newAdmin()
 	n.public = n.newPublicServer(n.handleH1)
-	n.admin = newAdminServer(n.api.handle, n.log)
+	n.admin = newAdminServer(n.closeOnHandover(n.api.handle), n.log)
 	return n, nil
 }
 

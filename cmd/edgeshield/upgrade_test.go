@@ -162,6 +162,7 @@ func TestSuperviseUpgradesAndStops(t *testing.T) {
 // origin on loopback, with a pid file.
 type edgeProc struct {
 	bin, pidFile, url string
+	admin             string // admin host:port
 	cmd               *exec.Cmd
 	log               *syncBuffer
 	exited            chan error // the first process's exit
@@ -171,16 +172,22 @@ type edgeProc struct {
 // process of that binary (the upgrades' too) is killed when the test ends.
 func startBinary(t *testing.T, extra ...string) *edgeProc {
 	t.Helper()
+	return startBinaryEnv(t, nil, extra...)
+}
+
+// startBinaryEnv is startBinary with variables added to the environment.
+func startBinaryEnv(t *testing.T, env []string, extra ...string) *edgeProc {
+	t.Helper()
 	dir := t.TempDir()
 	e := &edgeProc{bin: filepath.Join(dir, "edgeshield"), pidFile: filepath.Join(dir, "edgeshield.pid"), log: &syncBuffer{}}
 	if out, err := exec.Command("go", "build", "-o", e.bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	pub, adm := freeAddr(t), freeAddr(t)
-	e.url = "http://" + pub
+	e.url, e.admin = "http://"+pub, adm
 	args := append([]string{"run", "--listen", pub, "--admin", adm, "--pid-file", e.pidFile, "--handover-grace", "1s"}, extra...)
 	e.cmd = exec.Command(e.bin, args...)
-	e.cmd.Env = append(os.Environ(), "EDGESHIELD_SERVER_DRAIN_DELAY=0s")
+	e.cmd.Env = append(append(os.Environ(), "EDGESHIELD_SERVER_DRAIN_DELAY=0s"), env...)
 	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
 	if err := e.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -246,7 +253,13 @@ func (e *edgeProc) stop(t *testing.T, pid int) {
 // returned function waits for and returns their results.
 func (e *edgeProc) load(t *testing.T, ctx context.Context, keepAlive, fresh float64) func() []*bench.Result {
 	t.Helper()
-	targets, err := bench.RoundRobin(e.url+"/css/site.css", e.url+"/dyn/up?size=2048&h.Cache-Control=max-age%3D1", e.url+"/img/hero-1m.jpg")
+	return loadURLs(t, ctx, keepAlive, fresh, e.url+"/css/site.css", e.url+"/dyn/up?size=2048&h.Cache-Control=max-age%3D1", e.url+"/img/hero-1m.jpg")
+}
+
+// loadURLs is load over any URLs, in turn.
+func loadURLs(t *testing.T, ctx context.Context, keepAlive, fresh float64, urls ...string) func() []*bench.Result {
+	t.Helper()
+	targets, err := bench.RoundRobin(urls...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,4 +328,74 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestUpgradeInClusterKeepsMembership: two clustered nodes (built binaries,
+// gossip and peer listeners on loopback) under load with misses forwarded
+// between them. Node b is upgraded twice, then to a broken binary: after
+// each upgrade both see 2 members alive (the new process bound the gossip
+// port its predecessor released and joined under the same name), after the
+// failed one b has taken its gossip port back, and no request failed.
+func TestUpgradeInClusterKeepsMembership(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	ga, gb := freeAddr(t), freeAddr(t)
+	clusterEnv := func(name, gossip string) []string {
+		return []string{"EDGESHIELD_NAME=" + name, "EDGESHIELD_CLUSTER_ENABLED=true", "EDGESHIELD_CLUSTER_BIND=" + gossip,
+			"EDGESHIELD_CLUSTER_PEER_LISTEN=" + freeAddr(t), `EDGESHIELD_CLUSTER_SEEDS=["` + ga + `", "` + gb + `"]`,
+			"EDGESHIELD_CLUSTER_REJOIN_INTERVAL=2s"}
+	}
+	a := startBinaryEnv(t, clusterEnv("a", ga))
+	b := startBinaryEnv(t, clusterEnv("b", gb))
+	both := func(what string) {
+		t.Helper()
+		for _, e := range []*edgeProc{a, b} {
+			waitUntil(t, e.admin+" to see a and b alive "+what, 30*time.Second, func() bool {
+				v, _, err := adminView(e.admin, "")
+				return err == nil && v.Alive == 2 && v.state("a") == "alive" && v.state("b") == "alive"
+			})
+		}
+	}
+	both("at start")
+	ctx, stopLoad := context.WithCancel(context.Background())
+	results := loadURLs(t, ctx, 200, 50, a.url+"/dyn/c?size=1024&h.Cache-Control=max-age%3D1", b.url+"/dyn/c?size=1024&h.Cache-Control=max-age%3D1",
+		a.url+"/dyn/d?size=1024&h.Cache-Control=max-age%3D1", b.url+"/dyn/d?size=1024&h.Cache-Control=max-age%3D1")
+	for i := range 2 {
+		old := b.pid(t)
+		if out, err := exec.Command(b.bin, "upgrade", "--pid-file", b.pidFile).CombinedOutput(); err != nil {
+			t.Fatalf("upgrade %d of b: %v: %s\n%s", i+1, err, out, b.log.String())
+		}
+		if b.pid(t) == old {
+			t.Fatalf("upgrade %d: pid unchanged", i+1)
+		}
+		both(fmt.Sprintf("after upgrade %d", i+1))
+	}
+	good := b.bin + ".good"
+	if err := os.Link(b.bin, good); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(b.bin+".broken", []byte("#!/bin/sh\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(b.bin+".broken", b.bin); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(b.pid(t), syscall.SIGUSR2)
+	waitUntil(t, "b to log the failed upgrade", 30*time.Second, func() bool { return strings.Contains(b.log.String(), "upgrade failed, still serving") })
+	if !strings.Contains(b.log.String(), "gossip resumed") {
+		t.Errorf("b did not take its gossip port back after the failed upgrade:\n%s", b.log.String())
+	}
+	both("after the failed upgrade")
+	time.Sleep(time.Second)
+	stopLoad()
+	for _, r := range results() {
+		t.Logf("%s: %d sent, errors %v", r.Name, r.Sent, r.ErrorKinds)
+		if r.Errors != 0 || r.Sent == 0 {
+			t.Errorf("%s: %d of %d requests failed (%v), want 0", r.Name, r.Errors, r.Sent, r.ErrorKinds)
+		}
+	}
+	os.Rename(good, b.bin)
+	b.stop(t, b.pid(t))
+	a.stop(t, a.pid(t))
 }

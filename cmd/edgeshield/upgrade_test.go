@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -129,7 +128,7 @@ func TestSuperviseUpgradesAndStops(t *testing.T) {
 	results := e.load(t, loadCtx, 200, 50)
 	for i := range 2 {
 		syscall.Kill(sup, syscall.SIGUSR2)
-		waitUntil(t, fmt.Sprintf("upgrade %d of the worker", i+1), 60*time.Second, func() bool {
+		waitTrue(t, fmt.Sprintf("upgrade %d of the worker", i+1), 60*time.Second, func() bool {
 			p, err := readPID(e.pidFile)
 			return err == nil && p != worker && !alive(worker) && strings.Contains(e.log.String(), fmt.Sprintf("worker %d handed over to %d", worker, p))
 		})
@@ -183,7 +182,7 @@ func startBinaryEnv(t *testing.T, env []string, extra ...string) *edgeProc {
 	if out, err := exec.Command("go", "build", "-o", e.bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	pub, adm := freeAddr(t), freeAddr(t)
+	pub, adm := "127.0.0.1:"+freePort(t), "127.0.0.1:"+freePort(t)
 	e.url, e.admin = "http://"+pub, adm
 	args := append([]string{"run", "--listen", pub, "--admin", adm, "--pid-file", e.pidFile, "--handover-grace", "1s"}, extra...)
 	e.cmd = exec.Command(e.bin, args...)
@@ -199,7 +198,7 @@ func startBinaryEnv(t *testing.T, env []string, extra ...string) *edgeProc {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
-	waitUntil(t, "the node to serve and write its pid file", 30*time.Second, func() bool {
+	waitTrue(t, "the node to serve and write its pid file", 30*time.Second, func() bool {
 		if _, err := readPID(e.pidFile); err != nil {
 			return false
 		}
@@ -242,7 +241,7 @@ func (e *edgeProc) running() []int {
 func (e *edgeProc) stop(t *testing.T, pid int) {
 	t.Helper()
 	syscall.Kill(pid, syscall.SIGTERM)
-	waitUntil(t, "every process to exit after SIGTERM", 60*time.Second, func() bool { return len(e.running()) == 0 })
+	waitTrue(t, "every process to exit after SIGTERM", 60*time.Second, func() bool { return len(e.running()) == 0 })
 	if _, err := os.Stat(e.pidFile); !os.IsNotExist(err) {
 		t.Errorf("pid file after SIGTERM: %v, want it removed", err)
 	}
@@ -291,27 +290,6 @@ func loadURLs(t *testing.T, ctx context.Context, keepAlive, fresh float64, urls 
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // syncBuffer collects a process's output from its writer goroutines.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -340,10 +318,10 @@ func TestUpgradeInClusterKeepsMembership(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	ga, gb := freeAddr(t), freeAddr(t)
+	ga, gb := "127.0.0.1:"+freePort(t), "127.0.0.1:"+freePort(t)
 	clusterEnv := func(name, gossip string) []string {
 		return []string{"EDGESHIELD_NAME=" + name, "EDGESHIELD_CLUSTER_ENABLED=true", "EDGESHIELD_CLUSTER_BIND=" + gossip,
-			"EDGESHIELD_CLUSTER_PEER_LISTEN=" + freeAddr(t), `EDGESHIELD_CLUSTER_SEEDS=["` + ga + `", "` + gb + `"]`,
+			"EDGESHIELD_CLUSTER_PEER_LISTEN=" + "127.0.0.1:" + freePort(t), `EDGESHIELD_CLUSTER_SEEDS=["` + ga + `", "` + gb + `"]`,
 			"EDGESHIELD_CLUSTER_REJOIN_INTERVAL=2s"}
 	}
 	a := startBinaryEnv(t, clusterEnv("a", ga))
@@ -351,7 +329,7 @@ func TestUpgradeInClusterKeepsMembership(t *testing.T) {
 	both := func(what string) {
 		t.Helper()
 		for _, e := range []*edgeProc{a, b} {
-			waitUntil(t, e.admin+" to see a and b alive "+what, 30*time.Second, func() bool {
+			waitTrue(t, e.admin+" to see a and b alive "+what, 30*time.Second, func() bool {
 				v, _, err := adminView(e.admin, "")
 				return err == nil && v.Alive == 2 && v.state("a") == "alive" && v.state("b") == "alive"
 			})
@@ -382,7 +360,7 @@ func TestUpgradeInClusterKeepsMembership(t *testing.T) {
 		t.Fatal(err)
 	}
 	syscall.Kill(b.pid(t), syscall.SIGUSR2)
-	waitUntil(t, "b to log the failed upgrade", 30*time.Second, func() bool { return strings.Contains(b.log.String(), "upgrade failed, still serving") })
+	waitTrue(t, "b to log the failed upgrade", 30*time.Second, func() bool { return strings.Contains(b.log.String(), "upgrade failed, still serving") })
 	if !strings.Contains(b.log.String(), "gossip resumed") {
 		t.Errorf("b did not take its gossip port back after the failed upgrade:\n%s", b.log.String())
 	}
@@ -398,4 +376,10 @@ func TestUpgradeInClusterKeepsMembership(t *testing.T) {
 	os.Rename(good, b.bin)
 	b.stop(t, b.pid(t))
 	a.stop(t, a.pid(t))
+}
+
+// waitTrue is pollUntil for a condition without a detail.
+func waitTrue(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	pollUntil(t, what, d, func() (bool, string) { return cond(), "" })
 }

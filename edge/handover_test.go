@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgeshield/edgeshield/edge/certs"
 )
 
 // TestHandoverClosesAfterTheNextResponse is the old process's side of a
@@ -179,4 +181,65 @@ func (k *keepAliveConn) eof() error {
 		return errors.New("reset, not closed: " + err.Error())
 	}
 	return err
+}
+
+// TestHandoverTLSSocketsFromTheHooks: with HTTPS and HTTP/3 every socket,
+// the UDP one included, comes from Options.Listen and ListenPacket (so an
+// upgraded process inherits them all), and Handover releases them.
+func TestHandoverTLSSocketsFromTheHooks(t *testing.T) {
+	o := newTestOrigin(t, nil, static("ok"))
+	certFile, keyFile, _ := testCert(t)
+	cfg := DefaultConfig()
+	cfg.Name, cfg.Listen, cfg.Admin.Listen, cfg.Origin.URL = "edge-tls", "127.0.0.1:0", "127.0.0.1:0", o.srv.URL
+	cfg.TLS.Mode, cfg.TLS.Listen, cfg.TLS.HTTP, cfg.TLS.Storage = "manual", "127.0.0.1:0", "serve", t.TempDir()
+	cfg.TLS.DefaultServerName, cfg.TLS.HTTP2, cfg.TLS.HTTP3 = "edge.test", true, true
+	cfg.TLS.Certificates = []certs.CertFile{{Cert: certFile, Key: keyFile}}
+	var mu sync.Mutex
+	var tcp []string
+	var udp []net.PacketConn
+	n, err := New(cfg, Options{Logger: testLogger(t),
+		Listen: func(network, addr string) (net.Listener, error) {
+			mu.Lock()
+			tcp = append(tcp, network)
+			mu.Unlock()
+			return net.Listen(network, addr)
+		},
+		ListenPacket: func(network, addr string) (net.PacketConn, error) {
+			pc, err := net.ListenPacket(network, addr)
+			if err == nil {
+				mu.Lock()
+				udp = append(udp, pc)
+				mu.Unlock()
+			}
+			return pc, err
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if len(tcp) != 3 || len(udp) != 1 {
+		t.Fatalf("hooks opened %d TCP listeners and %d UDP sockets, want 3 (plain, HTTPS, admin) and 1 (HTTP/3)", len(tcp), len(udp))
+	}
+	if got, want := udp[0].LocalAddr().String(), n.TLSAddr(); got != want {
+		t.Errorf("HTTP/3 socket on %s, want the HTTPS address %s", got, want)
+	}
+	if err := n.Handover(context.Background(), time.Second); err != nil {
+		t.Errorf("Handover: %v", err)
+	}
+	for _, addr := range []string{n.Addr(), n.TLSAddr(), n.AdminAddr()} {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Errorf("after Handover %s is still bound: %v", addr, err)
+			continue
+		}
+		ln.Close()
+	}
+	pc, err := net.ListenPacket("udp", udp[0].LocalAddr().String())
+	if err != nil {
+		t.Errorf("after Handover the HTTP/3 socket is still bound: %v", err)
+	} else {
+		pc.Close()
+	}
 }

@@ -843,11 +843,15 @@ func redactFields(s string) string {
 
 // sendConn is the connection a response body may be written to directly
 // (sendfile, cache.BlobReader): the TCP connection under a plain frontConn,
-// whose check only concerns reads. A TLS connection stays wrapped, so its
-// bodies are encrypted.
+// whose check only concerns reads, and under the count of open
+// connections (handover.go), which only concerns Close. A TLS connection
+// stays wrapped, so its bodies are encrypted.
 func sendConn(c net.Conn) net.Conn {
 	if fc, ok := c.(*frontConn); ok {
-		return fc.Conn
+		c = fc.Conn
+	}
+	if cc, ok := c.(*countedConn); ok {
+		return cc.Conn
 	}
 	return c
 }

@@ -51,5 +51,9 @@ EXPOSE 8080 8443 8443/udp 9090 7946/tcp 7946/udp 7947
 # the cluster, finish in-flight requests). Give `docker stop -t` at least
 # drain_delay plus the longest request.
 STOPSIGNAL SIGTERM
+# As PID 1, `edgeshield run` supervises its serving process (run --supervise),
+# so an upgrade in place does not end the container: `docker cp` a new binary
+# to /edgeshield, then `docker kill --signal USR2 <container>` (README,
+# Upgrades). Do not run with --init: PID 1 must be edgeshield.
 ENTRYPOINT ["/edgeshield"]
 CMD ["run"]

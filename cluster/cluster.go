@@ -238,6 +238,7 @@ type Cluster struct {
 	left   bool
 	closed bool
 	mlShut bool // a failed address move left the memberlist shut down
+	paused bool // Pause released the gossip port for an upgrade (handover.go)
 
 	// cbMu makes Close wait for a running OnPurge and keeps memberlist
 	// handlers that outlive Shutdown from calling OnPurge after Close.

@@ -110,7 +110,7 @@ func (n *Node) peerClientConfig() origin.ClientConfig {
 // advertising it.
 func (n *Node) startCluster() error {
 	cc := n.cfg.Cluster
-	ln, err := net.Listen("tcp", cc.PeerListen)
+	ln, err := n.listenTCP(cc.PeerListen)
 	if err != nil {
 		return fmt.Errorf("cluster peer listen %s: %w", cc.PeerListen, err)
 	}

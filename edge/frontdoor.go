@@ -843,14 +843,23 @@ func redactFields(s string) string {
 
 // sendConn is the connection a response body may be written to directly
 // (sendfile, cache.BlobReader): the TCP connection under a plain frontConn,
-// whose check only concerns reads. A TLS connection stays wrapped, so its
-// bodies are encrypted.
+// whose check only concerns reads, and under the count of open
+// connections (handover.go), which only concerns Close. A TLS connection
+// stays wrapped, so its bodies are encrypted.
 func sendConn(c net.Conn) net.Conn {
-	if fc, ok := c.(*frontConn); ok {
-		if pc, ok := fc.Conn.(*prefixConn); ok { // server.h2c read its first bytes (h2.go)
-			return pc.Conn
-		}
-		return fc.Conn
+	fc, ok := c.(*frontConn)
+	if !ok {
+		return c
 	}
-	return c
+	c = fc.Conn
+	for {
+		switch w := c.(type) {
+		case *prefixConn: // server.h2c read its first bytes (h2.go)
+			c = w.Conn
+		case *countedConn:
+			c = w.Conn
+		default:
+			return c
+		}
+	}
 }

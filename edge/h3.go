@@ -58,7 +58,7 @@ func (n *Node) listenH3(tlsLn net.Listener) error {
 	if addr == defaultHTTP3Listen {
 		addr = tlsLn.Addr().String()
 	}
-	pc, err := net.ListenPacket("udp", addr)
+	pc, err := n.listenUDP(addr)
 	if err != nil {
 		return &ConfigError{Key: "tls.http3_listen", Msg: fmt.Sprintf("listen udp %s: %v", addr, err)}
 	}

@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgeshield/edgeshield/edge/certs"
@@ -61,6 +62,11 @@ type Node struct {
 	reload       reloader       // SIGHUP, POST /reload (reload.go)
 	level        *slog.LevelVar // log.level, when the node can change it (Options)
 	stopMaint    chan struct{}  // closed by Shutdown: ends the maintenance loop
+	opts         Options        // the hooks (Listen, ListenPacket)
+	sockMu       sync.Mutex     // guards sockets
+	sockets      []*socket      // every listening socket opened (handover.go)
+	handingOver  atomic.Bool    // Handover began: Connection: close, no drain delay
+	openConns    atomic.Int64   // connections accepted on sockets and not closed yet
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
@@ -79,6 +85,12 @@ type Options struct {
 	// (file, environment, flags), validated, for SIGHUP and POST /reload
 	// (ReloadConfig); nil: those answer that there is no source.
 	LoadConfig func() (Config, error)
+	// Listen opens every TCP listener (public, HTTPS, admin, peer); nil
+	// means net.Listen. cmd/edgeshield passes tableflip's, so that an
+	// upgraded process inherits the sockets (handover.go).
+	Listen func(network, addr string) (net.Listener, error)
+	// ListenPacket opens the HTTP/3 UDP socket; nil means net.ListenPacket.
+	ListenPacket func(network, addr string) (net.PacketConn, error)
 }
 
 // New builds a node from a validated configuration; call Start to listen.
@@ -88,7 +100,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 	if err := cfg.Validate("", nil); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: opts.Logger, name: nodeName(cfg), level: opts.LogLevel}
+	n := &Node{cfg: cfg, log: opts.Logger, name: nodeName(cfg), level: opts.LogLevel, opts: opts}
 	n.reload.load = opts.LoadConfig
 	if n.log == nil {
 		n.log, n.level = NewLeveledLogger(cfg.Log, os.Stderr)
@@ -107,7 +119,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 	n.api = n.newAdmin()
 	pipe.readiness = n.api.serveReadiness
 	n.public = n.newPublicServer(n.handleH1)
-	n.admin = newAdminServer(n.api.handle, n.log)
+	n.admin = newAdminServer(n.closeOnHandover(n.api.handle), n.log)
 	return n, nil
 }
 
@@ -164,7 +176,7 @@ func (n *Node) newPublicServer(h fasthttp.RequestHandler) *fasthttp.Server {
 		// NoDefaultDate: the node writes Date itself, the origin's on
 		// cached responses (RFC 9110 §6.6.1; see date.go). The front
 		// door (frontdoor.go) checks framing before anything else.
-		Handler:               n.pipe.withDate(n.pipe.frontDoor(h)),
+		Handler:               n.closeOnHandover(n.pipe.withDate(n.pipe.frontDoor(h))),
 		Name:                  "edgeshield",
 		NoDefaultServerHeader: true,
 		NoDefaultContentType:  true,
@@ -251,7 +263,7 @@ func (l listeners) close() {
 func (n *Node) listen() (listeners, error) {
 	var l listeners
 	var err error
-	if l.public, err = net.Listen("tcp", n.cfg.Listen); err != nil {
+	if l.public, err = n.listenTCP(n.cfg.Listen); err != nil {
 		return l, fmt.Errorf("listen %s: %w", n.cfg.Listen, err)
 	}
 	if n.conns != nil {
@@ -259,7 +271,7 @@ func (n *Node) listen() (listeners, error) {
 	}
 	n.publicLn = l.public
 	if n.cfg.TLS.Enabled() {
-		if l.tls, err = net.Listen("tcp", n.cfg.TLS.Listen); err != nil {
+		if l.tls, err = n.listenTCP(n.cfg.TLS.Listen); err != nil {
 			l.close()
 			return listeners{}, fmt.Errorf("tls listen %s: %w", n.cfg.TLS.Listen, err)
 		}
@@ -268,7 +280,7 @@ func (n *Node) listen() (listeners, error) {
 		}
 	}
 	if n.cfg.Admin.Listen != "" {
-		if l.admin, err = net.Listen("tcp", n.cfg.Admin.Listen); err != nil {
+		if l.admin, err = n.listenTCP(n.cfg.Admin.Listen); err != nil {
 			l.close()
 			return listeners{}, fmt.Errorf("admin listen %s: %w", n.cfg.Admin.Listen, err)
 		}
@@ -324,7 +336,8 @@ func (n *Node) Shutdown(ctx context.Context) error {
 func (n *Node) shutdown(ctx context.Context) error {
 	n.pipe.draining.Store(true)
 	n.warmShutdown(ctx) // before the drain delay: peers prefetch from us meanwhile
-	if d := n.pipe.conf().Server.DrainDelay.D(); d > 0 && n.publicLn != nil {
+	// A handover needs no delay: the new process accepts on the same sockets.
+	if d := n.pipe.conf().Server.DrainDelay.D(); d > 0 && n.publicLn != nil && !n.handingOver.Load() {
 		n.log.Info("draining: readiness is 503; waiting before closing listeners", "delay", d)
 		select {
 		case <-time.After(d):

@@ -1,7 +1,8 @@
 // Command edgeshield runs an Edgeshield edge node, the demo origin, the
 // bench harness and the uptime probe.
 //
-//	edgeshield run [--config FILE] [--origin URL] [--listen ADDR] [--admin ADDR]
+//	edgeshield run [--config FILE] [--origin URL] [--listen ADDR] [--admin ADDR] [--pid-file F]
+//	edgeshield upgrade [--pid-file F | --pid N]
 //	edgeshield origin [--listen ADDR] [--root DIR] [--latency D] [--fault SPEC]…
 //	edgeshield bench <steady|rush|capacity> [flags]
 //	edgeshield probe --targets URL[,URL…] [flags]
@@ -29,6 +30,7 @@ const usage = `usage: edgeshield <command> [flags]
 
 commands:
   run      run an edge node (default config: 127.0.0.1:8080 in front of the built-in demo origin)
+  upgrade  upgrade a running node to the binary at its path, with no failed request (SIGUSR2)
   origin   run the demo origin alone
   bench    load-test any URL: steady, rush, capacity (see 'edgeshield bench -h')
   probe    uptime probe for edges and content URLs (see 'edgeshield probe -h')
@@ -49,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return runEdge(ctx, args[1:], stdout, stderr)
+	case "upgrade":
+		return runUpgrade(args[1:], stdout, stderr)
 	case "origin":
 		return runOrigin(ctx, args[1:], stdout, stderr)
 	case "bench":
@@ -67,7 +71,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	load, shutdownTimeout, code := edgeConfig(args, stderr)
+	var uf upgradeFlags
+	load, shutdownTimeout, code := edgeConfig(args, stderr, uf.register)
 	if code != 0 {
 		return code
 	}
@@ -76,6 +81,10 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "edgeshield: config:", err)
 		return 2
 	}
+	if uf.supervise {
+		return supervise(args, stderr)
+	}
+	up := newUpgrader(uf, stderr)
 	setMemoryLimit(cfg)
 	logger, level := edge.NewLeveledLogger(cfg.Log, stderr)
 	demoOrigin := cfg.Origin.URL == "demo"
@@ -102,7 +111,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return c, err
 	}
-	node, err := edge.New(cfg, edge.Options{Logger: logger, LogLevel: level, LoadConfig: reload})
+	node, err := edge.New(cfg, up.options(edge.Options{Logger: logger, LogLevel: level, LoadConfig: reload}))
 	if err != nil {
 		fmt.Fprintln(stderr, "edgeshield:", err)
 		return 1
@@ -110,7 +119,11 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := node.Start(); err != nil {
 		fmt.Fprintln(stderr, "edgeshield:", err)
 		_ = node.Shutdown(context.Background())
+		up.stop(false)
 		return 1
+	}
+	if err := up.ready(); err != nil {
+		fmt.Fprintln(stderr, "edgeshield:", err)
 	}
 	base := "http://" + node.Addr()
 	fmt.Fprintf(stdout, "edgeshield %s: edge %s in front of origin %s\n", edge.Version, base, node.OriginURL())
@@ -126,7 +139,10 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "https: %s (certificates: http://%s/tls)\n", a, node.AdminAddr())
 	}
 	fmt.Fprintln(stdout, "Ctrl-C to stop")
-	return waitAndShutdown(ctx, node, cfg.Server.DrainDelay.D()+shutdownTimeout, stderr)
+	uctx := up.watch(ctx, node, shutdownTimeout)
+	code = waitAndShutdown(uctx, node, cfg.Server.DrainDelay.D()+shutdownTimeout, stderr)
+	up.stop(ctx.Err() == nil) // uctx ended, ctx did not: handed over
+	return code
 }
 
 // waitAndShutdown serves until ctx ends (SIGINT, SIGTERM), reloading the
@@ -164,12 +180,15 @@ func waitAndShutdown(ctx context.Context, node *edge.Node, grace time.Duration, 
 	return 0
 }
 
-// edgeConfig reads run's flags; load reads the configuration (defaults,
-// file, environment, flags) and validates it, at start and on every
-// reload. A non-zero code ends run.
-func edgeConfig(args []string, stderr io.Writer) (load func() (edge.Config, error), shutdown time.Duration, code int) {
+// edgeConfig reads run's flags (extra registers more); load reads the
+// configuration (defaults, file, environment, flags) and validates it, at
+// start and on every reload. A non-zero code ends run.
+func edgeConfig(args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) (load func() (edge.Config, error), shutdown time.Duration, code int) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	for _, register := range extra {
+		register(fs)
+	}
 	configPath := fs.String("config", os.Getenv("EDGESHIELD_CONFIG"), "YAML config file (see configs/edge.yaml); default: built-in demo setup")
 	originURL := fs.String("origin", "", "origin URL (overrides origin.url), or \"demo\"")
 	listen := fs.String("listen", "", "public listen address (overrides listen)")

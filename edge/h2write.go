@@ -89,21 +89,33 @@ func (c *coalescedConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// writeDirect writes p itself once what is buffered is written (c.mu held).
+// writeDirect writes p itself once no flusher is writing (c.mu held). What
+// is buffered ahead of it (typically the frame header the server's own
+// buffer flushed first) is written here too, before p, instead of by a
+// new flusher goroutine this call would then wait for: a large body is a
+// run of such pairs.
 func (c *coalescedConn) writeDirect(p []byte) (int, error) {
-	for c.err == nil && (c.writing || c.buf != nil) {
-		if !c.writing { // buffered, no flusher: write it first
-			c.writing = true
-			go c.flush()
-		}
+	for c.err == nil && c.writing {
 		c.cond.Wait()
 	}
 	if c.err != nil {
 		return 0, c.err
 	}
 	c.writing = true
+	b := c.buf
+	c.buf = nil
+	c.cond.Broadcast() // writers held back by a full buffer may go on
 	c.mu.Unlock()
-	n, err := c.write(p)
+	var err error
+	if b != nil {
+		_, err = c.write(*b)
+		*b = (*b)[:0]
+		coalescePool.Put(b)
+	}
+	n := 0
+	if err == nil {
+		n, err = c.write(p)
+	}
 	c.mu.Lock()
 	c.writing = false
 	c.fail(err)

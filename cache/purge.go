@@ -103,7 +103,7 @@ type prefixTomb struct {
 // that set it, so the limit and ttl bound both lookups and the push/pull
 // exchange.
 type Purges struct {
-	ttl time.Duration
+	ttl atomic.Int64 // time.Duration; SetTTL changes it
 	max int
 	now func() time.Time
 
@@ -125,6 +125,17 @@ type Purges struct {
 	lastPrune time.Time
 }
 
+// TTL is how long tombstones live.
+func (p *Purges) TTL() time.Duration { return time.Duration(p.ttl.Load()) }
+
+// SetTTL changes how long tombstones live (cache.purge_ttl on a reload);
+// d <= 0 is ignored. Tombstones older than the new TTL go at the next Prune.
+func (p *Purges) SetTTL(d time.Duration) {
+	if d > 0 {
+		p.ttl.Store(int64(d))
+	}
+}
+
 // NewPurges returns an empty set whose tombstones live for ttl (<= 0 means
 // 24h).
 func NewPurges(ttl time.Duration) *Purges {
@@ -132,12 +143,12 @@ func NewPurges(ttl time.Duration) *Purges {
 		ttl = 24 * time.Hour
 	}
 	p := &Purges{
-		ttl:  ttl,
 		max:  DefaultMaxTombstones,
 		now:  time.Now,
 		urls: make(map[string]tomb),
 		tags: make(map[string]tomb),
 	}
+	p.ttl.Store(int64(ttl))
 	p.gen.Store(rand.Uint64() | 1) // never 0, the zero value of Entry.purgeGen
 	return p
 }
@@ -170,7 +181,7 @@ func (p *Purges) Record(t Tombstone) bool {
 		at = now
 	}
 	ns := unixNano(at)
-	if ns < unixNano(now.Add(-p.ttl)) {
+	if ns < unixNano(now.Add(-p.TTL())) {
 		return false
 	}
 	var ref *purgeRef
@@ -202,7 +213,7 @@ func (p *Purges) Record(t Tombstone) bool {
 	if !changed {
 		return false
 	}
-	if p.count > p.max || now.Sub(p.lastPrune) > p.ttl/8 {
+	if p.count > p.max || now.Sub(p.lastPrune) > p.TTL()/8 {
 		p.pruneLocked(now)
 	}
 	p.publish()
@@ -243,7 +254,7 @@ func (p *Purges) set(cur *tomb, hard bool, ns int64, ref *purgeRef) bool {
 // that are younger than the ttl to dst: the set the cluster exchanges. It
 // allocates; it is meant for push/pull, every few seconds at most.
 func (p *Purges) Tombstones(dst []Tombstone) []Tombstone {
-	cutoff := unixNano(p.now().Add(-p.ttl))
+	cutoff := unixNano(p.now().Add(-p.TTL()))
 	add := func(kind PurgeKind, value []byte, t tomb) {
 		for _, s := range [2]struct {
 			ns   int64
@@ -348,7 +359,7 @@ func (p *Purges) Prune(now time.Time) int {
 
 func (p *Purges) pruneLocked(now time.Time) {
 	p.lastPrune = now
-	p.dropBefore(unixNano(now.Add(-p.ttl)))
+	p.dropBefore(unixNano(now.Add(-p.TTL())))
 	if p.count <= p.max {
 		return
 	}

@@ -309,3 +309,23 @@ func TestPurgesOneLimitForLookupsAndExchange(t *testing.T) {
 		t.Errorf("Record of a dropped tombstone older than the floor: got true want false (it would be dropped again)")
 	}
 }
+
+// TestPurgesSetTTL: a shorter tombstone lifetime set on a running set
+// (cache.purge_ttl on a reload) drops tombstones the old one kept.
+func TestPurgesSetTTL(t *testing.T) {
+	now := time.Now()
+	p := newTestPurges(time.Hour, &now)
+	p.Add(PurgeURL, []byte("example.com/a"), false, now)
+	now = now.Add(10 * time.Minute)
+	if got := p.Prune(now); got != 0 {
+		t.Fatalf("Prune within the hour: dropped %d", got)
+	}
+	p.SetTTL(5 * time.Minute)
+	p.SetTTL(0) // ignored
+	if got := p.TTL(); got != 5*time.Minute {
+		t.Fatalf("TTL %s, want 5m", got)
+	}
+	if got := p.Prune(now); got != 1 {
+		t.Errorf("Prune after SetTTL(5m) of a 10-minute-old tombstone: dropped %d, want 1", got)
+	}
+}

@@ -419,10 +419,7 @@ func (n *Node) closeParts() {
 func (n *Node) maintain() {
 	defer n.serveWG.Done()
 	defer n.bg.recover("maintenance")
-	every := n.cfg.Cache.PurgeTTL.D() / 2
-	if every < time.Second {
-		every = time.Second
-	}
+	every := sweepEvery(n.pipe.purges.TTL())
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -430,6 +427,10 @@ func (n *Node) maintain() {
 		case <-n.stopMaint:
 			return
 		case <-t.C:
+			if e := sweepEvery(n.pipe.purges.TTL()); e != every { // a reload changed cache.purge_ttl
+				every = e
+				t.Reset(every)
+			}
 			inv, del := n.pipe.store.Sweep(n.pipe.purges)
 			pruned := n.pipe.purges.Prune(n.pipe.now())
 			if rate := n.pipe.set().rate; rate != nil {
@@ -441,6 +442,10 @@ func (n *Node) maintain() {
 		}
 	}
 }
+
+// sweepEvery is how often maintain makes purges permanent: twice per
+// tombstone lifetime, at most once a second.
+func sweepEvery(purgeTTL time.Duration) time.Duration { return max(purgeTTL/2, time.Second) }
 
 // NewLogger builds the slog logger described by c.
 func NewLogger(c LogConfig, w io.Writer) *slog.Logger {

@@ -42,8 +42,8 @@ var errNoReloadSource = errors.New("reload: this node has no configuration sourc
 // liveKeys are the keys a reload applies to a running node: a key, or a
 // block ending in ".". Every other key needs a restart: listeners,
 // timeouts and sizes the servers were built with, the cluster, TLS, the
-// admin listener and token, the node's name, the cache's codings and the
-// tombstone TTL (shared with the cluster).
+// admin listener and token, the node's name, the cache's codings, and in a
+// cluster the tombstone TTL (its members must agree on it).
 var liveKeys = []string{
 	"origin.", // a new client and health check when any origin key changes
 	"cache.max_bytes", "cache.max_object_size", "cache.key_ignore_query",
@@ -53,7 +53,8 @@ var liveKeys = []string{
 	"server.rate_limit.", "server.max_conns_per_ip", "server.health_path",
 	"server.drain_delay", "server.trusted_proxies",
 	"log.level", "log.access", "log.access_format",
-	"tls.names", // acme and internal modes: new names are issued in the background
+	"tls.names",       // acme and internal modes: new names are issued in the background
+	"cache.purge_ttl", // without a cluster (see isLive)
 }
 
 // replacedGrace is how long a replaced origin client, health check or
@@ -140,6 +141,10 @@ func (n *Node) isLive(key string, cur, next *Config) bool {
 		return n.conns != nil && next.Server.MaxConnsPerIP > 0
 	case "log.level":
 		return n.level != nil
+	case "cache.purge_ttl":
+		// A cluster's members exchange tombstones for purge_ttl and must
+		// agree on it: there, a rolling restart changes it.
+		return n.peers == nil
 	case "tls.names":
 		return n.certs != nil && (cur.TLS.Mode == certs.ModeACME || cur.TLS.Mode == certs.ModeInternal)
 	}
@@ -155,6 +160,9 @@ func (n *Node) isLive(key string, cur, next *Config) bool {
 // not in them; the parts st replaced close after replacedGrace.
 func (n *Node) apply(prev, st *settings) {
 	n.pipe.live.Store(st)
+	if st.cfg.Cache.PurgeTTL != prev.cfg.Cache.PurgeTTL {
+		n.pipe.purges.SetTTL(st.cfg.Cache.PurgeTTL.D())
+	}
 	if st.cfg.Cache.MaxBytes != prev.cfg.Cache.MaxBytes {
 		n.pipe.store.SetMaxBytes(int64(st.cfg.Cache.MaxBytes))
 	}

@@ -130,6 +130,7 @@ func TestReloadAppliesLiveKeys(t *testing.T) {
 		t.Fatalf("before the reload: %q, want the first origin and the client's X-Forwarded-For replaced", body)
 	}
 	next := reloadYAML(o2.srv.URL, `  hit_for_pass: 7s
+  purge_ttl: 20m
 server:
   trusted_proxies: [127.0.0.0/8]
   rate_limit:
@@ -146,7 +147,7 @@ log:
 	if code != 200 {
 		t.Fatalf("POST /reload: %d %s", code, body)
 	}
-	for _, k := range []string{"origin.url", "cache.max_bytes", "cache.hit_for_pass", "server.trusted_proxies", "server.rate_limit.rate", "server.rate_limit.burst", "log.level"} {
+	for _, k := range []string{"origin.url", "cache.max_bytes", "cache.hit_for_pass", "cache.purge_ttl", "server.trusted_proxies", "server.rate_limit.rate", "server.rate_limit.burst", "log.level"} {
 		if !contains(strings.Join(res.Applied, " "), k) {
 			t.Errorf("applied %v: %s missing", res.Applied, k)
 		}
@@ -158,6 +159,9 @@ log:
 		t.Errorf("after the reload: %q, want the second origin and the trusted proxy's X-Forwarded-For extended", body)
 	}
 	get(t, "http://"+f.n.Addr()+"/y") // a new URL: the miss logs at debug ("not storing")
+	if got := f.n.pipe.purges.TTL(); got != 20*time.Minute {
+		t.Errorf("tombstone TTL %s after the reload, want 20m", got)
+	}
 	if got := f.n.Stats().MaxBytes; got != 32<<20 {
 		t.Errorf("Stats.MaxBytes %d, want 32 MiB", got)
 	}

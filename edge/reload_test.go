@@ -187,6 +187,17 @@ log:
 	}
 }
 
+// TestReloadWithoutChange: reloading an unchanged file applies nothing and
+// says so with empty lists.
+func TestReloadWithoutChange(t *testing.T) {
+	o := namedOrigin(t, "one")
+	f := newReloadFixture(t, reloadYAML(o.srv.URL, ""))
+	r, body := do(t, "POST", "http://"+f.n.AdminAddr()+"/reload", "Authorization: Bearer "+reloadToken)
+	if r.StatusCode != 200 || !strings.Contains(body, `"applied": []`) || !strings.Contains(body, `"restart_needed": []`) {
+		t.Errorf("POST /reload of the same file: %d %s; want 200 with empty lists", r.StatusCode, body)
+	}
+}
+
 // TestReloadRefusesInvalidFile: a file that does not load is refused with
 // its file:line error; the running configuration stays in effect.
 func TestReloadRefusesInvalidFile(t *testing.T) {

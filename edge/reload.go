@@ -92,7 +92,7 @@ func (n *Node) Reload(next Config) (ReloadResult, error) {
 	defer n.reload.mu.Unlock()
 	prev := n.pipe.set()
 	res := ReloadResult{Applied: []string{}, RestartNeeded: []string{}} // [] in JSON, never null
-	eff := next // what will be in effect: next, with the restart keys kept
+	eff := next                                                         // what will be in effect: next, with the restart keys kept
 	cur, nxt, effLeaves := configLeaves(&prev.cfg), configLeaves(&next), configLeaves(&eff)
 	keys := make([]string, 0, len(cur))
 	for k := range cur {

@@ -91,8 +91,10 @@ func (n *Node) Reload(next Config) (ReloadResult, error) {
 	n.reload.mu.Lock()
 	defer n.reload.mu.Unlock()
 	prev := n.pipe.set()
-	res := ReloadResult{Applied: []string{}, RestartNeeded: []string{}} // [] in JSON, never null
-	eff := next                                                         // what will be in effect: next, with the restart keys kept
+	// Empty lists, never null, in the JSON answer.
+	res := ReloadResult{Applied: []string{}, RestartNeeded: []string{}}
+	// What will be in effect: next, with the restart keys kept.
+	eff := next
 	cur, nxt, effLeaves := configLeaves(&prev.cfg), configLeaves(&next), configLeaves(&eff)
 	keys := make([]string, 0, len(cur))
 	for k := range cur {

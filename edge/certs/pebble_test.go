@@ -358,8 +358,11 @@ func TestRenewalWithoutFailedRequests(t *testing.T) {
 	if !renewed.NotAfter.After(first.NotAfter) {
 		t.Errorf("renewed NotAfter %v, want after the first %v", renewed.NotAfter, first.NotAfter)
 	}
-	if st, err := statusOf(m, host); err != nil || st.LastError != "" || !st.NotAfter.Equal(renewed.NotAfter) {
-		t.Errorf("Status after renewal: got %+v (%v), want no error and NotAfter %v", st, err, renewed.NotAfter)
+	// Status shows the renewed certificate, or a later one: these
+	// certificates live seconds, so under load another renewal can land
+	// between the loop's last handshake and this call (seen in CI).
+	if st, err := statusOf(m, host); err != nil || st.LastError != "" || st.NotAfter.Before(renewed.NotAfter) {
+		t.Errorf("Status after renewal: got %+v (%v), want no error and NotAfter %v or later", st, err, renewed.NotAfter)
 	}
 
 	// The CA disappears: the next renewal fails, Status reports it, and the
